@@ -1,0 +1,88 @@
+"""Settings: one ``Settings`` object, environment prefix ``FACEPORT_``, read via ``get_settings()``."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DetectorName = Literal["blazeface_short", "blazeface_full", "centerface"]
+
+
+def _default_home() -> Path:
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "faceport"
+
+
+class Settings(BaseSettings):
+    """Every setting of the server. Each field is ``FACEPORT_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="FACEPORT_", env_nested_delimiter="__", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    home: Path = Field(default_factory=_default_home, description="Data directory: models, database, outputs.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in home.")
+    redis_url: str | None = None
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    privacy_port: int = Field(default=5000, ge=0, le=65535, description="0 disables the privacy app.")
+    insecure: bool = Field(default=False, description="Allow a non-loopback bind without an API key.")
+    api_key: str | None = Field(default=None, description="When set, required as X-API-Key on seeds B and E.")
+
+    execution_providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
+    model_idle_ttl: float = Field(default=900.0, ge=0, description="Seconds before an unused model is unloaded; 0 keeps forever.")
+    preload_models: list[str] = Field(default_factory=list)
+    pull_on_start: bool = Field(default=True, description="Pull missing default models when the server starts.")
+    thread_pool_size: int = Field(default_factory=lambda: max(2, min(8, os.cpu_count() or 2)), ge=1, le=64)
+
+    detector: DetectorName = "blazeface_full"
+    detector_score: float = Field(default=0.5, ge=0.0, le=1.0)
+    verify_threshold: float = Field(default=0.6, gt=0.0, le=2.0, description="Max L2 distance of two embeddings of one person.")
+    max_image_pixels: int = Field(default=50_000_000, ge=1)
+    max_upload_bytes: int = Field(default=500 * 1024 * 1024, ge=1)
+
+    log_level: str = "INFO"
+
+    @field_validator("execution_providers", "preload_models", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_insecure(self) -> Settings:
+        if not _is_loopback(self.host) and not self.api_key and not self.insecure:
+            raise ValueError(
+                f"refusing to bind {self.host!r} (not loopback) without FACEPORT_API_KEY; "
+                "set an API key or pass --insecure"
+            )
+        return self
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'faceport.db'}"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
