@@ -43,7 +43,8 @@ class Settings(BaseSettings):
 
     detector: DetectorName = "blazeface_full"
     detector_score: float = Field(default=0.5, ge=0.0, le=1.0)
-    verify_threshold: float = Field(default=0.6, gt=0.0, le=2.0, description="Max L2 distance of two embeddings of one person.")
+    verify_threshold: float = Field(default=0.42, gt=0.0, le=2.0,
+                                    description="Max L2 distance of two normalised embeddings of one person.")
     max_image_pixels: int = Field(default=50_000_000, ge=1)
     max_upload_bytes: int = Field(default=500 * 1024 * 1024, ge=1)
 

@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 
 BGRImage = NDArray[np.uint8]  # (H, W, 3), BGR channel order, C-contiguous
 RGBImage = NDArray[np.uint8]  # (H, W, 3), RGB channel order
-Runtime = Literal["onnxruntime", "litert", "dlib", "opencv_dnn", "ctranslate2", "spacy"]
+Runtime = Literal["onnxruntime", "litert", "dlib", "opencv_dnn", "opencv_cascade", "ctranslate2", "spacy"]
 
 
 def _check_rows(name: str, array: np.ndarray | None, n: int, tail: tuple[int, ...] | None) -> None:

@@ -1,0 +1,91 @@
+"""``FaceEngine``: the one object services use for detection, landmarks and embeddings.
+
+It owns no model globals: every call asks the ``ModelCache`` for its sessions, so idle
+models can be evicted and reloaded transparently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from faceport.engine.detect import DETECTORS, BlazeFace, CenterFace, FaceDetector
+from faceport.engine.embed import DEFAULT_THRESHOLD, Comparison, DlibEmbedder, compare
+from faceport.engine.landmarks import FaceMesh, FaceMeshTracker
+from faceport.engine.models.cache import ModelCache
+from faceport.engine.types import BGRImage, Faces
+from faceport.errors import InvalidInput, NoFace
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    detector: str = "blazeface_full"
+    detector_score: float | None = None  # None: each detector's own default
+    verify_threshold: float = DEFAULT_THRESHOLD
+    centerface_max_side: int = 640
+    iris: bool = True  # FaceMesh 478 points (468 + iris) instead of 468
+
+
+class FaceEngine:
+    """Detection, landmarks, alignment + embedding and comparison over a model cache."""
+
+    def __init__(self, cache: ModelCache, options: EngineOptions | None = None) -> None:
+        self.cache = cache
+        self.options = options or EngineOptions()
+        if self.options.detector not in DETECTORS:
+            raise InvalidInput(f"unknown detector {self.options.detector!r}; choose one of {', '.join(DETECTORS)}")
+
+    def detector(self, name: str | None = None) -> FaceDetector:
+        """A detector by name (``blazeface_short``, ``blazeface_full``, ``centerface``).
+
+        Raises:
+            InvalidInput: unknown name (the message lists the known ones).
+        """
+        name = name or self.options.detector
+        if name == "centerface":
+            return CenterFace(self.cache.get("centerface"), max_side=self.options.centerface_max_side)
+        if name in ("blazeface_short", "blazeface_full"):
+            return BlazeFace(self.cache.get(name), name)
+        raise InvalidInput(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}",
+                           details={"field": "detector", "allowed": list(DETECTORS)})
+
+    def facemesh(self) -> FaceMesh:
+        return FaceMesh(self.cache.get("facemesh"), self.cache.get("iris") if self.options.iris else None)
+
+    def embedder(self) -> DlibEmbedder:
+        return DlibEmbedder(self.cache.get("dlib_shape5"), self.cache.get("dlib_resnet"))
+
+    def detect(self, image: BGRImage, *, detector: str | None = None, score_threshold: float | None = None,
+               max_faces: int | None = None, landmarks: bool = False, embed: bool = False) -> Faces:
+        """Find faces, optionally with 468/478 landmarks and embeddings. Nothing found → ``Faces.empty()``."""
+        threshold = score_threshold if score_threshold is not None else self.options.detector_score
+        faces = self.detector(detector).detect(image, score_threshold=threshold, max_faces=max_faces)
+        if landmarks and len(faces):
+            faces = self.facemesh().landmarks(image, faces)
+        if embed:
+            faces = self.embedder().embed(image, faces)
+        return faces
+
+    def embed_largest(self, image: BGRImage, *, detector: str | None = None) -> Faces:
+        """The largest face with its embedding.
+
+        Raises:
+            NoFace: no face in the image.
+        """
+        faces = self.detect(image, detector=detector)
+        if len(faces) == 0:
+            raise NoFace("no face detected in the image")
+        return self.embedder().embed(image, faces.sorted_by_area()[0])
+
+    def compare(self, a: Faces, b: Faces, *, threshold: float | None = None) -> Comparison:
+        if a.embedding is None or b.embedding is None or not len(a) or not len(b):
+            raise InvalidInput("compare needs one embedded face on each side")
+        return compare(a.embedding[0], b.embedding[0], threshold=threshold or self.options.verify_threshold)
+
+    def verify(self, image_a: BGRImage, image_b: BGRImage, *, threshold: float | None = None) -> Comparison:
+        """Are the largest faces of two images the same person?"""
+        return self.compare(self.embed_largest(image_a), self.embed_largest(image_b), threshold=threshold)
+
+    def tracker(self, *, detector: str | None = None, max_faces: int = 1, redetect_every: int = 30) -> FaceMeshTracker:
+        """A landmark tracker for the frames of one video stream (not shared between streams)."""
+        return FaceMeshTracker(self.facemesh(), self.detector(detector), max_faces=max_faces,
+                               redetect_every=redetect_every)

@@ -1,0 +1,228 @@
+"""FaceMesh landmarks (468 points, + 10 iris points = 478) from a detection ROI, and a tracker.
+
+The ROI follows MediaPipe: a square around the detection (or the previous frame's
+landmarks), 1.5x its size, rotated so the eyes are level. The crop is one ``warpAffine``;
+landmarks are mapped back through the inverse transform.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from faceport.engine.detect import FaceDetector
+from faceport.engine.models.sessions import Session
+from faceport.engine.types import BGRImage, Faces
+
+MESH_SIZE = 192
+IRIS_SIZE = 64
+ROI_SCALE = 1.5
+EYE_ROI_SCALE = 2.3
+# Mesh indices of the eye corners: (outer, inner) of the image-left eye, then the image-right eye.
+LEFT_EYE_CORNERS = (33, 133)
+RIGHT_EYE_CORNERS = (362, 263)
+# Mesh points used for the 5-point layout (right eye centre, left eye centre, nose tip, mouth corners).
+_KPS_FROM_MESH = ((33, 133), (362, 263), (1,), (61,), (291,))
+
+
+@dataclass(frozen=True, slots=True)
+class Roi:
+    """A rotated square: centre (px), side (px), rotation (radians, counter-clockwise)."""
+
+    cx: float
+    cy: float
+    size: float
+    angle: float
+
+    def crop_matrix(self, out_size: int) -> NDArray[np.float64]:
+        """2x3 affine taking image pixels to crop pixels."""
+        scale = out_size / self.size
+        cos, sin = math.cos(self.angle) * scale, math.sin(self.angle) * scale
+        # rotate by -angle around the centre, scale, then move centre to crop centre
+        m = np.array([[cos, sin, 0.0], [-sin, cos, 0.0]])
+        m[:, 2] = np.array([out_size / 2, out_size / 2]) - m[:, :2] @ np.array([self.cx, self.cy])
+        return m
+
+
+def _normalize_angle(a: float) -> float:
+    return a - 2 * math.pi * math.floor((a + math.pi) / (2 * math.pi))
+
+
+def roi_from_detection(xyxy: NDArray[np.float32], kps: NDArray[np.float32]) -> Roi:
+    """ROI from a detection box and its eye keypoints (kps[0] right eye, kps[1] left eye)."""
+    (x0, y0), (x1, y1) = kps[0], kps[1]
+    angle = _normalize_angle(-math.atan2(-(float(y1) - float(y0)), float(x1) - float(x0)))
+    w, h = float(xyxy[2] - xyxy[0]), float(xyxy[3] - xyxy[1])
+    return Roi(float(xyxy[0]) + w / 2, float(xyxy[1]) + h / 2, max(w, h) * ROI_SCALE, angle)
+
+
+def roi_from_landmarks(points: NDArray[np.float32]) -> Roi:
+    """ROI for the next video frame from this frame's mesh (tracking)."""
+    (x0, y0), (x1, y1) = points[LEFT_EYE_CORNERS[0], :2], points[RIGHT_EYE_CORNERS[1], :2]
+    angle = _normalize_angle(-math.atan2(-(float(y1) - float(y0)), float(x1) - float(x0)))
+    # size from the landmark extent in the rotated frame
+    cos, sin = math.cos(angle), math.sin(angle)
+    xy = points[:, :2].astype(np.float64)
+    centre = (xy.min(0) + xy.max(0)) / 2
+    rel = xy - centre
+    rx = rel[:, 0] * cos + rel[:, 1] * sin
+    ry = -rel[:, 0] * sin + rel[:, 1] * cos
+    w, h = rx.max() - rx.min(), ry.max() - ry.min()
+    mid_x, mid_y = (rx.max() + rx.min()) / 2, (ry.max() + ry.min()) / 2
+    cx = centre[0] + mid_x * cos - mid_y * sin
+    cy = centre[1] + mid_x * sin + mid_y * cos
+    return Roi(float(cx), float(cy), float(max(w, h)) * ROI_SCALE, angle)
+
+
+def _to_image(points: NDArray[np.float32], m: NDArray[np.float64], roi_size: float, crop_size: int,
+              flip: bool = False) -> NDArray[np.float32]:
+    pts = points.astype(np.float64).copy()
+    if flip:
+        pts[:, 0] = crop_size - pts[:, 0]
+    inv = cv2.invertAffineTransform(m)
+    xy = pts[:, :2] @ inv[:, :2].T + inv[:, 2]
+    z = pts[:, 2] * (roi_size / crop_size)
+    return np.concatenate([xy, z[:, None]], axis=1).astype(np.float32)
+
+
+def kps_from_mesh(points: NDArray[np.float32]) -> NDArray[np.float32]:
+    """The 5-point layout (r eye, l eye, nose, r mouth, l mouth) from 468 mesh points."""
+    return np.stack([points[list(ids), :2].mean(0) for ids in _KPS_FROM_MESH]).astype(np.float32)
+
+
+class FaceMesh:
+    """468-point FaceMesh with optional iris refinement (478 points).
+
+    Args:
+        mesh: session of ``face_landmark.tflite`` (192x192 RGB in [0, 1]; outputs 1404 coords
+            and a face-presence logit).
+        iris: optional session of ``iris_landmark.tflite`` (64x64 eye crop; outputs 71 eye
+            contour points and 5 iris points).
+    """
+
+    MESH_INPUT = "input_1"
+    MESH_OUTPUT = 0  # (1, 1, 1, 1404) x, y, z in crop pixels
+    FLAG_OUTPUT = 1  # (1, 1, 1, 1) face presence logit
+    IRIS_INPUT = "input_1"
+    IRIS_OUTPUT = 1  # (1, 15) 5 x (x, y, z)
+
+    def __init__(self, mesh: Session, iris: Session | None = None) -> None:
+        self.mesh = mesh
+        self.iris = iris
+
+    def run_roi(self, image: BGRImage, roi: Roi) -> tuple[NDArray[np.float32], float]:
+        """Landmarks (468|478, 3) in image pixels and the face-presence probability."""
+        m = roi.crop_matrix(MESH_SIZE)
+        crop = cv2.warpAffine(image, m, (MESH_SIZE, MESH_SIZE), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT)
+        tensor = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+        outputs = self.mesh.run({self.MESH_INPUT: tensor[None]})
+        raw = outputs[self.MESH_OUTPUT].reshape(468, 3)
+        presence = float(1.0 / (1.0 + math.exp(-float(np.clip(outputs[self.FLAG_OUTPUT].ravel()[0], -50, 50)))))
+        points = _to_image(raw, m, roi.size, MESH_SIZE)
+        if self.iris is not None:
+            points = np.concatenate([points, self._iris(image, points)], axis=0)
+        return points, presence
+
+    def _iris(self, image: BGRImage, points: NDArray[np.float32]) -> NDArray[np.float32]:
+        assert self.iris is not None
+        out = []
+        for corners, flip in ((LEFT_EYE_CORNERS, False), (RIGHT_EYE_CORNERS, True)):
+            a, b = points[corners[0], :2], points[corners[1], :2]
+            angle = _normalize_angle(-math.atan2(-(float(b[1]) - float(a[1])), float(b[0]) - float(a[0])))
+            if flip:
+                angle = _normalize_angle(-math.atan2(-(float(a[1]) - float(b[1])), float(a[0]) - float(b[0])) + math.pi)
+            centre = (a + b) / 2
+            roi = Roi(float(centre[0]), float(centre[1]), float(np.linalg.norm(b - a)) * EYE_ROI_SCALE, angle)
+            m = roi.crop_matrix(IRIS_SIZE)
+            crop = cv2.warpAffine(image, m, (IRIS_SIZE, IRIS_SIZE), flags=cv2.INTER_LINEAR)
+            if flip:
+                crop = crop[:, ::-1]
+            tensor = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+            iris = self.iris.run({self.IRIS_INPUT: tensor[None]})[self.IRIS_OUTPUT].reshape(5, 3)
+            out.append(_to_image(iris, m, roi.size, IRIS_SIZE, flip=flip))
+        return np.concatenate(out, axis=0)
+
+    def landmarks(self, image: BGRImage, faces: Faces) -> Faces:
+        """Add ``landmarks`` (n, 468|478, 3) for every face (needs ``kps``); returns a new Faces."""
+        if len(faces) == 0:
+            return faces
+        if faces.kps is None:
+            raise ValueError("FaceMesh.landmarks needs faces with keypoints")
+        meshes = [self.run_roi(image, roi_from_detection(faces.xyxy[i], faces.kps[i]))[0] for i in range(len(faces))]
+        return replace(faces, landmarks=np.stack(meshes).astype(np.float32))
+
+
+@dataclass
+class _Track:
+    roi: Roi
+    points: NDArray[np.float32]
+    presence: float
+
+
+class FaceMeshTracker:
+    """Landmarks over video frames: detect once, then follow each face from its previous mesh.
+
+    Detection runs on the first frame, every ``redetect_every`` frames, and at once on any
+    frame where a tracked face is lost (presence below ``min_presence``), so no frame is
+    ever returned without trying detection when tracking failed.
+    """
+
+    def __init__(self, mesh: FaceMesh, detector: FaceDetector, *, max_faces: int = 1,
+                 redetect_every: int = 30, min_presence: float = 0.5) -> None:
+        self.mesh = mesh
+        self.detector = detector
+        self.max_faces = max_faces
+        self.redetect_every = redetect_every
+        self.min_presence = min_presence
+        self._tracks: list[_Track] = []
+        self._frame = 0
+        self.detections_run = 0
+
+    def reset(self) -> None:
+        self._tracks = []
+        self._frame = 0
+
+    def _detect(self, image: BGRImage) -> list[_Track]:
+        self.detections_run += 1
+        faces = self.detector.detect(image, max_faces=self.max_faces)
+        tracks = []
+        for i in range(len(faces)):
+            assert faces.kps is not None
+            roi = roi_from_detection(faces.xyxy[i], faces.kps[i])
+            points, presence = self.mesh.run_roi(image, roi)
+            if presence >= self.min_presence:
+                tracks.append(_Track(roi, points, presence))
+        return tracks
+
+    def process(self, image: BGRImage) -> Faces:
+        """Faces with landmarks (boxes from the mesh extent, score = mesh presence) for one frame."""
+        due = self._frame % self.redetect_every == 0
+        self._frame += 1
+        tracks: list[_Track] = []
+        if not due and self._tracks:
+            for track in self._tracks:
+                roi = roi_from_landmarks(track.points[:468])
+                points, presence = self.mesh.run_roi(image, roi)
+                if presence < self.min_presence:
+                    tracks = []
+                    break
+                tracks.append(_Track(roi, points, presence))
+        if not tracks:
+            tracks = self._detect(image)
+        self._tracks = tracks
+        return faces_from_tracks(tracks)
+
+
+def faces_from_tracks(tracks: list[_Track]) -> Faces:
+    if not tracks:
+        return Faces.empty()
+    points = np.stack([t.points for t in tracks]).astype(np.float32)
+    xy = points[:, :468, :2]
+    boxes = np.concatenate([xy.min(1), xy.max(1)], axis=1).astype(np.float32)
+    kps = np.stack([kps_from_mesh(p) for p in points])
+    return Faces(boxes, np.array([t.presence for t in tracks], np.float32), kps, points)

@@ -1,0 +1,214 @@
+"""``ModelCache``: lazy, locked, idle-evicting holder of loaded models (the only one in a process)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from faceport.engine.models.manifest import get_spec
+from faceport.engine.models.sessions import (
+    CascadeSet,
+    DlibModel,
+    LiteRTSession,
+    OpenCVDnnSession,
+    OrtSession,
+    validate_providers,
+)
+from faceport.engine.models.store import ModelStore
+from faceport.engine.types import ModelSpec
+from faceport.errors import FaceportError, ModelLoadFailed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """One entry of ``ModelCache.info()``."""
+
+    name: str
+    runtime: str
+    task: str
+    loaded_at: float  # time.time()
+    idle_seconds: float
+    uses: int
+    file_bytes: int
+    memory_bytes: int  # resident memory the load added (measured), at least the file size
+
+
+@dataclass
+class _Entry:
+    model: Any
+    spec: ModelSpec
+    loaded_at: float
+    last_used: float
+    uses: int
+    file_bytes: int
+    memory_bytes: int
+
+
+def _rss() -> int:
+    try:
+        import psutil
+
+        return int(psutil.Process(os.getpid()).memory_info().rss)
+    except Exception:  # psutil is optional at run time; memory is then the file size
+        return 0
+
+
+def load_model(spec: ModelSpec, store: ModelStore, providers: Sequence[str], threads: int) -> Any:
+    """Build the runtime object for a model from its installed files."""
+    directory = store.model_dir(spec.name)
+    first = directory / spec.files[0].name
+    if spec.runtime == "onnxruntime":
+        return OrtSession(first, providers=providers, dynamic_shapes=spec.extra.get("dynamic_shapes") == "true")
+    if spec.runtime == "litert":
+        return LiteRTSession(first, num_threads=threads)
+    if spec.runtime == "dlib":
+        return DlibModel(first, spec.task)
+    if spec.runtime == "opencv_dnn":
+        return OpenCVDnnSession(first, directory / spec.files[1].name)
+    if spec.runtime == "opencv_cascade":
+        return CascadeSet([directory / f.name for f in spec.files])
+    # Tree models (CTranslate2, spaCy) are loaded by their own modules from the directory.
+    return directory
+
+
+class ModelCache:
+    """Loads models on first use under a per-model lock, evicts them after ``idle_ttl`` seconds.
+
+    Args:
+        store: where model files live.
+        providers: onnxruntime execution providers, validated now (unknown → InvalidInput).
+        idle_ttl: seconds a model may stay unused before ``sweep`` unloads it; 0 = never.
+        threads: threads per LiteRT interpreter.
+        loader: builds a model object from (spec, store); tests may pass their own.
+    """
+
+    def __init__(self, store: ModelStore, *, providers: Sequence[str] = ("CPUExecutionProvider",),
+                 idle_ttl: float = 900.0, threads: int = 2,
+                 loader: Callable[[ModelSpec, ModelStore], Any] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.providers = validate_providers(providers)
+        self.idle_ttl = idle_ttl
+        self._threads = threads
+        self._loader = loader or (lambda spec, st: load_model(spec, st, self.providers, self._threads))
+        self._clock = clock
+        self._entries: dict[str, _Entry] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._stop = threading.Event()
+        self._janitor: threading.Thread | None = None
+        self.load_count = 0
+
+    def _lock_for(self, name: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(name, threading.Lock())
+
+    def get(self, name: str) -> Any:
+        """Return the loaded model, loading it first if needed.
+
+        Raises:
+            ModelUnavailable: the model is not installed (message names the pull command).
+            ModelLoadFailed: the files are corrupt and a single re-fetch did not help.
+        """
+        entry = self._entries.get(name)
+        if entry is None:
+            with self._lock_for(name):
+                entry = self._entries.get(name)
+                if entry is None:
+                    entry = self._load(name)
+                    with self._guard:
+                        self._entries[name] = entry
+        entry.last_used = self._clock()
+        entry.uses += 1
+        return entry.model
+
+    def _load(self, name: str) -> _Entry:
+        spec = get_spec(name)
+        self.store.require(name)
+        started = time.perf_counter()
+        before = _rss()
+        try:
+            status = self.store.verify(name)
+            if not status.installed:
+                raise ValueError("; ".join(status.problems))
+            model = self._loader(spec, self.store)
+        except FaceportError:
+            raise
+        except Exception as first_error:
+            log.warning("model %s failed to load (%s); re-fetching once", name, first_error)
+            try:
+                self.store.repair(name)
+                model = self._loader(spec, self.store)
+            except Exception as exc:
+                raise ModelLoadFailed(f"model {name!r} cannot be loaded after a re-fetch: {exc}",
+                                      details={"model": name}) from exc
+        file_bytes = self.store.status(name).size_bytes
+        memory = max(_rss() - before, file_bytes) if before else file_bytes
+        self.load_count += 1
+        log.info("loaded model %s (%s) in %.0f ms", name, spec.runtime, (time.perf_counter() - started) * 1000)
+        now = self._clock()
+        return _Entry(model, spec, time.time(), now, 0, file_bytes, memory)
+
+    def preload(self, names: Iterable[str]) -> None:
+        for name in names:
+            self.get(name)
+
+    def is_loaded(self, name: str) -> bool:
+        return name in self._entries
+
+    def unload(self, name: str) -> bool:
+        with self._guard:
+            return self._entries.pop(name, None) is not None
+
+    def clear(self) -> None:
+        with self._guard:
+            self._entries.clear()
+
+    def sweep(self) -> list[str]:
+        """Unload every model idle for longer than ``idle_ttl``; returns their names."""
+        if self.idle_ttl <= 0:
+            return []
+        now = self._clock()
+        with self._guard:
+            stale = [n for n, e in self._entries.items() if now - e.last_used > self.idle_ttl]
+            for name in stale:
+                del self._entries[name]
+        for name in stale:
+            log.info("unloaded idle model %s", name)
+        return stale
+
+    def info(self) -> list[LoadedModel]:
+        now = self._clock()
+        with self._guard:
+            entries = list(self._entries.items())
+        return [LoadedModel(n, e.spec.runtime, e.spec.task, e.loaded_at, now - e.last_used, e.uses,
+                            e.file_bytes, e.memory_bytes) for n, e in sorted(entries)]
+
+    def memory_bytes(self) -> int:
+        return sum(m.memory_bytes for m in self.info())
+
+    def start_janitor(self, interval: float = 30.0) -> None:
+        if self._janitor is not None or self.idle_ttl <= 0:
+            return
+        self._stop.clear()
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                self.sweep()
+
+        self._janitor = threading.Thread(target=loop, name="model-cache-janitor", daemon=True)
+        self._janitor.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._janitor is not None:
+            self._janitor.join(timeout=5)
+            self._janitor = None
+        self.clear()
