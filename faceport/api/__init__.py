@@ -1,0 +1,1 @@
+"""HTTP surfaces: thin routers, dependencies, and the one error map."""

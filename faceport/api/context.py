@@ -1,0 +1,62 @@
+"""``AppContext``: what the app lifespan owns — settings, model store and cache, engine, thread pool, store."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from faceport.config import Settings
+from faceport.engine.core import EngineOptions, FaceEngine
+from faceport.engine.models import ModelCache, ModelStore
+from faceport.store import Store, open_store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class AppContext:
+    """Shared by the main and the privacy app of one process."""
+
+    settings: Settings
+    models: ModelStore
+    cache: ModelCache
+    engine: FaceEngine
+    executor: ThreadPoolExecutor
+    store: Store
+    started_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def create(cls, settings: Settings) -> AppContext:
+        """Open the database (migrations run here) and build the engine; loads no model yet."""
+        settings.home.mkdir(parents=True, exist_ok=True)
+        models = ModelStore(settings.models_dir)
+        cache = ModelCache(models, providers=settings.execution_providers, idle_ttl=settings.model_idle_ttl,
+                           threads=2)
+        engine = FaceEngine(cache, EngineOptions(detector=settings.detector, detector_score=settings.detector_score,
+                                                 verify_threshold=settings.verify_threshold))
+        executor = ThreadPoolExecutor(max_workers=settings.thread_pool_size, thread_name_prefix="faceport-work")
+        store = open_store(settings.resolved_database_url)
+        log.info("store %s at revision %s", store.dialect, store.revision())
+        return cls(settings, models, cache, engine, executor, store)
+
+    def start(self) -> None:
+        self.cache.start_janitor()
+        if self.settings.preload_models:
+            self.cache.preload(self.settings.preload_models)
+
+    async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run blocking work (inference, decoding) on the thread pool, never on the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        self.cache.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.store.dispose()

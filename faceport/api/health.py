@@ -1,0 +1,39 @@
+"""``GET /health`` — the union of seeds B, D and E: status, version, timestamp, processors_available."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from faceport import __version__
+from faceport.api.deps import ContextDep
+from faceport.api.errors import now_iso
+from faceport.services.system import processors_available
+
+router = APIRouter(tags=["health"])
+
+
+class Health(BaseModel):
+    status: str  # "healthy" | "degraded"
+    version: str
+    timestamp: str
+    processors_available: list[str]
+    database: str
+    uptime_seconds: float
+
+
+@router.get("/health", response_model=Health, summary="Service health")
+async def health(ctx: ContextDep) -> JSONResponse:
+    database_ok = await ctx.run(ctx.store.ping)
+    import time
+
+    body = Health(
+        status="healthy" if database_ok else "degraded",
+        version=__version__,
+        timestamp=now_iso(),
+        processors_available=processors_available(ctx.models),
+        database="ok" if database_ok else "unreachable",
+        uptime_seconds=round(time.time() - ctx.started_at, 3),
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if database_ok else 503)

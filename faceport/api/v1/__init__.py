@@ -1,0 +1,1 @@
+"""Seed D: the face platform API under /api/v1."""

@@ -1,0 +1,1 @@
+"""Use cases joining engine and store."""
