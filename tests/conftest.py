@@ -1,0 +1,99 @@
+"""Shared fixtures: data locations, real models (pulled once per session), engine, settings, HTTP client."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "tests" / "fixtures"
+SHARED_DATA = Path(os.environ.get("FACEPORT_TEST_DATA", REPO.parent / "shared" / "data"))
+
+# Models the engine and API tests use; pulled once per session (CI pulls all defaults first).
+TEST_MODELS = ("blazeface_short", "blazeface_full", "centerface", "facemesh", "iris", "dlib_shape5", "dlib_resnet")
+
+
+def read_bgr(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert image is not None, f"cannot read {path}"
+    return image
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (SHARED_DATA / "manifest.json").is_file():
+        pytest.skip(f"shared test data not found at {SHARED_DATA} (set FACEPORT_TEST_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def manifest(data_dir: Path) -> dict:
+    return json.loads((data_dir / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """The real model store used by tests: $FACEPORT_MODELS_DIR, else ~/.cache/faceport/models."""
+    from faceport.engine.models import ModelStore
+
+    root = Path(os.environ.get("FACEPORT_MODELS_DIR") or Path.home() / ".cache" / "faceport" / "models")
+    store = ModelStore(root)
+    missing = [name for name in TEST_MODELS if not store.is_installed(name)]
+    if missing:
+        results = store.pull(missing)
+        assert all(r.installed for r in results), [r.problems for r in results]
+    return root
+
+
+@pytest.fixture(scope="session")
+def model_cache(models_dir: Path):  # type: ignore[no-untyped-def]
+    from faceport.engine.models import ModelCache, ModelStore
+
+    cache = ModelCache(ModelStore(models_dir), idle_ttl=0)
+    yield cache
+    cache.close()
+
+
+@pytest.fixture(scope="session")
+def engine(model_cache):  # type: ignore[no-untyped-def]
+    from faceport.engine.core import FaceEngine
+
+    return FaceEngine(model_cache)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, models_dir: Path):  # type: ignore[no-untyped-def]
+    from faceport.config import Settings
+
+    return Settings(home=tmp_path / "home", models_dir_override=models_dir, pull_on_start=False, model_idle_ttl=0)
+
+
+@pytest.fixture
+def client(settings) -> Iterator:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from faceport.api.app import create_app
+
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def privacy_client(settings) -> Iterator:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from faceport.api.app import create_privacy_app
+
+    with TestClient(create_privacy_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def grace_hopper() -> np.ndarray:
+    return read_bgr(FIXTURES / "mpl_grace_hopper.jpg")
