@@ -41,7 +41,9 @@ def _base_app(title: str, description: str, settings: Settings, context: AppCont
               surface: str) -> FastAPI:
     app = FastAPI(title=title, description=description, version=__version__,
                   lifespan=_lifespan(settings, context), docs_url="/docs", redoc_url="/redoc",
-                  openapi_url="/openapi.json")
+                  openapi_url="/openapi.json", max_body_size=settings.max_upload_bytes,
+                  # a base64 image field may be as large as the largest image upload, plus encoding
+                  form_limits={"max_part_size": settings.max_image_bytes * 4 // 3 + 4096})
     app.state.error_surface = surface
     app.state.settings = settings
     install_error_handlers(app)

@@ -139,7 +139,10 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         code = _CODE_BY_STATUS.get(exc.status_code, "PROCESSING_FAILED")
         message = exc.detail if isinstance(exc.detail, str) else _SUMMARY.get(exc.status_code, "Error")
-        return error_response(request, code=code, message=message, status=exc.status_code,
+        status = exc.status_code
+        if "exceeded maximum size" in message:  # Starlette's multipart part-size limit
+            code, status = "FILE_TOO_LARGE", 413
+        return error_response(request, code=code, message=message, status=status,
                               headers=getattr(exc, "headers", None))
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
