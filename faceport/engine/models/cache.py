@@ -124,13 +124,18 @@ class ModelCache:
                     entry = self._load(name)
                     with self._guard:
                         self._entries[name] = entry
-        entry.last_used = self._clock()
-        entry.uses += 1
+        with self._guard:  # several request threads share an entry; keep the use count exact
+            entry.last_used = self._clock()
+            entry.uses += 1
         return entry.model
 
     def _load(self, name: str) -> _Entry:
         spec = self.store.spec(name)
-        self.store.require(name)
+        directory = self.store.model_dir(name)
+        if not any((directory / f.name).is_file() for f in spec.files):
+            # Never installed: say how to install it. A file that is present but truncated or
+            # damaged is corruption instead, re-fetched once below.
+            self.store.require(name)
         started = time.perf_counter()
         before = _rss()
         try:
@@ -146,7 +151,10 @@ class ModelCache:
                 self.store.repair(name)
                 model = self._loader(spec, self.store)
             except Exception as exc:
-                raise ModelLoadFailed(f"model {name!r} cannot be loaded after a re-fetch: {exc}",
+                # STYLE §4: a corrupt file is deleted; the next use then says how to install it.
+                self.store.remove(name)
+                raise ModelLoadFailed(f"model {name!r} cannot be loaded after a re-fetch ({exc}); "
+                                      f"it was removed: run faceport models pull {name}",
                                       details={"model": name}) from exc
         file_bytes = self.store.status(name).size_bytes
         memory = max(_rss() - before, file_bytes) if before else file_bytes

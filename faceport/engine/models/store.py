@@ -20,6 +20,7 @@ import tarfile
 import tempfile
 import urllib.parse
 import urllib.request
+import uuid
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -181,7 +182,7 @@ class ModelStore:
         directory = self.model_dir(name)
         with self._lock(name):
             if directory.exists():
-                trash = directory.with_name(f".trash-{directory.name}-{os.getpid()}")
+                trash = directory.with_name(f".trash-{directory.name}-{uuid.uuid4().hex[:12]}")
                 os.replace(directory, trash)
                 shutil.rmtree(trash, ignore_errors=True)
 
@@ -203,7 +204,7 @@ class ModelStore:
         for folder in [staged, *(p for p in staged.rglob("*") if p.is_dir())]:
             folder.chmod(0o755)
         if directory.exists():
-            trash = directory.with_name(f".trash-{directory.name}-{os.getpid()}")
+            trash = directory.with_name(f".trash-{directory.name}-{uuid.uuid4().hex[:12]}")
             os.replace(directory, trash)
             os.replace(staged, directory)
             shutil.rmtree(trash, ignore_errors=True)
