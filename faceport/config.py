@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DetectorName = Literal["blazeface_short", "blazeface_full", "centerface"]
 
@@ -38,9 +39,10 @@ class Settings(BaseSettings):
     insecure: bool = Field(default=False, description="Allow a non-loopback bind without an API key.")
     api_key: str | None = Field(default=None, description="When set, required as X-API-Key on seeds B and E.")
 
-    execution_providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
-    model_idle_ttl: float = Field(default=900.0, ge=0, description="Seconds before an unused model is unloaded; 0 keeps forever.")
-    preload_models: list[str] = Field(default_factory=list)
+    execution_providers: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["CPUExecutionProvider"])
+    model_idle_ttl: float = Field(default=900.0, ge=0,
+                                  description="Seconds before an unused model is unloaded; 0 keeps forever.")
+    preload_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
     pull_on_start: bool = Field(default=True, description="Pull missing default models when the server starts.")
     thread_pool_size: int = Field(default_factory=lambda: max(2, min(8, os.cpu_count() or 2)), ge=1, le=64)
 
@@ -57,7 +59,9 @@ class Settings(BaseSettings):
     @field_validator("execution_providers", "preload_models", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip().startswith("["):
+        if isinstance(value, str):
+            if value.strip().startswith("["):
+                return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 

@@ -81,8 +81,8 @@ def surface_for(request: Request) -> Surface:
 
 # Seed D lists its own codes; engine codes outside that list are reported as the nearest one,
 # with the precise engine code kept in details["reason"].
-_PLATFORM_CODES = {"INVALID_IMAGE": "INVALID_FORMAT", "NO_FACE": "INVALID_INPUT", "MODEL_LOAD_FAILED": "MODEL_UNAVAILABLE",
-                   "MODEL_FETCH_FAILED": "MODEL_UNAVAILABLE"}
+_PLATFORM_CODES = {"INVALID_IMAGE": "INVALID_FORMAT", "NO_FACE": "INVALID_INPUT",
+                   "MODEL_LOAD_FAILED": "MODEL_UNAVAILABLE", "MODEL_FETCH_FAILED": "MODEL_UNAVAILABLE"}
 
 
 def error_body(surface: Surface, *, code: str, message: str, details: dict[str, Any],

@@ -58,7 +58,7 @@ def test_detect_returns_the_two_faces_with_the_seed_d_envelope(client) -> None:
     body = response.json()
     assert body["success"] is True
     face = body["data"]["faces"][0]
-    x1, y1, x2, y2 = face["box"]
+    x1, y1, x2, _y2 = face["box"]
     assert 150 < x1 < 200 and 320 < x2 < 380 and 100 < y1 < 150  # Grace Hopper's face
     assert len(face["keypoints"]) == 5 and len(face["landmarks"]) == 478
     meta = body["meta"]
