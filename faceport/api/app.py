@@ -10,10 +10,10 @@ from fastapi import FastAPI
 
 from faceport import __version__
 from faceport.api import health
-from faceport.api.v1 import face as face_v1
 from faceport.api.context import AppContext
 from faceport.api.errors import install_error_handlers
 from faceport.api.middleware import TracingMiddleware
+from faceport.api.v1 import face as face_v1
 from faceport.config import Settings, get_settings
 
 log = logging.getLogger(__name__)

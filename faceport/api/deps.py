@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from faceport.api.context import AppContext
 from faceport.engine.core import FaceEngine
+from faceport.errors import FaceportError
 
 
 def get_context(request: Request) -> AppContext:
@@ -21,3 +23,22 @@ def get_engine(request: Request) -> FaceEngine:
 
 ContextDep = Annotated[AppContext, Depends(get_context)]
 EngineDep = Annotated[FaceEngine, Depends(get_engine)]
+
+
+def require_api_key(request: Request) -> None:
+    """When ``FACEPORT_API_KEY`` is set, the request must carry it as ``X-API-Key``.
+
+    Raises:
+        FaceportError: AUTH_REQUIRED without a key, AUTH_INVALID with a wrong one.
+    """
+    expected = get_context(request).settings.api_key
+    if not expected:
+        return
+    given = request.headers.get("x-api-key")
+    if not given:
+        raise FaceportError("X-API-Key header required", code="AUTH_REQUIRED")
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise FaceportError("invalid API key", code="AUTH_INVALID")
+
+
+ApiKeyDep = Depends(require_api_key)

@@ -73,3 +73,21 @@ def test_detect_accepts_a_data_url(client) -> None:
     data = base64.b64encode((FIXTURES / "sk_astronaut.png").read_bytes()).decode()
     response = client.post("/api/v1/face/detect", data={"image_base64": f"data:image/png;base64,{data}"})
     assert response.status_code == 200 and response.json()["data"]["count"] == 1
+
+
+def test_api_key_is_required_when_configured(settings) -> None:
+    from fastapi.testclient import TestClient
+
+    from faceport.api.app import create_app
+
+    data = (FIXTURES / "sk_astronaut.png").read_bytes()
+    with TestClient(create_app(settings.model_copy(update={"api_key": "s3cret"}))) as client:
+        assert client.get("/health").status_code == 200  # health stays open
+        missing = client.post("/api/v1/face/detect", files={"image": ("a.png", data, "image/png")})
+        assert missing.status_code == 401 and missing.json()["error"]["code"] == "AUTH_REQUIRED"
+        wrong = client.post("/api/v1/face/detect", files={"image": ("a.png", data, "image/png")},
+                            headers={"X-API-Key": "nope"})
+        assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "AUTH_INVALID"
+        right = client.post("/api/v1/face/detect", files={"image": ("a.png", data, "image/png")},
+                            headers={"X-API-Key": "s3cret"})
+        assert right.status_code == 200 and right.json()["data"]["count"] == 1

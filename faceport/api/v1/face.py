@@ -7,14 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import BaseModel
 
-from faceport.api.deps import ContextDep
+from faceport.api.deps import ApiKeyDep, ContextDep
 from faceport.api.envelope import Envelope, ok
 from faceport.api.uploads import image_from_request
 from faceport.engine.detect import DETECTORS
 from faceport.engine.types import Faces
 from faceport.errors import InvalidInput
 
-router = APIRouter(prefix="/api/v1", tags=["face"])
+router = APIRouter(prefix="/api/v1", tags=["face"], dependencies=[ApiKeyDep])
 
 
 class FaceOut(BaseModel):
