@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -26,8 +28,6 @@ class Health(BaseModel):
 @router.get("/health", response_model=Health, summary="Service health")
 async def health(ctx: ContextDep) -> JSONResponse:
     database_ok = await ctx.run(ctx.store.ping)
-    import time
-
     body = Health(
         status="healthy" if database_ok else "degraded",
         version=__version__,
