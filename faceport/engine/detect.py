@@ -83,7 +83,7 @@ def iou_one_to_many(box: NDArray[np.float32], boxes: NDArray[np.float32]) -> NDA
     inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
     area = (box[2] - box[0]) * (box[3] - box[1])
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return (inter / np.maximum(area + areas - inter, 1e-9)).astype(np.float32)
+    return np.asarray(inter / np.maximum(area + areas - inter, 1e-9), np.float32)
 
 
 def weighted_nms(boxes: NDArray[np.float32], scores: NDArray[np.float32], points: NDArray[np.float32],
@@ -186,12 +186,12 @@ class BlazeFace:
         outputs = self.session.run({cfg.input_name: tensor[None]})
         raw = outputs[cfg.regressors_index][0]
         logits = outputs[cfg.scores_index][0, :, 0]
-        scores = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -100, 100)))
+        probs = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -100, 100)))
         threshold = cfg.score_threshold if score_threshold is None else score_threshold
-        keep = scores >= threshold
+        keep = probs >= threshold
         if not keep.any():
             return Faces.empty()
-        raw, scores, anchors = raw[keep], scores[keep].astype(np.float32), self.anchors[keep]
+        raw, scores, anchors = raw[keep], probs[keep].astype(np.float32), self.anchors[keep]
         size = float(cfg.input_size)
         cx = raw[:, 0] / size + anchors[:, 0]
         cy = raw[:, 1] / size + anchors[:, 1]
@@ -208,7 +208,7 @@ class BlazeFace:
         return _limit(Faces(boxes.astype(np.float32), scores, _five_from_blazeface(points)), max_faces)
 
 
-def _five_from_blazeface(points: NDArray[np.float32]) -> NDArray[np.float32]:
+def _five_from_blazeface(points: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
     """BlazeFace's 6 points (r eye, l eye, nose, mouth centre, r ear, l ear) -> the 5-point layout."""
     right_eye, left_eye, nose, mouth = points[:, 0], points[:, 1], points[:, 2], points[:, 3]
     half = (left_eye - right_eye) * (_MOUTH_TO_EYE_WIDTH / 2)
@@ -261,6 +261,8 @@ class CenterFace:
         points = np.stack([pts, pts_y], axis=-1).astype(np.float32)
         keep = hard_nms(boxes, score, self.nms_iou)
         sx, sy = nw / w, nh / h
-        boxes = boxes[keep] / np.array([sx, sy, sx, sy], np.float32)
-        points = points[keep] / np.array([sx, sy], np.float32)
+        # A separate variable: inline np.array(...) as the divisor makes mypy pick a complex128 overload.
+        pixel_scale = np.array([sx, sy, sx, sy], np.float32)
+        boxes = boxes[keep] / pixel_scale
+        points = points[keep] / pixel_scale[:2]
         return _limit(Faces(boxes.astype(np.float32), score[keep], points.astype(np.float32)), max_faces)

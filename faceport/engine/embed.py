@@ -11,13 +11,14 @@ is a similarity of 0.79.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import cast
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 from faceport.engine.models.sessions import DlibModel
-from faceport.engine.types import BGRImage, Faces
+from faceport.engine.types import BGRImage, Faces, RGBImage
 
 DEFAULT_THRESHOLD = 0.42
 CHIP_SIZE = 150
@@ -34,7 +35,7 @@ class Comparison:
 
 def normalize(vectors: NDArray[np.float32]) -> NDArray[np.float32]:
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+    return np.asarray(vectors / np.maximum(norms, 1e-12), np.float32)
 
 
 def compare(a: NDArray[np.float32], b: NDArray[np.float32], *, threshold: float = DEFAULT_THRESHOLD) -> Comparison:
@@ -51,7 +52,7 @@ def compare(a: NDArray[np.float32], b: NDArray[np.float32], *, threshold: float 
 
 def distances(query: NDArray[np.float32], gallery: NDArray[np.float32]) -> NDArray[np.float32]:
     """Distances from one (d,) embedding to each row of a (n, d) gallery (both normalised)."""
-    return np.linalg.norm(gallery - query[None, :], axis=1).astype(np.float32)
+    return np.asarray(np.linalg.norm(gallery - query[None, :], axis=1), np.float32)
 
 
 class DlibEmbedder:
@@ -74,7 +75,7 @@ class DlibEmbedder:
         """Aligned 150x150 RGB face chips, one per face."""
         import dlib
 
-        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        rgb = cast(RGBImage, cv2.cvtColor(image, cv2.COLOR_BGR2RGB))  # stubs say MatLike; depth stays uint8
         shapes = self._shapes(rgb, faces)
         return [np.asarray(dlib.get_face_chip(rgb, s, size=CHIP_SIZE, padding=CHIP_PADDING)) for s in shapes]
 
@@ -100,7 +101,7 @@ class DlibEmbedder:
             return replace(faces, embedding=np.zeros((0, self.dim), np.float32))
         import dlib
 
-        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        rgb = cast(RGBImage, cv2.cvtColor(image, cv2.COLOR_BGR2RGB))  # stubs say MatLike; depth stays uint8
         shapes = self._shapes(rgb, faces)
         chips = [dlib.get_face_chip(rgb, s, size=CHIP_SIZE, padding=CHIP_PADDING) for s in shapes]
         with self.resnet.lock:

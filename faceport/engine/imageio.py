@@ -22,7 +22,7 @@ import struct
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, cast
 
 import cv2
 import numpy as np
@@ -298,20 +298,21 @@ def _check_dimensions(width: int, height: int, *, max_pixels: int, min_side: int
 
 def _apply_orientation(image: BGRImage, orientation: int) -> BGRImage:
     """Turn an image stored with EXIF orientation 1..8 upright (same result as Pillow's exif_transpose)."""
+    # cv2's stubs return a generic MatLike; flip/rotate/transpose keep the uint8 depth.
     if orientation == 2:
-        return cv2.flip(image, 1)
+        return cast(BGRImage, cv2.flip(image, 1))
     if orientation == 3:
-        return cv2.rotate(image, cv2.ROTATE_180)
+        return cast(BGRImage, cv2.rotate(image, cv2.ROTATE_180))
     if orientation == 4:
-        return cv2.flip(image, 0)
+        return cast(BGRImage, cv2.flip(image, 0))
     if orientation == 5:
-        return cv2.transpose(image)
+        return cast(BGRImage, cv2.transpose(image))
     if orientation == 6:
-        return cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE)
+        return cast(BGRImage, cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE))
     if orientation == 7:
-        return cv2.flip(cv2.transpose(image), -1)
+        return cast(BGRImage, cv2.flip(cv2.transpose(image), -1))
     if orientation == 8:
-        return cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE)
+        return cast(BGRImage, cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE))
     return image
 
 
@@ -334,12 +335,12 @@ def _png_xmp_orientation(im: Image.Image) -> int:
 
 def _scale_16bit(values: NDArray[np.generic]) -> NDArray[np.uint8]:
     """Map 0..65535 onto 0..255 with rounding (65535 -> 255, 32768 -> 128, 257 -> 1)."""
-    wide = np.clip(values, 0, 65535).astype(np.uint32)
+    wide: NDArray[np.uint32] = np.clip(values, 0, 65535).astype(np.uint32)
     return ((wide * 255 + 32767) // 65535).astype(np.uint8)
 
 
 def _gray_to_bgr(gray: NDArray[np.uint8]) -> BGRImage:
-    return cv2.cvtColor(np.ascontiguousarray(gray), cv2.COLOR_GRAY2BGR)
+    return cast(BGRImage, cv2.cvtColor(np.ascontiguousarray(gray), cv2.COLOR_GRAY2BGR))
 
 
 def _composite_over_white(rgba: NDArray[np.uint8]) -> BGRImage:
@@ -347,7 +348,7 @@ def _composite_over_white(rgba: NDArray[np.uint8]) -> BGRImage:
     rgb = rgba[..., :3].astype(np.uint16)
     alpha = rgba[..., 3:4].astype(np.uint16)
     flat = (255 - ((255 - rgb) * alpha + 127) // 255).astype(np.uint8)
-    return cv2.cvtColor(flat, cv2.COLOR_RGB2BGR)
+    return cast(BGRImage, cv2.cvtColor(flat, cv2.COLOR_RGB2BGR))
 
 
 def _pil_to_bgr(im: Image.Image) -> BGRImage:
@@ -371,7 +372,7 @@ def _pil_to_bgr(im: Image.Image) -> BGRImage:
     if mode in ("L", "1"):
         return _gray_to_bgr(np.asarray(im.convert("L")))
     rgb = np.asarray(im if mode == "RGB" else im.convert("RGB"))  # CMYK, YCbCr, P, LAB, HSV, RGBX
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    return cast(BGRImage, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 
 def _decode_cv2(data: bytes, header: _Header) -> BGRImage | None:
@@ -383,7 +384,7 @@ def _decode_cv2(data: bytes, header: _Header) -> BGRImage | None:
         return None
     if image is None or image.dtype != np.uint8 or image.shape != (header.height, header.width, 3):
         return None
-    return image
+    return cast(BGRImage, image)  # dtype checked just above
 
 
 # --------------------------------------------------------------------------- input handling

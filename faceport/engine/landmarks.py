@@ -133,9 +133,8 @@ class FaceMesh:
         out = []
         for corners, flip in ((LEFT_EYE_CORNERS, False), (RIGHT_EYE_CORNERS, True)):
             a, b = points[corners[0], :2], points[corners[1], :2]
+            # the crop is level with the eye line; the second eye is then mirrored, as the model expects
             angle = _normalize_angle(-math.atan2(-(float(b[1]) - float(a[1])), float(b[0]) - float(a[0])))
-            if flip:
-                angle = _normalize_angle(-math.atan2(-(float(a[1]) - float(b[1])), float(a[0]) - float(b[0])) + math.pi)
             centre = (a + b) / 2
             roi = Roi(float(centre[0]), float(centre[1]), float(np.linalg.norm(b - a)) * EYE_ROI_SCALE, angle)
             m = roi.crop_matrix(IRIS_SIZE)

@@ -363,10 +363,10 @@ def _open_member(archive: Path, member: str) -> Iterator[IO[bytes]]:
             match = names.get(member) or next((m for n, m in names.items() if n.endswith("/" + member)), None)
             if match is None or not match.isfile():
                 raise KeyError(member)
-            fh = tf.extractfile(match)
-            if fh is None:
+            extracted = tf.extractfile(match)
+            if extracted is None:
                 raise KeyError(member)
-            yield fh
+            yield extracted
     except KeyError as exc:
         raise ModelFetchFailed(f"{archive.name} has no member {member}") from exc
     except (zipfile.BadZipFile, tarfile.TarError, OSError) as exc:
@@ -378,7 +378,7 @@ def _open_source(source: str) -> Iterator[tuple[IO[bytes], int]]:
     scheme = urllib.parse.urlparse(source).scheme
     try:
         if scheme in ("http", "https"):
-            with urllib.request.urlopen(source, timeout=60) as resp:  # noqa: S310 - user-named URL
+            with urllib.request.urlopen(source, timeout=60) as resp:
                 yield resp, int(resp.headers.get("Content-Length") or 0)
             return
         if scheme not in ("", "file"):
