@@ -13,7 +13,9 @@ from faceport.api import health
 from faceport.api.context import AppContext
 from faceport.api.errors import install_error_handlers
 from faceport.api.middleware import TracingMiddleware
+from faceport.api.v1 import auth as auth_v1
 from faceport.api.v1 import face as face_v1
+from faceport.api.v1 import subjects as subjects_v1
 from faceport.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -57,7 +59,9 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     settings = settings or get_settings()
     app = _base_app("faceport", "Face AI server: live swap, FaceFusion-style REST, proctoring, face platform API.",
                     settings, context, "plain")
+    app.include_router(auth_v1.router)
     app.include_router(face_v1.router)
+    app.include_router(subjects_v1.router)
     return app
 
 

@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 from faceport.config import Settings
 from faceport.engine.core import EngineOptions, FaceEngine
 from faceport.engine.models import ModelCache, ModelStore
+from faceport.services.auth import build_auth
+from faceport.services.gallery import load_gallery
 from faceport.store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,8 @@ class AppContext:
     engine: FaceEngine
     executor: ThreadPoolExecutor
     store: Store
+    auth: Any = None  # faceport.services.auth.AuthService
+    gallery: Any = None  # faceport.services.gallery.Gallery
     started_at: float = field(default_factory=time.time)
 
     @classmethod
@@ -44,7 +48,8 @@ class AppContext:
         executor = ThreadPoolExecutor(max_workers=settings.thread_pool_size, thread_name_prefix="faceport-work")
         store = open_store(settings.resolved_database_url)
         log.info("store %s at revision %s", store.dialect, store.revision())
-        return cls(settings, models, cache, engine, executor, store)
+        return cls(settings, models, cache, engine, executor, store,
+                   auth=build_auth(settings, store), gallery=load_gallery(store))
 
     def start(self) -> None:
         self.cache.start_janitor()

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from faceport.api.context import AppContext
+from faceport.api.principal import Principal
 from faceport.engine.core import FaceEngine
 from faceport.errors import FaceportError
 
@@ -22,6 +23,31 @@ def get_engine(request: Request) -> FaceEngine:
 
 
 ContextDep = Annotated[AppContext, Depends(get_context)]
+
+
+async def current_principal(request: Request) -> Principal:
+    """Authenticate the caller (Bearer JWT or X-API-Key) and remember it on ``request.state``.
+
+    Raises:
+        FaceportError: AUTH_REQUIRED (no credentials), AUTH_INVALID, AUTH_EXPIRED.
+    """
+    ctx = get_context(request)
+    principal: Principal = await ctx.auth.authenticate_request(request)
+    request.state.principal = principal
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+async def require_admin(principal: CurrentPrincipal) -> Principal:
+    """Raises: FaceportError AUTH_FORBIDDEN for a non-admin caller."""
+    if not principal.is_admin:
+        raise FaceportError("this operation needs the admin role", code="AUTH_FORBIDDEN")
+    return principal
+
+
+AdminPrincipal = Annotated[Principal, Depends(require_admin)]
 EngineDep = Annotated[FaceEngine, Depends(get_engine)]
 
 

@@ -1,0 +1,7 @@
+"""Seed D routes under /api/v1 (being implemented)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/api/v1")
