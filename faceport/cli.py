@@ -1,4 +1,4 @@
-"""``faceport`` command line: serve | models list|pull|verify|path."""
+"""``faceport`` command line: serve | models | users create-admin|list | apikeys create|list|revoke."""
 
 from __future__ import annotations
 
@@ -193,6 +193,115 @@ def models_path(name: str | None) -> None:
         click.echo(str(store.path(name) if name else store.root))
     except FaceportError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+# ---- users and API keys (seed D auth) ----------------------------------------------------------
+def _auth_service() -> Any:
+    """The auth service on the configured database (migrated on open) and key pair."""
+    from faceport.services.auth import build_auth
+    from faceport.store import open_store
+
+    _setup_logging("WARNING")
+    settings = _settings()
+    try:
+        return build_auth(settings, open_store(settings.resolved_database_url))
+    except FaceportError as exc:
+        raise click.ClickException(exc.message) from exc
+
+
+def _when(value: Any) -> str:
+    return value.isoformat(timespec="seconds") if value is not None else "-"
+
+
+@main.group()
+def users() -> None:
+    """Manage platform API (/api/v1) accounts."""
+
+
+@users.command("create-admin")
+@click.option("--username", required=True, help="The admin's name; an existing user is promoted.")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
+              envvar="FACEPORT_ADMIN_PASSWORD", show_envvar=True, help="At least 8 characters; prompted if omitted.")
+@click.option("--email", default=None, help="E-mail address (default <username>@faceport.invalid).")
+def users_create_admin(username: str, password: str, email: str | None) -> None:
+    """Create an admin account, or promote an existing user and set their password."""
+    auth = _auth_service()
+    try:
+        user, created = auth.create_admin(username, password, email=email)
+    except FaceportError as exc:
+        raise click.ClickException(exc.message) from exc
+    action = "created admin" if created else "promoted existing user to admin and set the password:"
+    click.echo(f"{action} {user.username} (id {user.id})")
+
+
+@users.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def users_list(as_json: bool) -> None:
+    """Every account, oldest first."""
+    auth = _auth_service()
+    rows, offset = [], 0
+    while True:
+        page, total = auth.list_users(limit=500, offset=offset)
+        rows.extend(page)
+        offset += len(page)
+        if not page or offset >= total:
+            break
+    if as_json:
+        click.echo(json.dumps([{"id": u.id, "username": u.username, "email": u.email, "role": u.role,
+                                "full_name": u.full_name, "is_active": u.is_active,
+                                "created_at": _when(u.created_at)} for u in rows], indent=2))
+        return
+    click.echo(f"{'ID':32} {'USERNAME':24} {'ROLE':6} {'ACTIVE':7} EMAIL")
+    for u in rows:
+        click.echo(f"{u.id:32} {u.username:24} {u.role:6} {('yes' if u.is_active else 'no'):7} {u.email}")
+
+
+@main.group()
+def apikeys() -> None:
+    """Manage API keys (sent as X-API-Key); only their hashes are stored."""
+
+
+@apikeys.command("create")
+@click.option("--name", required=True, help="What the key is for.")
+@click.option("--role", type=click.Choice(["user", "admin"]), default="user", show_default=True)
+def apikeys_create(name: str, role: str) -> None:
+    """Create a key and print it once: store it now, it cannot be shown again."""
+    auth = _auth_service()
+    try:
+        created = auth.create_api_key(name, role)
+    except FaceportError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"created API key {created.record.id} ({created.record.name}, role {created.record.role}); "
+               "it is shown only now:", err=True)
+    click.echo(created.key)
+
+
+@apikeys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def apikeys_list(as_json: bool) -> None:
+    """Every key with its prefix, role and state; never the key itself."""
+    keys = _auth_service().list_api_keys()
+    if as_json:
+        click.echo(json.dumps([{"id": k.id, "name": k.name, "prefix": k.prefix, "role": k.role,
+                                "user_id": k.user_id, "created_at": _when(k.created_at),
+                                "last_used_at": _when(k.last_used_at), "revoked_at": _when(k.revoked_at)}
+                               for k in keys], indent=2))
+        return
+    click.echo(f"{'ID':32} {'PREFIX':12} {'ROLE':6} {'STATE':8} {'LAST USED':25} NAME")
+    for k in keys:
+        state = "revoked" if k.is_revoked else "active"
+        click.echo(f"{k.id:32} {k.prefix:12} {k.role:6} {state:8} {_when(k.last_used_at):25} {k.name}")
+
+
+@apikeys.command("revoke")
+@click.argument("key_id")
+def apikeys_revoke(key_id: str) -> None:
+    """Revoke a key by id; requests carrying it are refused from then on."""
+    try:
+        record = _auth_service().revoke_api_key(key_id)
+    except FaceportError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"revoked API key {record.id} ({record.name})")
 
 
 if __name__ == "__main__":

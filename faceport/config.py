@@ -39,6 +39,18 @@ class Settings(BaseSettings):
     insecure: bool = Field(default=False, description="Allow a non-loopback bind without an API key.")
     api_key: str | None = Field(default=None, description="When set, required as X-API-Key on seeds B and E.")
 
+    # Seed D authentication: RS256 JWTs (access + rotating refresh tokens).
+    jwt_private_key_path: Path | None = Field(
+        default=None, description="PEM RSA private key (>= 2048 bits) signing JWTs; "
+        "default <home>/jwt_private.pem, created (mode 0600) on first start.")
+    jwt_public_key_path: Path | None = Field(
+        default=None, description="PEM public key of jwt_private_key_path (checked to match it); "
+        "default derived from the private key and written to <home>/jwt_public.pem.")
+    access_token_ttl: int = Field(default=900, ge=30, le=86_400,
+                                  description="Seconds an access token is valid (default 15 minutes).")
+    refresh_token_ttl: int = Field(default=604_800, ge=60, le=90 * 86_400,
+                                   description="Seconds a refresh token is valid (default 7 days).")
+
     execution_providers: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["CPUExecutionProvider"])
     model_idle_ttl: float = Field(default=900.0, ge=0,
                                   description="Seconds before an unused model is unloaded; 0 keeps forever.")
@@ -56,6 +68,15 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    # Seed D's default limits, in the `limits` library's notation ("100/hour", "5 per minute").
+    rate_limits_enabled: bool = True
+    rate_limit_user: str = Field(default="1000/hour", description="Every authenticated /api/v1 request, per user.")
+    rate_limit_face: str = Field(default="100/hour", description="/api/v1/face/* analysis requests, per user.")
+    rate_limit_batch: str = Field(default="10/hour", description="Batch job submissions, per user.")
+    rate_limit_ip: str = Field(default="1000/hour", description="Unauthenticated requests (login, register), per IP.")
+    rate_limit_key_prefix: str = Field(default="faceport", min_length=1,
+                                       description="Prefix of the rate-limit keys in Redis.")
+
     @field_validator("execution_providers", "preload_models", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
@@ -63,6 +84,19 @@ class Settings(BaseSettings):
             if value.strip().startswith("["):
                 return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("rate_limit_user", "rate_limit_face", "rate_limit_batch", "rate_limit_ip")
+    @classmethod
+    def _parse_rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            items = parse_many(value)
+        except ValueError:
+            items = []
+        if len(items) != 1 or items[0].amount < 1:
+            raise ValueError(f"{value!r} is not a rate limit like '100/hour' or '5 per minute' (one limit, at least 1)")
         return value
 
     @model_validator(mode="after")

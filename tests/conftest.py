@@ -94,6 +94,38 @@ def privacy_client(settings) -> Iterator:  # type: ignore[no-untyped-def]
         yield test_client
 
 
+TEST_USER = {"username": "tester", "email": "tester@example.com", "password": "tester-password"}
+TEST_ADMIN = {"username": "admin", "email": "admin@example.com", "password": "admin-password"}
+
+
+def bearer_headers(client, username: str, password: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Log in through ``POST /api/v1/auth/login`` and return the ``Authorization`` header."""
+    response = client.post("/api/v1/auth/login", json={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['data']['access_token']}"}
+
+
+def register_headers(client, user: dict[str, str] = TEST_USER) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Register ``user`` through ``POST /api/v1/auth/register``, log in, return the ``Authorization`` header."""
+    response = client.post("/api/v1/auth/register", json=user)
+    assert response.status_code == 201, response.text
+    return bearer_headers(client, user["username"], user["password"])
+
+
+@pytest.fixture
+def auth_headers(client) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Bearer headers of a user (role user) registered through the API on ``client``."""
+    return register_headers(client)
+
+
+@pytest.fixture
+def admin_headers(client) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Bearer headers of an admin created the way the CLI does (``AuthService.create_admin``)."""
+    client.app.state.context.auth.create_admin(TEST_ADMIN["username"], TEST_ADMIN["password"],
+                                               email=TEST_ADMIN["email"])
+    return bearer_headers(client, TEST_ADMIN["username"], TEST_ADMIN["password"])
+
+
 @pytest.fixture(scope="session")
 def grace_hopper() -> np.ndarray:
     return read_bgr(FIXTURES / "mpl_grace_hopper.jpg")

@@ -85,7 +85,14 @@ def test_serve_runs_both_apps_and_stops_cleanly(cli_env) -> None:
             time.sleep(0.2)
         assert len(bodies) == 2, proc.stdout.read() if proc.poll() is not None else "no health answer"
         assert bodies[port]["status"] == bodies[privacy_port]["status"] == "healthy"
-        detect = httpx.post(f"http://127.0.0.1:{port}/api/v1/face/detect", timeout=60,
+        user = {"username": "cli-user", "email": "cli-user@example.com", "password": "cli-user-password"}
+        registered = httpx.post(f"http://127.0.0.1:{port}/api/v1/auth/register", json=user, timeout=30)
+        assert registered.status_code == 201, registered.text
+        login = httpx.post(f"http://127.0.0.1:{port}/api/v1/auth/login", timeout=30,
+                           json={"username": user["username"], "password": user["password"]})
+        assert login.status_code == 200, login.text
+        bearer = {"Authorization": f"Bearer {login.json()['data']['access_token']}"}
+        detect = httpx.post(f"http://127.0.0.1:{port}/api/v1/face/detect", timeout=60, headers=bearer,
                             files={"image": ("h.jpg", (Path(__file__).parent / "fixtures" / "mpl_grace_hopper.jpg")
                                              .read_bytes(), "image/jpeg")})
         assert detect.status_code == 200 and detect.json()["data"]["count"] == 1

@@ -3,27 +3,36 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from faceport import __version__
 from faceport.api import health
 from faceport.api.context import AppContext
 from faceport.api.errors import install_error_handlers
+from faceport.api.metrics import install_metrics
 from faceport.api.middleware import TracingMiddleware
+from faceport.api.ratelimit import RateLimiter, RateLimitHeadersMiddleware
 from faceport.api.v1 import auth as auth_v1
 from faceport.api.v1 import face as face_v1
 from faceport.api.v1 import subjects as subjects_v1
+from faceport.api.versioning import ApiVersionMiddleware
 from faceport.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
+
+# The main app's seed D layers, innermost first, all inside tracing (see ``_base_app``).
+PLATFORM_MIDDLEWARE = (RateLimitHeadersMiddleware, ApiVersionMiddleware)
 
 
 def _lifespan(settings: Settings, context: AppContext | None):  # type: ignore[no-untyped-def]
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # per app, built inside the serving event loop: its Redis connections belong to that loop
+        app.state.rate_limiter = RateLimiter(settings)
         owned = context is None
         ctx = AppContext.create(settings) if owned else context
         assert ctx is not None
@@ -33,6 +42,7 @@ def _lifespan(settings: Settings, context: AppContext | None):  # type: ignore[n
         try:
             yield
         finally:
+            await app.state.rate_limiter.aclose()
             if owned:
                 ctx.close()
 
@@ -40,7 +50,7 @@ def _lifespan(settings: Settings, context: AppContext | None):  # type: ignore[n
 
 
 def _base_app(title: str, description: str, settings: Settings, context: AppContext | None,
-              surface: str) -> FastAPI:
+              surface: str, *, inner_middleware: Sequence[Callable[..., ASGIApp]] = ()) -> FastAPI:
     app = FastAPI(title=title, description=description, version=__version__,
                   lifespan=_lifespan(settings, context), docs_url="/docs", redoc_url="/redoc",
                   openapi_url="/openapi.json", max_body_size=settings.max_upload_bytes,
@@ -49,6 +59,8 @@ def _base_app(title: str, description: str, settings: Settings, context: AppCont
     app.state.error_surface = surface
     app.state.settings = settings
     install_error_handlers(app)
+    for middleware in inner_middleware:  # inside tracing: their responses carry the request id
+        app.add_middleware(middleware)
     app.add_middleware(TracingMiddleware)
     app.include_router(health.router)
     return app
@@ -58,10 +70,11 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     """The main app (port 8000). Pass ``context`` to share one with the privacy app."""
     settings = settings or get_settings()
     app = _base_app("faceport", "Face AI server: live swap, FaceFusion-style REST, proctoring, face platform API.",
-                    settings, context, "plain")
+                    settings, context, "plain", inner_middleware=PLATFORM_MIDDLEWARE)
     app.include_router(auth_v1.router)
     app.include_router(face_v1.router)
     app.include_router(subjects_v1.router)
+    install_metrics(app)
     return app
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from faceport.api.context import AppContext
 from faceport.api.principal import Principal
@@ -25,7 +26,17 @@ def get_engine(request: Request) -> FaceEngine:
 ContextDep = Annotated[AppContext, Depends(get_context)]
 
 
-async def current_principal(request: Request) -> Principal:
+# Declared so OpenAPI lists both schemes and /docs offers "Authorize"; the auth service reads the headers itself.
+_BEARER_SCHEME = HTTPBearer(auto_error=False, bearerFormat="JWT",
+                            description="Access token from POST /api/v1/auth/login (RS256 JWT).")
+_API_KEY_SCHEME = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key (fpk_...).")
+
+
+async def current_principal(
+    request: Request,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER_SCHEME)] = None,
+    _api_key: Annotated[str | None, Security(_API_KEY_SCHEME)] = None,
+) -> Principal:
     """Authenticate the caller (Bearer JWT or X-API-Key) and remember it on ``request.state``.
 
     Raises:

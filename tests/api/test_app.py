@@ -50,15 +50,15 @@ def test_error_bodies_follow_each_surface(client, privacy_client) -> None:
     assert wrong_method.status_code == 405
 
 
-def test_detect_returns_the_two_faces_with_the_seed_d_envelope(client) -> None:
+def test_detect_returns_the_two_faces_with_the_seed_d_envelope(client, auth_headers) -> None:
     data = (FIXTURES / "mpl_grace_hopper.jpg").read_bytes()
     response = client.post("/api/v1/face/detect", files={"image": ("h.jpg", data, "image/jpeg")},
-                           data={"landmarks": "true", "detector": "centerface"})
+                           data={"landmarks": "true", "detector": "centerface"}, headers=auth_headers)
     assert response.status_code == 200
     body = response.json()
     assert body["success"] is True
     face = body["data"]["faces"][0]
-    x1, y1, x2, _y2 = face["box"]
+    x1, y1, x2 = face["bbox"]["x1"], face["bbox"]["y1"], face["bbox"]["x2"]
     assert 150 < x1 < 200 and 320 < x2 < 380 and 100 < y1 < 150  # Grace Hopper's face
     assert len(face["keypoints"]) == 5 and len(face["landmarks"]) == 478
     meta = body["meta"]
@@ -67,11 +67,12 @@ def test_detect_returns_the_two_faces_with_the_seed_d_envelope(client) -> None:
     assert meta["vram_usage"]["device"] == "host" and meta["vram_usage"]["used"].endswith(("MB", "GB"))
 
 
-def test_detect_accepts_a_data_url(client) -> None:
+def test_detect_accepts_a_data_url(client, auth_headers) -> None:
     import base64
 
     data = base64.b64encode((FIXTURES / "sk_astronaut.png").read_bytes()).decode()
-    response = client.post("/api/v1/face/detect", data={"image_base64": f"data:image/png;base64,{data}"})
+    response = client.post("/api/v1/face/detect", data={"image_base64": f"data:image/png;base64,{data}"},
+                           headers=auth_headers)
     assert response.status_code == 200 and response.json()["data"]["count"] == 1
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, register_headers
 from tests.engine.test_imageio import BLUE, RED, animated, gray16_png, png_bomb, rgba_png, save, solid
 
 ROUTE = "/api/v1/face/detect"
@@ -63,9 +63,10 @@ CASES: list[tuple[str, Callable[[], bytes], str, tuple[str, object]]] = [
 
 
 @pytest.mark.parametrize(("make", "filename", "expected"), [pytest.param(m, f, e, id=i) for i, m, f, e in CASES])
-def test_bad_and_odd_images_over_http(client, make: Callable[[], bytes], filename: str,
+def test_bad_and_odd_images_over_http(client, auth_headers, make: Callable[[], bytes], filename: str,
                                       expected: tuple[str, object]) -> None:
-    response = client.post(ROUTE, files={"image": (filename, io.BytesIO(make()), "image/jpeg")})
+    response = client.post(ROUTE, files={"image": (filename, io.BytesIO(make()), "image/jpeg")},
+                           headers=auth_headers)
     body = response.json()
     kind, value = expected
     if kind == "error":
@@ -82,10 +83,11 @@ def test_bad_and_odd_images_over_http(client, make: Callable[[], bytes], filenam
     assert client.get("/health").status_code == 200
 
 
-def test_server_keeps_detecting_after_the_whole_table(client) -> None:
+def test_server_keeps_detecting_after_the_whole_table(client, auth_headers) -> None:
     for _, make, filename, _ in CASES:
-        client.post(ROUTE, files={"image": (filename, io.BytesIO(make()), "image/png")})
-    ok = client.post(ROUTE, files={"image": ("h.jpg", (FIXTURES / "mpl_grace_hopper.jpg").read_bytes(), "image/jpeg")})
+        client.post(ROUTE, files={"image": (filename, io.BytesIO(make()), "image/png")}, headers=auth_headers)
+    ok = client.post(ROUTE, files={"image": ("h.jpg", (FIXTURES / "mpl_grace_hopper.jpg").read_bytes(), "image/jpeg")},
+                     headers=auth_headers)
     assert ok.status_code == 200 and ok.json()["data"]["count"] == 1
 
 
@@ -96,13 +98,14 @@ def test_too_large_upload_is_413(settings, models_dir) -> None:
 
     small = settings.model_copy(update={"max_image_bytes": 50_000})
     with TestClient(create_app(small)) as client:
+        headers = register_headers(client)
         data = (FIXTURES / "sk_astronaut.png").read_bytes()
         assert len(data) > 50_000
-        response = client.post(ROUTE, files={"image": ("a.png", data, "image/png")})
+        response = client.post(ROUTE, files={"image": ("a.png", data, "image/png")}, headers=headers)
         assert response.status_code == 413
         assert response.json()["error"]["code"] == "FILE_TOO_LARGE"
         big_b64 = "A" * 200_000
-        response = client.post(ROUTE, data={"image_base64": big_b64})
+        response = client.post(ROUTE, data={"image_base64": big_b64}, headers=headers)
         assert response.status_code == 413
 
 
@@ -117,8 +120,8 @@ def test_too_large_upload_is_413(settings, models_dir) -> None:
         ({"image_base64": "aGk=", "score_threshold": "1.5"}, "INVALID_INPUT", "score_threshold"),
     ],
 )
-def test_field_errors_name_the_field(client, data: dict, code: str, field: str | None) -> None:
-    response = client.post(ROUTE, data=data)
+def test_field_errors_name_the_field(client, auth_headers, data: dict, code: str, field: str | None) -> None:
+    response = client.post(ROUTE, data=data, headers=auth_headers)
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == code

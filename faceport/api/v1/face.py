@@ -1,67 +1,292 @@
-"""``POST /api/v1/face/detect`` — faces with boxes, scores, 5 keypoints and optional 468/478 landmarks."""
+"""Seed D face services: ``POST /api/v1/face/detect | recognize | verify | analyze``.
+
+Images come as multipart files (``image``; ``image1``/``image2`` for verify) or as base64 /
+data-URL strings in a JSON body (or ``<field>_base64`` form fields). Blocking work runs on
+the thread pool. Every score names the method that produced it.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
-from pydantic import BaseModel
+import numpy as np
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
 
-from faceport.api.deps import ApiKeyDep, ContextDep
+from faceport.api.context import AppContext
+from faceport.api.deps import ContextDep
 from faceport.api.envelope import Envelope, ok
-from faceport.api.uploads import image_from_request
-from faceport.engine.detect import DETECTORS
-from faceport.engine.types import Faces
-from faceport.errors import InvalidInput
+from faceport.api.ratelimit import api_v1_dependencies
+from faceport.api.requests import body_doc, image_field, read_fields, validate_params
+from faceport.engine.attributes import face_quality, head_pose
+from faceport.engine.embed import compare
+from faceport.engine.types import BGRImage, Faces
+from faceport.errors import NoFace
 
-router = APIRouter(prefix="/api/v1", tags=["face"], dependencies=[ApiKeyDep])
+router = APIRouter(prefix="/api/v1", tags=["face"], dependencies=api_v1_dependencies("user", "face"))
+
+DetectorName = Literal["blazeface_short", "blazeface_full", "centerface"]
+EMBEDDING_MODEL = "dlib_resnet"
+
+
+class DetectParams(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    detector: DetectorName | None = Field(None, description="default: the server's FACEPORT_DETECTOR")
+    score_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    max_faces: int | None = Field(None, ge=1, le=1000)
+    landmarks: bool = Field(False, description="add 468/478 FaceMesh landmarks")
+
+
+class RecognizeParams(DetectParams):
+    top_k: int = Field(5, ge=1, le=100, description="candidate subjects per face")
+    threshold: float | None = Field(None, gt=0.0, le=2.0, description="max embedding distance for a match")
+
+
+class VerifyParams(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    subject_id: str | None = Field(None, min_length=1, max_length=64, description="compare image1 with a subject")
+    threshold: float | None = Field(None, gt=0.0, le=2.0)
+    detector: DetectorName | None = None
+
+
+class AnalyzeParams(DetectParams):
+    landmarks: bool = True
+    top_k: int = Field(1, ge=1, le=100)
+    threshold: float | None = Field(None, gt=0.0, le=2.0)
+    include_embedding: bool = False
+
+
+class BBox(BaseModel):
+    x1: float
+    y1: float
+    x2: float
+    y2: float
 
 
 class FaceOut(BaseModel):
-    box: list[float]  # [x1, y1, x2, y2] pixels
+    bbox: BBox
     score: float
-    keypoints: list[list[float]]  # 5 x [x, y]: right eye, left eye, nose, right mouth, left mouth
-    landmarks: list[list[float]] | None = None  # 468 or 478 x [x, y, z]
+    keypoints: list[list[float]] = Field(description="5 x [x, y]: right eye, left eye, nose, right/left mouth corner")
+    landmarks: list[list[float]] | None = None
 
 
-class DetectResult(BaseModel):
+class DetectData(BaseModel):
     faces: list[FaceOut]
     count: int
     image: dict[str, int]
     detector: str
 
-    @classmethod
-    def from_faces(cls, faces: Faces, *, width: int, height: int, detector: str) -> DetectResult:
-        out = []
-        for i in range(len(faces)):
-            out.append(FaceOut(
-                box=[round(float(v), 2) for v in faces.xyxy[i]],
-                score=round(float(faces.score[i]), 4),
-                keypoints=[[round(float(x), 2), round(float(y), 2)] for x, y in faces.kps[i]]
-                if faces.kps is not None else [],
-                landmarks=[[round(float(c), 2) for c in p] for p in faces.landmarks[i]]
-                if faces.landmarks is not None else None,
-            ))
-        return cls(faces=out, count=len(out), image={"width": width, "height": height}, detector=detector)
+
+class Candidate(BaseModel):
+    subject_id: str
+    subject: str
+    distance: float
+    similarity: float
+    match: bool
 
 
-@router.post("/face/detect", response_model=Envelope[DetectResult], summary="Detect faces")
-async def detect(
-    request: Request,
-    ctx: ContextDep,
-    image: Annotated[UploadFile | None, File(description="JPEG, PNG, BMP or WebP")] = None,
-    image_base64: Annotated[str | None, Form(description="base64 or data URL, instead of a file")] = None,
-    detector: Annotated[str | None, Form(description=f"one of {', '.join(DETECTORS)}")] = None,
-    score_threshold: Annotated[float | None, Form(ge=0.0, le=1.0)] = None,
-    max_faces: Annotated[int | None, Form(ge=1, le=1000)] = None,
-    landmarks: Annotated[bool, Form(description="add 468/478 FaceMesh landmarks")] = False,
-) -> dict[str, Any]:
-    if detector is not None and detector not in DETECTORS:
-        raise InvalidInput(f"detector: unknown {detector!r}; choose one of {', '.join(DETECTORS)}",
-                           details={"field": "detector", "allowed": list(DETECTORS)})
-    bgr = await image_from_request(ctx, upload=image, base64_text=image_base64)
-    faces = await ctx.run(ctx.engine.detect, bgr, detector=detector, score_threshold=score_threshold,
-                          max_faces=max_faces, landmarks=landmarks)
-    name = detector or ctx.engine.options.detector
-    result = DetectResult.from_faces(faces, width=bgr.shape[1], height=bgr.shape[0], detector=name)
-    return ok(request, result.model_dump())
+class RecognizedFace(FaceOut):
+    subject: Candidate | None = Field(description="the best candidate within the threshold, or null (unknown)")
+    candidates: list[Candidate]
+
+
+class RecognizeData(BaseModel):
+    faces: list[RecognizedFace]
+    count: int
+    threshold: float
+    gallery: dict[str, int]
+    method: str
+
+
+class VerifyData(BaseModel):
+    verified: bool
+    distance: float
+    similarity: float
+    threshold: float
+    method: str
+    faces: dict[str, BBox]
+
+
+class Pose(BaseModel):
+    yaw: float
+    pitch: float
+    roll: float
+    method: str = "facemesh_axes"
+
+
+class QualityOut(BaseModel):
+    sharpness: float
+    brightness: float
+    size: float
+    method: str = "laplacian_variance"
+
+
+class AnalyzedFace(FaceOut):
+    pose: Pose | None
+    quality: QualityOut
+    recognition: Candidate | None
+    embedding: list[float] | None = None
+
+
+class AnalyzeData(BaseModel):
+    faces: list[AnalyzedFace]
+    count: int
+    image: dict[str, int]
+    methods: dict[str, str]
+    not_available: list[str]
+
+
+def _r(v: float) -> float:
+    return round(float(v), 2)
+
+
+def _bbox(xyxy: np.ndarray) -> BBox:
+    return BBox(x1=_r(xyxy[0]), y1=_r(xyxy[1]), x2=_r(xyxy[2]), y2=_r(xyxy[3]))
+
+
+def _face_fields(faces: Faces, i: int) -> dict[str, Any]:
+    return {
+        "bbox": _bbox(faces.xyxy[i]),
+        "score": round(float(faces.score[i]), 4),
+        "keypoints": [[_r(x), _r(y)] for x, y in faces.kps[i]] if faces.kps is not None else [],
+        "landmarks": [[_r(c) for c in p] for p in faces.landmarks[i]] if faces.landmarks is not None else None,
+    }
+
+
+def _detector_name(ctx: AppContext, params: DetectParams | VerifyParams) -> str:
+    return params.detector or ctx.engine.options.detector
+
+
+def _threshold(ctx: AppContext, value: float | None) -> float:
+    return value if value is not None else ctx.engine.options.verify_threshold
+
+
+def _candidates(ctx: AppContext, embedding: np.ndarray, k: int, threshold: float) -> list[Candidate]:
+    if ctx.gallery is None:
+        return []
+    return [Candidate(subject_id=m.subject_id, subject=m.subject_name, distance=round(m.distance, 4),
+                      similarity=round(m.similarity, 4), match=m.distance <= threshold)
+            for m in ctx.gallery.search(embedding, k=k)]
+
+
+def _gallery_stats(ctx: AppContext) -> dict[str, int]:
+    return dict(ctx.gallery.stats()) if ctx.gallery is not None else {"subjects": 0, "faces": 0}
+
+
+@router.post("/face/detect", response_model=Envelope[DetectData], summary="Detect faces",
+             openapi_extra=body_doc(DetectParams, {"image": "JPEG, PNG, BMP or WebP"}))
+async def detect(request: Request, ctx: ContextDep) -> dict[str, Any]:
+    fields = await read_fields(request)
+    params = validate_params(DetectParams, fields, exclude=("image", "image_base64"))
+    image = await image_field(ctx, fields, "image")
+    assert image is not None
+    faces = await ctx.run(ctx.engine.detect, image, detector=params.detector, score_threshold=params.score_threshold,
+                          max_faces=params.max_faces, landmarks=params.landmarks)
+    name = _detector_name(ctx, params)
+    request.state.model_used = name + (",facemesh,iris" if params.landmarks else "")
+    data = DetectData(faces=[FaceOut(**_face_fields(faces, i)) for i in range(len(faces))], count=len(faces),
+                      image={"width": image.shape[1], "height": image.shape[0]}, detector=name)
+    return ok(request, data.model_dump())
+
+
+@router.post("/face/recognize", response_model=Envelope[RecognizeData], summary="Recognise faces (1:N)",
+             openapi_extra=body_doc(RecognizeParams, {"image": "JPEG, PNG, BMP or WebP"}))
+async def recognize(request: Request, ctx: ContextDep) -> dict[str, Any]:
+    fields = await read_fields(request)
+    params = validate_params(RecognizeParams, fields, exclude=("image", "image_base64"))
+    image = await image_field(ctx, fields, "image")
+    assert image is not None
+    threshold = _threshold(ctx, params.threshold)
+    faces = await ctx.run(ctx.engine.detect, image, detector=params.detector, score_threshold=params.score_threshold,
+                          max_faces=params.max_faces, landmarks=params.landmarks, embed=True)
+    request.state.model_used = f"{_detector_name(ctx, params)},{EMBEDDING_MODEL}"
+    out = []
+    for i in range(len(faces)):
+        assert faces.embedding is not None
+        candidates = await ctx.run(_candidates, ctx, faces.embedding[i], params.top_k, threshold)
+        best = candidates[0] if candidates and candidates[0].match else None
+        out.append(RecognizedFace(**_face_fields(faces, i), subject=best, candidates=candidates))
+    data = RecognizeData(faces=out, count=len(out), threshold=threshold, gallery=_gallery_stats(ctx),
+                         method=f"{EMBEDDING_MODEL} L2 distance, exact search")
+    return ok(request, data.model_dump())
+
+
+def _largest_embedding(ctx: AppContext, image: BGRImage, detector: str | None, which: str) -> Faces:
+    try:
+        return ctx.engine.embed_largest(image, detector=detector)
+    except NoFace:
+        raise NoFace(f"no face detected in {which}", details={"field": which}) from None
+
+
+@router.post("/face/verify", response_model=Envelope[VerifyData], summary="Verify two faces (1:1)",
+             openapi_extra=body_doc(VerifyParams, {"image1": "first image", "image2": "second image (or subject_id)"}))
+async def verify(request: Request, ctx: ContextDep) -> dict[str, Any]:
+    fields = await read_fields(request)
+    params = validate_params(VerifyParams, fields, exclude=("image1", "image2", "image1_base64", "image2_base64"))
+    image1 = await image_field(ctx, fields, "image1")
+    image2 = await image_field(ctx, fields, "image2", required=params.subject_id is None)
+    assert image1 is not None
+    threshold = _threshold(ctx, params.threshold)
+    first = await ctx.run(_largest_embedding, ctx, image1, params.detector, "image1")
+    assert first.embedding is not None
+    boxes = {"image1": _bbox(first.xyxy[0])}
+    if image2 is not None:
+        second = await ctx.run(_largest_embedding, ctx, image2, params.detector, "image2")
+        assert second.embedding is not None
+        result = compare(first.embedding[0], second.embedding[0], threshold=threshold)
+        boxes["image2"] = _bbox(second.xyxy[0])
+        method = f"{EMBEDDING_MODEL} L2 distance"
+    else:
+        assert params.subject_id is not None
+        references = await ctx.run(ctx.gallery.subject_embeddings, params.subject_id)
+        results = [compare(first.embedding[0], ref, threshold=threshold) for ref in references]
+        if not results:
+            raise NoFace("the subject has no enrolled faces", details={"field": "subject_id"})
+        result = min(results, key=lambda r: r.distance)
+        method = f"{EMBEDDING_MODEL} L2 distance to the closest of {len(results)} enrolled faces"
+    request.state.model_used = f"{_detector_name(ctx, params)},{EMBEDDING_MODEL}"
+    data = VerifyData(verified=result.match, distance=round(result.distance, 4),
+                      similarity=round(result.similarity, 4), threshold=threshold, method=method, faces=boxes)
+    return ok(request, data.model_dump())
+
+
+def _analyze(ctx: AppContext, image: BGRImage, params: AnalyzeParams) -> list[AnalyzedFace]:
+    faces = ctx.engine.detect(image, detector=params.detector, score_threshold=params.score_threshold,
+                              max_faces=params.max_faces, landmarks=params.landmarks, embed=True)
+    threshold = _threshold(ctx, params.threshold)
+    out = []
+    for i in range(len(faces)):
+        assert faces.embedding is not None
+        pose = None
+        if faces.landmarks is not None:
+            p = head_pose(faces.landmarks[i])
+            pose = Pose(yaw=p.yaw, pitch=p.pitch, roll=p.roll)
+        q = face_quality(image, faces.xyxy[i])
+        candidates = _candidates(ctx, faces.embedding[i], params.top_k, threshold)
+        out.append(AnalyzedFace(
+            **_face_fields(faces, i), pose=pose,
+            quality=QualityOut(sharpness=q.sharpness, brightness=q.brightness, size=q.size),
+            recognition=candidates[0] if candidates and candidates[0].match else None,
+            embedding=[round(float(v), 6) for v in faces.embedding[i]] if params.include_embedding else None,
+        ))
+    return out
+
+
+@router.post("/face/analyze", response_model=Envelope[AnalyzeData], summary="Everything available in one call",
+             openapi_extra=body_doc(AnalyzeParams, {"image": "JPEG, PNG, BMP or WebP"}))
+async def analyze(request: Request, ctx: ContextDep) -> dict[str, Any]:
+    fields = await read_fields(request)
+    params = validate_params(AnalyzeParams, fields, exclude=("image", "image_base64"))
+    image = await image_field(ctx, fields, "image")
+    assert image is not None
+    faces = await ctx.run(_analyze, ctx, image, params)
+    detector = _detector_name(ctx, params)
+    request.state.model_used = f"{detector},{EMBEDDING_MODEL}" + (",facemesh,iris" if params.landmarks else "")
+    methods = {"detection": detector, "landmarks": "facemesh+iris" if params.landmarks else "none",
+               "pose": "facemesh_axes (geometric)", "quality": "laplacian_variance, mean grey, box size",
+               "recognition": f"{EMBEDDING_MODEL} exact search, threshold {_threshold(ctx, params.threshold)}"}
+    data = AnalyzeData(faces=faces, count=len(faces), image={"width": image.shape[1], "height": image.shape[0]},
+                       methods=methods, not_available=["anti_spoof", "deepfake", "demographics"])
+    return ok(request, data.model_dump())
