@@ -229,7 +229,7 @@ async def update_profile(request: Request, body: ProfileUpdate, principal: Curre
             summary="List users (admin)")
 async def list_users(request: Request, _admin: AdminPrincipal, auth: AuthDep,
                      limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                     offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+                     offset: Annotated[int, Query(ge=0, le=100_000_000)] = 0) -> dict[str, Any]:
     users, total = await run_in_threadpool(lambda: auth.list_users(limit=limit, offset=offset))
     page = UserPage(items=[UserPublic.from_record(u) for u in users], total=total, limit=limit, offset=offset)
     return ok(request, _dump(page))

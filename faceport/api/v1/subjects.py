@@ -125,7 +125,7 @@ async def list_subjects(
     request: Request,
     ctx: ContextDep,
     gallery: GalleryDep,
-    page: Annotated[int, Query(ge=1, description="1-based page")] = 1,
+    page: Annotated[int, Query(ge=1, le=1_000_000, description="1-based page")] = 1,
     size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="subjects per page")] = 20,
 ) -> dict[str, Any]:
     records, total = await ctx.run(gallery.list_subjects, page, size)
