@@ -38,6 +38,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--gallery-db", type=Path, default=None,
+                        help="SQLite gallery from bench/gallery.py --keep-db: also time /face/recognize against it")
     args = parser.parse_args()
 
     frame = to_640x480(cv2.imread(str(REPO / "tests/fixtures/mpl_grace_hopper.jpg")))
@@ -45,7 +47,9 @@ def main() -> None:
     port = _free_port()
     home = tempfile.mkdtemp(prefix="faceport-bench-api-")
     env = dict(os.environ, FACEPORT_HOME=home, FACEPORT_RATE_LIMITS_ENABLED="false", FACEPORT_LOG_LEVEL="WARNING",
-               FACEPORT_PRELOAD_MODELS="blazeface_full")
+               FACEPORT_PRELOAD_MODELS="blazeface_full,dlib_shape5,dlib_resnet")
+    if args.gallery_db:
+        env["FACEPORT_DATABASE_URL"] = f"sqlite:///{args.gallery_db.resolve()}"
     env.setdefault("FACEPORT_MODELS_DIR", str(Path.home() / ".cache/faceport/models"))
     server = subprocess.Popen([sys.executable, "-m", "faceport.cli", "serve", "--port", str(port),
                                "--privacy-port", "0", "--no-pull"], env=env, stdout=subprocess.DEVNULL,
@@ -78,6 +82,18 @@ def main() -> None:
             for _ in range(10):
                 one(client)
             sequential = sorted(one(client) for _ in range(args.requests))
+            recognize: list[float] = []
+            gallery_faces = 0
+            if args.gallery_db:
+                for i in range(args.requests // 4 + 5):
+                    t = time.perf_counter()
+                    r = client.post("/api/v1/face/recognize", files={"image": ("f.jpg", jpeg, "image/jpeg")},
+                                    headers=headers)
+                    if r.status_code != 200:
+                        raise RuntimeError(f"recognize failed {r.status_code} {r.text[:200]}")
+                    if i >= 5:
+                        recognize.append((time.perf_counter() - t) * 1000)
+                    gallery_faces = r.json()["data"]["gallery"]["faces"]
 
         clients = [httpx.Client(base_url=base, timeout=60) for _ in range(args.concurrency)]
         per_client = args.requests // args.concurrency
@@ -100,6 +116,9 @@ def main() -> None:
     print(f"POST /api/v1/face/detect, 640x480 JPEG ({len(jpeg) // 1024} KB), blazeface_full, JWT auth")
     print(f"sequential ({args.requests} requests): p50 {statistics.median(sequential):.1f} ms, "
           f"p95 {pct(sequential, 0.95):.1f} ms")
+    if recognize:
+        print(f"POST /api/v1/face/recognize against {gallery_faces} gallery faces ({len(recognize)} requests): "
+              f"p50 {statistics.median(recognize):.1f} ms, p95 {pct(recognize, 0.95):.1f} ms")
     print(f"{args.concurrency} concurrent clients ({len(latencies)} requests): {len(latencies) / wall:.1f} req/s, "
           f"p50 {statistics.median(latencies):.1f} ms, p95 {pct(latencies, 0.95):.1f} ms")
 

@@ -139,6 +139,8 @@ def main() -> None:
     parser.add_argument("--distractors", choices=("facelike", "uniform"), default="facelike")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--keep-db", type=Path, default=None,
+                        help="write the gallery database here and keep it (for bench/api.py --gallery-db)")
     args = parser.parse_args()
 
     from faceport.services.gallery import load_gallery
@@ -152,9 +154,11 @@ def main() -> None:
     synthetic, synthetic_spread = distractors(args.distractors, args.subjects, real, rng)
 
     with tempfile.TemporaryDirectory(prefix="faceport-bench-gallery-") as tmp:
-        url = f"sqlite:///{Path(tmp) / 'gallery.db'}"
+        db_path = args.keep_db.resolve() if args.keep_db else Path(tmp) / "gallery.db"
+        db_path.unlink(missing_ok=True)
+        url = f"sqlite:///{db_path}"
         build_s = build_database(url, synthetic, enrolled)
-        db_mb = (Path(tmp) / "gallery.db").stat().st_size / 1e6
+        db_mb = db_path.stat().st_size / 1e6
         store = open_store(url)
         started = time.perf_counter()
         gallery = load_gallery(store)

@@ -37,7 +37,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     privacy_port: int = Field(default=5000, ge=0, le=65535, description="0 disables the privacy app.")
     insecure: bool = Field(default=False, description="Allow a non-loopback bind without an API key.")
-    api_key: str | None = Field(default=None, description="When set, required as X-API-Key on seeds B and E.")
+    api_key: str | None = Field(default=None,
+                                description="Static service key (X-API-Key): user role on /api/v1, and /metrics.")
 
     # Seed D authentication: RS256 JWTs (access + rotating refresh tokens).
     jwt_private_key_path: Path | None = Field(

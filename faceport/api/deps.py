@@ -9,9 +9,9 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from faceport.api.context import AppContext
-from faceport.api.principal import Principal
 from faceport.engine.core import FaceEngine
 from faceport.errors import FaceportError
+from faceport.principal import Principal
 
 
 def get_context(request: Request) -> AppContext:

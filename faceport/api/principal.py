@@ -1,34 +1,5 @@
-"""Who is calling: set on ``request.state.principal`` by the auth dependency."""
+"""Re-export: ``Principal`` lives in ``faceport.principal`` so services need not import the API layer."""
 
-from __future__ import annotations
+from faceport.principal import Principal
 
-from dataclasses import dataclass
-from typing import Literal
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """An authenticated caller of ``/api/v1``.
-
-    Attributes:
-        user_id: the user's id (``None`` for an API key that belongs to no user).
-        username: the user's name, or ``"apikey:<name>"`` for a service key.
-        role: ``"admin"`` or ``"user"``.
-        method: how the caller authenticated.
-        token_id: the access token's ``jti`` or the API key's id.
-    """
-
-    user_id: str | None
-    username: str
-    role: Literal["admin", "user"]
-    method: Literal["jwt", "api_key"]
-    token_id: str | None = None
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
-
-    @property
-    def rate_key(self) -> str:
-        """The identity rate limits count against."""
-        return f"user:{self.user_id}" if self.user_id else f"key:{self.token_id}"
+__all__ = ["Principal"]

@@ -45,8 +45,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from filelock import FileLock
 from starlette.concurrency import run_in_threadpool
 
-from faceport.api.principal import Principal
 from faceport.errors import FaceportError, InvalidInput, MissingField, NotFound
+from faceport.principal import Principal
 from faceport.store import users as repo
 from faceport.store.models import Role
 from faceport.store.users import UNSET, ApiKeyRecord, UserRecord
