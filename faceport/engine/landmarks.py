@@ -172,9 +172,10 @@ class FaceMeshTracker:
     """
 
     def __init__(self, mesh: FaceMesh, detector: FaceDetector, *, max_faces: int = 1,
-                 redetect_every: int = 30, min_presence: float = 0.5) -> None:
+                 redetect_every: int = 30, min_presence: float = 0.5, score_threshold: float | None = None) -> None:
         self.mesh = mesh
         self.detector = detector
+        self.score_threshold = score_threshold
         self.max_faces = max_faces
         self.redetect_every = redetect_every
         self.min_presence = min_presence
@@ -188,7 +189,7 @@ class FaceMeshTracker:
 
     def _detect(self, image: BGRImage) -> list[_Track]:
         self.detections_run += 1
-        faces = self.detector.detect(image, max_faces=self.max_faces)
+        faces = self.detector.detect(image, max_faces=self.max_faces, score_threshold=self.score_threshold)
         tracks = []
         for i in range(len(faces)):
             assert faces.kps is not None
