@@ -1,0 +1,286 @@
+"""Landmark mesh face swap: real time on CPU, no neural swapper needed.
+
+For each target face:
+1. the source face's 3-D FaceMesh is posed onto the target with a 3-D similarity
+   transform (so pose and scale follow the target), and the inner face (eyes, brows, nose,
+   mouth) takes the source's shape while the outline stays on the target's;
+2. a fixed Delaunay triangulation of the mesh maps every target pixel to the source image
+   through its triangle's affine map — computed for all pixels at once and applied with a
+   single ``cv2.remap``;
+3. the warped face is colour-matched to the target's lighting (LAB mean/std);
+4. it is blended through a feathered mask that excludes hair and the forehead edge and
+   keeps the target's mouth interior and eyes when they are open (or ``cv2.seamlessClone``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from faceport.engine.attributes import head_pose
+from faceport.engine.types import BGRImage, Faces
+
+log = logging.getLogger(__name__)
+
+BlendMode = Literal["feather", "seamless"]
+
+FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148,
+             176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+LIPS_INNER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191)
+EYE_IMAGE_LEFT = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
+EYE_IMAGE_RIGHT = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466)
+BROWS = (70, 63, 105, 66, 107, 336, 296, 334, 293, 300)
+# Points whose 3-D positions define the head pose for alignment (rigid parts of the face).
+RIGID = (33, 133, 263, 362, 168, 6, 197, 195, 5, 4, 1, 234, 454, 10, 152, 127, 356)
+
+
+@dataclass(frozen=True, slots=True)
+class SwapOptions:
+    blend: BlendMode = "feather"
+    shape_transfer: float = 1.0  # 0: keep the target's inner-face shape, 1: take the source's
+    keep_open_mouth: bool = True
+    keep_open_eyes: bool = True
+    forehead_keep: float = 0.35  # fraction of the forehead (above the brows) that is swapped
+    feather: float = 0.08  # mask blur as a fraction of the face size
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFace:
+    """One source image of the person to put in, with its mesh (468, 3) in its pixels.
+
+    ``levels`` is an image pyramid (halving each step) so a large source face is sampled
+    from a level near the target's size — minifying many times with one bilinear remap
+    would alias.
+    """
+
+    image: BGRImage
+    landmarks: NDArray[np.float32]
+    yaw: float
+    levels: tuple[BGRImage, ...] = ()
+
+    @property
+    def size(self) -> float:
+        return float(np.ptp(self.landmarks[:, 0]))
+
+    def level_for(self, target_size: float) -> tuple[BGRImage, float]:
+        """The smallest pyramid level whose face is still at least ``target_size`` wide, and its scale."""
+        image, scale = self.image, 1.0
+        for level in self.levels:
+            if self.size * scale / 2 < target_size:
+                break
+            image, scale = level, scale / 2
+        return image, scale
+
+
+@lru_cache(maxsize=1)
+def _inner_weights() -> NDArray[np.float32]:
+    """Per-mesh-point weight of the source shape: 1 inside the face, 0 on the outline."""
+    w = np.ones(468, np.float32)
+    w[list(FACE_OVAL)] = 0.0
+    return w
+
+
+def triangulate(points: NDArray[np.float32]) -> NDArray[np.int32]:
+    """Delaunay triangles (t, 3) over the 468 mesh points, without the mouth opening and eye slits."""
+    xy = points[:, :2].astype(np.float64)
+    lo = xy.min(0) - 10
+    hi = xy.max(0) + 10
+    subdiv = cv2.Subdiv2D((int(lo[0]), int(lo[1]), int(hi[0] - lo[0]) + 1, int(hi[1] - lo[1]) + 1))
+    lookup = {}
+    for i, (x, y) in enumerate(xy):
+        subdiv.insert((float(x), float(y)))
+        lookup[(round(float(x), 3), round(float(y), 3))] = i
+    tri = []
+    holes = [set(LIPS_INNER), set(EYE_IMAGE_LEFT), set(EYE_IMAGE_RIGHT)]
+    for t in subdiv.getTriangleList():
+        ids = []
+        for k in range(3):
+            key = (round(float(t[2 * k]), 3), round(float(t[2 * k + 1]), 3))
+            if key not in lookup:
+                break
+            ids.append(lookup[key])
+        if len(ids) == 3 and not any(set(ids) <= hole for hole in holes):
+            tri.append(ids)
+    return np.asarray(tri, np.int32)
+
+
+def _umeyama(src: NDArray[np.float64], dst: NDArray[np.float64]) -> tuple[float, NDArray[np.float64],
+                                                                           NDArray[np.float64]]:
+    """Similarity transform (scale, R, t) with dst ≈ scale * R @ src + t (Umeyama 1991)."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    cov = d.T @ s / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    sign = np.eye(src.shape[1])
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[-1, -1] = -1
+    rot = u @ sign @ vt
+    scale = float(np.trace(np.diag(sig) @ sign) / max(float((s ** 2).sum() / len(src)), 1e-12))
+    return scale, rot, mu_d - scale * rot @ mu_s
+
+
+def _openness(points: NDArray[np.float32], top: int, bottom: int, left: int, right: int) -> float:
+    width = float(np.linalg.norm(points[left, :2] - points[right, :2]))
+    return float(np.linalg.norm(points[top, :2] - points[bottom, :2])) / max(width, 1e-6)
+
+
+def _mask_polygon(points: NDArray[np.float32], forehead_keep: float) -> NDArray[np.float32]:
+    """The face outline with the forehead pulled down towards the brows (no hairline in the mask)."""
+    oval = points[list(FACE_OVAL), :2].astype(np.float64)
+    x_axis = points[263, :2] - points[33, :2]
+    x_axis = x_axis / max(float(np.linalg.norm(x_axis)), 1e-6)
+    up = np.array([x_axis[1], -x_axis[0]])  # perpendicular, pointing up the face
+    origin = points[1, :2].astype(np.float64)
+    brow_up = float(((points[list(BROWS), :2] - origin) @ up).max())
+    rel = oval - origin
+    height = rel @ up
+    excess = np.clip(height - brow_up, 0, None)
+    oval = oval - np.outer(excess * (1 - forehead_keep), up)
+    centre = oval.mean(0)
+    return np.asarray((oval - centre) * 0.96 + centre, np.float32)
+
+
+class MeshSwapper:
+    """``face_swapper`` processor: puts the source person's face onto every given target face."""
+
+    name = "face_swapper"
+
+    def __init__(self, sources: list[SourceFace], options: SwapOptions | None = None) -> None:
+        if not sources:
+            raise ValueError("MeshSwapper needs at least one source face")
+        self.sources = sources
+        self.options = options or SwapOptions()
+        frontal = min(sources, key=lambda s: abs(s.yaw))
+        self.triangles = triangulate(frontal.landmarks)
+
+    def _pick_source(self, target_yaw: float) -> SourceFace:
+        return min(self.sources, key=lambda s: abs(s.yaw - target_yaw))
+
+    def _geometry(self, source: SourceFace, target: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Target-space positions of the mesh: source shape posed on the target, outline kept."""
+        src = source.landmarks[:468].astype(np.float64)
+        tgt = target[:468].astype(np.float64)
+        rigid = list(RIGID)
+        scale, rot, shift = _umeyama(src[rigid], tgt[rigid])
+        posed = (scale * (rot @ src.T)).T + shift
+        w = _inner_weights()[:, None] * self.options.shape_transfer
+        return (tgt[:, :2] * (1 - w) + posed[:, :2] * w).astype(np.float32)
+
+    def process(self, frame: BGRImage, faces: Faces) -> BGRImage:
+        """Swap every face in ``faces`` (they need 468/478 landmarks). Returns a new frame."""
+        if faces.landmarks is None or len(faces) == 0:
+            return frame
+        out = frame.copy()
+        for i in range(len(faces)):
+            target = faces.landmarks[i]
+            source = self._pick_source(head_pose(target).yaw)
+            out = self._swap_one(out, source, target)
+        return out
+
+    def _swap_one(self, frame: BGRImage, source: SourceFace, target: NDArray[np.float32]) -> BGRImage:
+        h, w = frame.shape[:2]
+        geometry = self._geometry(source, target)
+        polygon = _mask_polygon(target, self.options.forehead_keep)
+        x0, y0 = np.floor(np.minimum(polygon.min(0), geometry.min(0))).astype(int) - 2
+        x1, y1 = np.ceil(np.maximum(polygon.max(0), geometry.max(0))).astype(int) + 3
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return frame
+        bw, bh = x1 - x0, y1 - y0
+        offset = np.array([x0, y0], np.float32)
+
+        # 1. triangle id per pixel of the box (rasterised), then every pixel's source position at once
+        tri_dst = geometry[self.triangles] - offset  # (t, 3, 2)
+        ids = np.zeros((bh, bw), np.uint16)
+        for t, pts in enumerate(np.round(tri_dst).astype(np.int32)):
+            cv2.fillConvexPoly(ids, pts, t + 1)
+        tri_src = source.landmarks[:468, :2][self.triangles].astype(np.float64)  # (t, 3, 2)
+        dst_h = np.concatenate([tri_dst.astype(np.float64), np.ones((len(tri_dst), 3, 1))], axis=2)  # (t,3,3)
+        det = np.linalg.det(dst_h)
+        valid = np.abs(det) > 1e-6
+        affine = np.zeros((len(tri_dst), 2, 3))
+        affine[valid] = np.transpose(np.linalg.solve(dst_h[valid], tri_src[valid]), (0, 2, 1))
+        ys, xs = np.nonzero(ids)
+        tri_of = ids[ys, xs].astype(np.int64) - 1
+        keep = valid[tri_of]
+        ys, xs, tri_of = ys[keep], xs[keep], tri_of[keep]
+        image, scale = source.level_for(float(np.ptp(geometry[:, 0])))
+        a = affine[tri_of] * scale
+        map_x = np.full((bh, bw), -1.0, np.float32)
+        map_y = np.full((bh, bw), -1.0, np.float32)
+        map_x[ys, xs] = a[:, 0, 0] * xs + a[:, 0, 1] * ys + a[:, 0, 2]
+        map_y[ys, xs] = a[:, 1, 0] * xs + a[:, 1, 1] * ys + a[:, 1, 2]
+        warped = np.asarray(cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE),
+                            np.uint8)
+
+        # 2. the mask: face outline without forehead edge, minus open mouth / eyes of the target
+        mask = np.zeros((bh, bw), np.uint8)
+        cv2.fillPoly(mask, [np.round(polygon - offset).astype(np.int32)], 255)
+        mask[ids == 0] = 0
+        if self.options.keep_open_mouth and _openness(target, 13, 14, 78, 308) > 0.12:
+            cv2.fillPoly(mask, [np.round(target[list(LIPS_INNER), :2] - offset).astype(np.int32)], 0)
+        if self.options.keep_open_eyes:
+            for eye, (top, bottom, left, right) in ((EYE_IMAGE_LEFT, (159, 145, 33, 133)),
+                                                    (EYE_IMAGE_RIGHT, (386, 374, 362, 263))):
+                if _openness(target, top, bottom, left, right) > 0.18:
+                    cv2.fillPoly(mask, [np.round(target[list(eye), :2] - offset).astype(np.int32)], 0)
+        size = float(max(np.ptp(polygon[:, 0]), np.ptp(polygon[:, 1])))
+        region = frame[y0:y1, x0:x1]
+
+        # 3. colour transfer into the target's lighting (LAB mean/std inside the mask)
+        inside = mask > 127
+        if inside.sum() < 16:
+            return frame
+        warped = _match_colour(warped, region, inside)
+
+        # 4. blend
+        out = frame.copy()
+        if self.options.blend == "seamless":
+            centre = (int(x0 + bw / 2), int(y0 + bh / 2))
+            full = np.zeros((h, w), np.uint8)
+            full[y0:y1, x0:x1] = cv2.erode(mask, np.ones((3, 3), np.uint8))
+            canvas = frame.copy()
+            canvas[y0:y1, x0:x1] = warped
+            return np.asarray(cv2.seamlessClone(canvas, frame, full, centre, cv2.NORMAL_CLONE), np.uint8)
+        k = max(3, int(size * self.options.feather) | 1)
+        soft = cv2.GaussianBlur(cv2.erode(mask, np.ones((3, 3), np.uint8), iterations=max(1, k // 4)), (k, k), 0)
+        alpha = (soft.astype(np.float32) / 255.0)[..., None]
+        out[y0:y1, x0:x1] = (warped * alpha + region * (1.0 - alpha) + 0.5).astype(np.uint8)
+        return out
+
+
+def _match_colour(warped: BGRImage, region: BGRImage, inside: NDArray[np.bool_]) -> BGRImage:
+    src = cv2.cvtColor(warped, cv2.COLOR_BGR2LAB).astype(np.float32)
+    dst = cv2.cvtColor(region, cv2.COLOR_BGR2LAB).astype(np.float32)
+    s_mean, s_std = src[inside].mean(0), src[inside].std(0) + 1e-3
+    d_mean, d_std = dst[inside].mean(0), dst[inside].std(0) + 1e-3
+    gain = np.clip(d_std / s_std, 0.2, 2.5)
+    matched = (src - s_mean) * gain + d_mean
+    return np.asarray(cv2.cvtColor(np.clip(matched, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR), np.uint8)
+
+
+def source_faces_from(images: list[BGRImage], faces_per_image: list[Faces]) -> list[SourceFace]:
+    """The largest face of each source image, with its mesh (468 points used)."""
+    out = []
+    for image, faces in zip(images, faces_per_image, strict=True):
+        if len(faces) == 0 or faces.landmarks is None:
+            continue
+        largest = faces.sorted_by_area()[0]
+        assert largest.landmarks is not None
+        lm = largest.landmarks[0][:468].astype(np.float32)
+        levels: list[BGRImage] = []
+        level = image
+        while min(level.shape[:2]) > 64 and float(np.ptp(lm[:, 0])) / 2 ** (len(levels) + 1) >= 24:
+            level = np.asarray(cv2.pyrDown(level), np.uint8)
+            levels.append(level)
+        out.append(SourceFace(image=image, landmarks=lm, yaw=head_pose(lm).yaw, levels=tuple(levels)))
+    return out
+
+
+__all__ = ["MeshSwapper", "SourceFace", "SwapOptions", "source_faces_from", "triangulate"]
