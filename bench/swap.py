@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine import PHOTOS, machine, median_ms, to_640x480  # noqa: E402
+from engine import PHOTOS, machine, median_ms, to_640x480
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data"

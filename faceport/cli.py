@@ -1,4 +1,5 @@
-"""``faceport`` command line: serve | models | users create-admin|list | apikeys create|list|revoke."""
+"""``faceport`` command line: serve | models | process image|video | users create-admin|list |
+apikeys create|list|revoke."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 import signal
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import click
@@ -73,6 +75,7 @@ async def _serve(settings: Settings) -> None:
 
     from faceport.api.app import create_app, create_privacy_app
     from faceport.api.context import AppContext
+    from faceport.api.live_swap import websocket_max_size
 
     class _Server(uvicorn.Server):
         @contextlib.contextmanager
@@ -85,7 +88,8 @@ async def _serve(settings: Settings) -> None:
     if settings.privacy_port:
         apps.append((create_privacy_app(settings, context=context), settings.privacy_port))
     servers = [_Server(uvicorn.Config(app, host=settings.host, port=port, log_level=settings.log_level.lower(),
-                                      access_log=False, lifespan="on")) for app, port in apps]
+                                      access_log=False, lifespan="on", ws_max_size=websocket_max_size(settings)))
+               for app, port in apps]
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
@@ -193,6 +197,113 @@ def models_path(name: str | None) -> None:
         click.echo(str(store.path(name) if name else store.root))
     except FaceportError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+# ---- process (seed B processors on local files) ------------------------------------------------
+def _process_options(fn: Any) -> Any:
+    options = [
+        click.option("--source", "sources", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+                     help="Face image of the person to put in; repeat for several images of one person."),
+        click.option("--target", required=True, type=click.Path(dir_okay=False, path_type=Path),
+                     help="The file to process."),
+        click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+                     help="Where to write the result (its suffix picks the format)."),
+        click.option("--processors", default="face_swapper", show_default=True,
+                     help="Comma-separated processors, applied in order (face_swapper, face_enhancer)."),
+        click.option("--detector", default=None, help="blazeface_short, blazeface_full or centerface."),
+        click.option("--score", type=float, default=None, help="Face detection threshold, 0-1 (default 0.5)."),
+        click.option("--scale", type=int, default=None, help="Output size in percent, 10-400 (default 100)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _render_setup(sources: tuple[Path, ...], target: Path, processors: str, *, detector: str | None,
+                  score: float | None, scale: int | None, fps: float | None, media: str) -> Any:
+    """Validate like the REST API does; returns (engine, source images, render options)."""
+    from faceport.engine.core import EngineOptions, FaceEngine
+    from faceport.engine.imageio import load_image_file
+    from faceport.engine.models import ModelCache, ModelStore
+    from faceport.services.facefusion import RenderOptions, check_sources, validate_process_request
+
+    settings = _settings()
+    request: dict[str, Any] = {"processors": [p.strip() for p in processors.split(",") if p.strip()]}
+    if detector is not None:
+        request["face_detector_model"] = detector
+    if score is not None:
+        request["face_detector_score"] = score
+    if scale is not None:
+        request["output_image_scale" if media == "image" else "output_video_scale"] = scale
+    if fps is not None:
+        request["output_video_fps"] = fps
+    options = RenderOptions.from_request(validate_process_request(request))
+    for path in (*sources, target):
+        if not path.is_file():
+            raise click.ClickException(f"no such file: {path}")
+    images = [load_image_file(path, max_pixels=settings.max_image_pixels) for path in sources]
+    cache = ModelCache(ModelStore(settings.models_dir), providers=settings.execution_providers, idle_ttl=0)
+    engine = FaceEngine(cache, EngineOptions(detector=settings.detector, detector_score=settings.detector_score))
+    check_sources(engine, images, options)
+    return engine, images, options
+
+
+@main.group()
+def process() -> None:
+    """Swap and enhance faces in a local image or video (no server needed)."""
+
+
+@process.command("image")
+@_process_options
+def process_image(sources: tuple[Path, ...], target: Path, output: Path, processors: str, detector: str | None,
+                  score: float | None, scale: int | None) -> None:
+    """Process one image: faceport process image --source s.jpg --target t.jpg -o out.jpg."""
+    from tqdm import tqdm
+
+    from faceport.engine.imageio import load_image_file
+    from faceport.services.facefusion import encode_for_suffix, render_image
+
+    _setup_logging("WARNING")
+    try:
+        with tqdm(total=3, desc=target.name, unit="step", disable=None) as bar:
+            engine, images, options = _render_setup(sources, target, processors, detector=detector, score=score,
+                                                    scale=scale, fps=None, media="image")
+            image = load_image_file(target, max_pixels=_settings().max_image_pixels)
+            bar.update(1)
+            result = render_image(engine, images, image, options)
+            bar.update(1)
+            output.write_bytes(encode_for_suffix(result, output.suffix))
+            bar.update(1)
+    except (FaceportError, OSError) as exc:
+        raise click.ClickException(exc.message if isinstance(exc, FaceportError) else str(exc)) from exc
+    click.echo(f"wrote {output} ({result.shape[1]}x{result.shape[0]})")
+
+
+@process.command("video")
+@_process_options
+@click.option("--fps", type=float, default=None, help="Output frame rate, 1-120 (default: the input's).")
+def process_video_cmd(sources: tuple[Path, ...], target: Path, output: Path, processors: str, detector: str | None,
+                      score: float | None, scale: int | None, fps: float | None) -> None:
+    """Process a video (audio kept): faceport process video --source s.jpg --target t.mp4 -o out.mp4."""
+    from tqdm import tqdm
+
+    from faceport.services.facefusion import render_video
+
+    _setup_logging("WARNING")
+    try:
+        engine, images, options = _render_setup(sources, target, processors, detector=detector, score=score,
+                                                scale=scale, fps=fps, media="video")
+        with tqdm(total=100.0, desc=target.name, unit="%", disable=None,
+                  bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}% [{elapsed}<{remaining}]") as bar:
+
+            def advance(percent: float) -> None:
+                bar.update(max(0.0, percent - bar.n))
+
+            result = render_video(engine, images, target, output, options, progress=advance)
+    except (FaceportError, OSError) as exc:
+        raise click.ClickException(exc.message if isinstance(exc, FaceportError) else str(exc)) from exc
+    click.echo(f"wrote {output} ({result.width}x{result.height}, {result.frames_out} frames at "
+               f"{result.fps_out:g} fps, audio {result.audio}, {result.elapsed_s:.1f} s)")
 
 
 # ---- users and API keys (seed D auth) ----------------------------------------------------------

@@ -67,6 +67,47 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1, description="Largest image upload.")
     max_upload_bytes: int = Field(default=500 * 1024 * 1024, ge=1)
 
+    # Seed B (FaceFusion-style REST) and the local job runner.
+    job_workers: int = Field(default=1, ge=1, le=64, description="Jobs the local runner runs at once.")
+    job_queue_max: int = Field(default=16, ge=1, le=100_000,
+                               description="Jobs waiting in the local runner; more are refused (QUEUE_FULL).")
+    sync_video_max_seconds: float = Field(default=10.0, ge=0.0,
+                                          description="Videos up to this long are processed within the request; "
+                                          "longer ones are queued as jobs.")
+    output_retention_hours: float = Field(default=24.0, gt=0.0,
+                                          description="Hours a /process output is kept before it is purged.")
+
+    # Seed A (live webcam face swap: /upload_source, /status, Socket.IO on the main app).
+    live_max_fps: float = Field(default=15.0, gt=0.0, le=120.0,
+                                description="Frames per second accepted from the active user; "
+                                "more are dropped without a reply.")
+    live_session_timeout: float = Field(default=300.0, gt=0.0,
+                                        description="Seconds a live session lasts before the user is told and "
+                                        "disconnected.")
+    live_idle_timeout: float = Field(default=60.0, gt=0.0,
+                                     description="Seconds without an event from the user before it is told and "
+                                     "disconnected.")
+    live_source_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1,
+                                       description="Largest source image for /upload_source (400 above it).")
+    live_request_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1,
+                                        description="Largest /upload_source request body (413 above it).")
+    live_frame_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1,
+                                      description="Largest webcam frame (decoded bytes); larger ones get an "
+                                      "error reply.")
+    live_frame_max_pixels: int = Field(default=3840 * 2160, ge=1, description="Largest webcam frame in pixels.")
+    live_message_max_bytes: int = Field(default=48 * 1024 * 1024, ge=1024,
+                                        description="Largest Socket.IO message read at all; a larger one closes "
+                                        "the connection (transport limit, above live_frame_max_bytes so that "
+                                        "oversized frames get an error reply).")
+    live_jpeg_quality: int = Field(default=85, ge=1, le=100, description="JPEG quality of swapped frames.")
+    live_detector: DetectorName | None = Field(default=None,
+                                               description="Detector of the live tracker; default: detector.")
+    live_max_faces: int = Field(default=1, ge=1, le=8, description="Faces swapped per webcam frame.")
+    live_redetect_every: int = Field(default=30, ge=1, le=10_000,
+                                     description="Frames between two detections; landmarks track in between.")
+    live_redis_prefix: str = Field(default="faceport:live", min_length=1,
+                                   description="Prefix of the live swap's Redis keys and Socket.IO channel.")
+
     log_level: str = "INFO"
 
     # Seed D's default limits, in the `limits` library's notation ("100/hour", "5 per minute").

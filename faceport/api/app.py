@@ -10,9 +10,10 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from faceport import __version__
-from faceport.api import health
+from faceport.api import facefusion, health
 from faceport.api.context import AppContext
 from faceport.api.errors import install_error_handlers
+from faceport.api.live_swap import install_live_swap
 from faceport.api.metrics import install_metrics
 from faceport.api.middleware import TracingMiddleware
 from faceport.api.ratelimit import RateLimiter, RateLimitHeadersMiddleware
@@ -74,6 +75,8 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     app.include_router(auth_v1.router)
     app.include_router(face_v1.router)
     app.include_router(subjects_v1.router)
+    app.include_router(facefusion.router, max_body_size=facefusion.body_limit(settings))
+    install_live_swap(app, settings)  # seed A: /, /upload_source, /status, /socket.io
     install_metrics(app)
     return app
 

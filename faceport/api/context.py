@@ -14,7 +14,9 @@ from typing import Any, TypeVar
 from faceport.config import Settings
 from faceport.engine.core import EngineOptions, FaceEngine
 from faceport.engine.models import ModelCache, ModelStore
+from faceport.jobs import LocalJobRunner
 from faceport.services.auth import build_auth
+from faceport.services.facefusion import FaceFusionService
 from faceport.services.gallery import load_gallery
 from faceport.store import Store, open_store
 
@@ -34,6 +36,8 @@ class AppContext:
     store: Store
     auth: Any = None  # faceport.services.auth.AuthService
     gallery: Any = None  # faceport.services.gallery.Gallery
+    jobs: LocalJobRunner | None = None  # the local job runner (long videos, batch work)
+    facefusion: FaceFusionService | None = None  # seed B
     started_at: float = field(default_factory=time.time)
 
     @classmethod
@@ -48,13 +52,19 @@ class AppContext:
         executor = ThreadPoolExecutor(max_workers=settings.thread_pool_size, thread_name_prefix="faceport-work")
         store = open_store(settings.resolved_database_url)
         log.info("store %s at revision %s", store.dialect, store.revision())
+        jobs = LocalJobRunner(store, workers=settings.job_workers, queue_max=settings.job_queue_max)
+        facefusion = FaceFusionService(settings, engine, jobs)  # registers its job kinds
         return cls(settings, models, cache, engine, executor, store,
-                   auth=build_auth(settings, store), gallery=load_gallery(store))
+                   auth=build_auth(settings, store), gallery=load_gallery(store), jobs=jobs, facefusion=facefusion)
 
     def start(self) -> None:
         self.cache.start_janitor()
         if self.settings.preload_models:
             self.cache.preload(self.settings.preload_models)
+        if self.facefusion is not None:
+            self.facefusion.start()
+        if self.jobs is not None:  # after every service registered its job kinds
+            self.jobs.start()
 
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run blocking work (inference, decoding) on the thread pool, never on the event loop."""
@@ -62,6 +72,10 @@ class AppContext:
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
 
     def close(self) -> None:
+        if self.jobs is not None:
+            self.jobs.stop()
+        if self.facefusion is not None:
+            self.facefusion.close()
         self.cache.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.store.dispose()

@@ -1,0 +1,1 @@
+"""Socket.IO and WebSocket handlers: seed A live swap (``live_swap``)."""
