@@ -29,7 +29,8 @@ PHOTOS = [REPO / "tests/fixtures/mpl_grace_hopper.jpg", REPO / "tests/fixtures/s
           DATA / "faces_misc/pf_single_face.jpg", DATA / "identity/rose_leslie/fr_img1.jpg"]
 
 
-def machine() -> str:
+def machine(extra: str = "") -> str:
+    """CPU model, core count, Python and OS (plus ``extra``, e.g. a library version)."""
     cpu = platform.processor() or "cpu"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -38,7 +39,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+    parts = [cpu, f"{os.cpu_count()} cores", f"Python {platform.python_version()}", extra, platform.system()]
+    return ", ".join(p for p in parts if p)
 
 
 def to_640x480(image: np.ndarray) -> np.ndarray:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -33,22 +32,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+from engine import machine as engine_machine  # noqa: E402
+
 DATA = Path(os.environ.get("FACEPORT_TEST_DATA", REPO.parent / "shared" / "data"))
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 INSERT_BATCH = 5000
 
 
 def machine() -> str:
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}, "
-            f"{platform.system()}")
+    return engine_machine(f"numpy {np.__version__}")
 
 
 def real_embeddings() -> dict[str, list[tuple[str, NDArray[np.float32], list[float], float]]]:

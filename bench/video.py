@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,20 +23,14 @@ from faceport.engine.types import BGRImage
 from faceport.engine.video import iter_frames, probe_video, process_video
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+from engine import machine as engine_machine  # noqa: E402
+
 CLIP = REPO.parent / "shared" / "data" / "video" / "pf_WolfgangLanger_Pexels.mp4"
 
 
 def machine() -> str:
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, PyAV {av.__version__}, "
-            f"{platform.system()}")
+    return engine_machine(f"PyAV {av.__version__}")
 
 
 def identity(frame: BGRImage) -> BGRImage:

@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,9 +27,9 @@ class LiveServer:
         return self.app.state.context
 
 
-@pytest.fixture
-def live_server(settings) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
-    """Serve ``create_app(settings)`` with uvicorn in a background thread; stop it after the test.
+@contextmanager
+def serving(settings: Any) -> Iterator[LiveServer]:
+    """Serve ``create_app(settings)`` with uvicorn in a background thread until the block ends.
 
     The listening socket is bound before the server starts (port 0), so no other process can
     take the port in between.
@@ -55,5 +56,12 @@ def live_server(settings) -> Iterator[LiveServer]:  # type: ignore[no-untyped-de
         yield LiveServer(url=f"http://127.0.0.1:{port}", settings=settings, app=app)
     finally:
         server.should_exit = True
-        thread.join(timeout=30)
+        thread.join(timeout=60)
         sock.close()
+
+
+@pytest.fixture
+def live_server(settings) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
+    """The main app on a real uvicorn for one test."""
+    with serving(settings) as server:
+        yield server

@@ -12,7 +12,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,7 +22,7 @@ import numpy as np
 import pytest
 
 from faceport.services.facefusion import VIDEO_JOB_KIND, public_job_id
-from tests.api.conftest import LiveServer
+from tests.api.conftest import LiveServer, serving
 
 OBAMA = "identity/obama/fr_obama.jpg"
 BIDEN = "identity/biden/fr_biden.jpg"
@@ -33,34 +32,6 @@ GROUP = "group/fr_obama_and_biden.jpg"
 SHORT_VIDEO = "video/pf_single_face.mp4"  # 2.4 s, mp3 audio
 NO_FACE_VIDEO = "video/pf_no_face.mp4"  # 3.95 s, aac audio
 AUDIO_ONLY = "audio/tts_personal_data_en_16k.wav"
-
-
-@contextmanager
-def serving(settings: Any) -> Iterator[LiveServer]:
-    """``create_app(settings)`` on a real uvicorn (as the ``live_server`` fixture), for per-test settings."""
-    import uvicorn
-
-    from faceport.api.app import create_app
-
-    app = create_app(settings)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            sock.close()
-            pytest.fail("the server did not start")
-        time.sleep(0.02)
-    try:
-        yield LiveServer(url=f"http://127.0.0.1:{sock.getsockname()[1]}", settings=settings, app=app)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
-        sock.close()
 
 
 def _files(data_dir: Path, target: str | tuple[str, bytes], *sources: str) -> list[tuple[str, Any]]:
