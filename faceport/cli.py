@@ -306,6 +306,56 @@ def process_video_cmd(sources: tuple[Path, ...], target: Path, output: Path, pro
                f"{result.fps_out:g} fps, audio {result.audio}, {result.elapsed_s:.1f} s)")
 
 
+# ---- privacy filter (seed E) -----------------------------------------------------------------------
+@main.command()
+@click.argument("input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Output file (same kind of media as the input).")
+@click.option("--faces/--no-faces", default=False, help="Blur faces (CenterFace + tracking).")
+@click.option("--plates/--no-plates", default=False, help="Blur licence plates.")
+@click.option("--text", "text_mode", type=click.Choice(["all", "pii"]), default=None,
+              help="Blur text: every text region (all) or personal data only (pii).")
+@click.option("--audio/--no-audio", default=False, help="Bleep personal data in speech (video or audio files).")
+@click.option("--blur", "blur_type", type=click.Choice(["gaussian", "pixelate", "solid"]), default="gaussian")
+@click.option("--kernel-size", type=int, default=41, help="Gaussian kernel size in pixels.")
+@click.option("--padding", type=int, default=4, help="Pixels added around every box.")
+@click.option("--silence", is_flag=True, help="Silence personal data instead of bleeping it.")
+def redact(input_path: Path, output: Path, faces: bool, plates: bool, text_mode: str | None, audio: bool,
+           blur_type: str, kernel_size: int, padding: int, silence: bool) -> None:
+    """Redact a video, image or audio file: faceport redact in.mp4 -o out.mp4 --faces --plates --text pii --audio."""
+    from tqdm import tqdm
+
+    from faceport.engine.models import ModelCache, ModelStore
+    from faceport.services.privacy import parse_config, redact_file
+
+    _setup_logging("WARNING")
+    if not (faces or plates or text_mode or audio):
+        faces = True
+    config = parse_config({
+        "video": {"face_detection": faces, "plate_detection": plates, "text_detection": text_mode is not None,
+                  "models": {"pii_text": {"mode": text_mode or "pii"}},
+                  "blur": {"type": blur_type, "kernel_size": kernel_size, "padding": padding}},
+        "audio": {"enabled": audio, "redaction": "silence" if silence else "bleep"}})
+    settings = _settings()
+    cache = ModelCache(ModelStore(settings.models_dir), providers=settings.execution_providers)
+    try:
+        with tqdm(total=100.0, desc=input_path.name, unit="%", disable=None,
+                  bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}% [{elapsed}<{remaining}]") as bar:
+
+            def advance(percent: float) -> None:
+                bar.update(max(0.0, percent - bar.n))
+
+            report = redact_file(cache, input_path, output, config, progress=advance)
+    except (FaceportError, OSError) as exc:
+        raise click.ClickException(exc.message if isinstance(exc, FaceportError) else str(exc)) from exc
+    finally:
+        cache.close()
+    click.echo(f"wrote {output} ({report.media}, {report.frames} frames, {report.processing_time:.1f} s"
+               + (f", {len(report.redactions)} speech redactions" if report.redactions else "") + ")")
+    if report.transcript is not None:
+        click.echo(f"transcript: {report.transcript}")
+
+
 # ---- users and API keys (seed D auth) ----------------------------------------------------------
 def _auth_service() -> Any:
     """The auth service on the configured database (migrated on open) and key pair."""

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
 
     # Seed B (FaceFusion-style REST) and the local job runner.
     job_workers: int = Field(default=1, ge=1, le=64, description="Jobs the local runner runs at once.")
+    media_root: Path | None = Field(default=None, description="Privacy app (seed E): input/output paths are "
+                                    "relative to and confined in this directory; default <home>/media.")
     job_queue_max: int = Field(default=16, ge=1, le=100_000,
                                description="Jobs waiting in the local runner; more are refused (QUEUE_FULL).")
     sync_video_max_seconds: float = Field(default=10.0, ge=0.0,
@@ -107,6 +109,27 @@ class Settings(BaseSettings):
                                      description="Frames between two detections; landmarks track in between.")
     live_redis_prefix: str = Field(default="faceport:live", min_length=1,
                                    description="Prefix of the live swap's Redis keys and Socket.IO channel.")
+
+    # Seed C (proctoring WebSocket /ws on the main app).
+    proctor_max_connections: int = Field(default=150, ge=1, le=100_000,
+                                         description="Concurrent /ws connections; more are closed with 4002.")
+    proctor_processing_timeout: float = Field(default=30.0, gt=0.0,
+                                              description="Seconds a frame may take before PROCESSING_TIMEOUT.")
+    proctor_debounce_frames: int = Field(default=2, ge=1, le=1000,
+                                         description="Consecutive frames with the same reason before acting.")
+    proctor_block_after: int = Field(default=0, ge=0,
+                                     description="Block a client after this many violations; 0 never blocks.")
+    proctor_actions: dict[str, str] = Field(
+        default_factory=lambda: {"REASON_NO_FACE": "ACTION_LOCK_SCREEN", "REASON_PHONE_DETECTION": "ACTION_SIGN_OUT",
+                                 "REASON_WRONG_USER": "ACTION_SIGN_OUT", "REASON_SPOOF_IMAGE": "ACTION_SIGN_OUT",
+                                 "REASON_MULTIPLE_FACES": "ACTION_WARNING"},
+        description="Action per reason (JSON object in FACEPORT_PROCTOR_ACTIONS).")
+    proctor_phone_score: float = Field(default=0.5, ge=0.0, le=1.0,
+                                       description="SSD 'cell phone' confidence that counts as a phone.")
+    proctor_liveness: bool = Field(default=True, description="Run the spoof (liveness) checks on /ws frames.")
+    proctor_evidence_retention_days: float = Field(default=7.0, gt=0.0,
+                                                   description="Days evidence frames are kept before the purge.")
+    proctor_purge_interval: float = Field(default=3600.0, gt=0.0, description="Seconds between evidence purges.")
 
     log_level: str = "INFO"
 

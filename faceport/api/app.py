@@ -19,9 +19,11 @@ from faceport.api.middleware import TracingMiddleware
 from faceport.api.ratelimit import RateLimiter, RateLimitHeadersMiddleware
 from faceport.api.v1 import auth as auth_v1
 from faceport.api.v1 import face as face_v1
+from faceport.api.v1 import proctor as proctor_v1
 from faceport.api.v1 import subjects as subjects_v1
 from faceport.api.versioning import ApiVersionMiddleware
 from faceport.config import Settings, get_settings
+from faceport.realtime.proctor import install_proctor
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +77,10 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     app.include_router(auth_v1.router)
     app.include_router(face_v1.router)
     app.include_router(subjects_v1.router)
+    app.include_router(proctor_v1.router)
     app.include_router(facefusion.router, max_body_size=facefusion.body_limit(settings))
     install_live_swap(app, settings)  # seed A: /, /upload_source, /status, /socket.io
+    install_proctor(app)  # seed C: /ws
     install_metrics(app)
     return app
 
@@ -84,5 +88,9 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
 def create_privacy_app(settings: Settings | None = None, *, context: AppContext | None = None) -> FastAPI:
     """The privacy filter app (port 5000, seed E)."""
     settings = settings or get_settings()
-    return _base_app("faceport privacy filter", "Blur faces, plates and text; redact personal data in audio.",
-                     settings, context, "privacy")
+    app = _base_app("faceport privacy filter", "Blur faces, plates and text; redact personal data in audio.",
+                    settings, context, "privacy")
+    from faceport.api import privacy
+
+    app.include_router(privacy.router)
+    return app

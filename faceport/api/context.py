@@ -38,6 +38,8 @@ class AppContext:
     gallery: Any = None  # faceport.services.gallery.Gallery
     jobs: LocalJobRunner | None = None  # the local job runner (long videos, batch work)
     facefusion: FaceFusionService | None = None  # seed B
+    privacy: Any = None  # faceport.services.privacy.PrivacyService (seed E)
+    proctor: Any = None  # faceport.services.proctor.ProctorService (seed C)
     started_at: float = field(default_factory=time.time)
 
     @classmethod
@@ -54,8 +56,14 @@ class AppContext:
         log.info("store %s at revision %s", store.dialect, store.revision())
         jobs = LocalJobRunner(store, workers=settings.job_workers, queue_max=settings.job_queue_max)
         facefusion = FaceFusionService(settings, engine, jobs)  # registers its job kinds
+        from faceport.services.privacy import PrivacyService
+
+        privacy = PrivacyService(settings, cache, jobs)  # registers its job kind
+        from faceport.services.proctor import ProctorService
+
         return cls(settings, models, cache, engine, executor, store,
-                   auth=build_auth(settings, store), gallery=load_gallery(store), jobs=jobs, facefusion=facefusion)
+                   auth=build_auth(settings, store), gallery=load_gallery(store), jobs=jobs, facefusion=facefusion,
+                   privacy=privacy, proctor=ProctorService(settings, engine, store))
 
     def start(self) -> None:
         self.cache.start_janitor()
@@ -65,6 +73,8 @@ class AppContext:
             self.facefusion.start()
         if self.jobs is not None:  # after every service registered its job kinds
             self.jobs.start()
+        if self.proctor is not None:
+            self.proctor.start()
 
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run blocking work (inference, decoding) on the thread pool, never on the event loop."""
@@ -72,6 +82,8 @@ class AppContext:
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
 
     def close(self) -> None:
+        if self.proctor is not None:
+            self.proctor.close()
         if self.jobs is not None:
             self.jobs.stop()
         if self.facefusion is not None:

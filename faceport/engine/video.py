@@ -48,6 +48,7 @@ from faceport.errors import InvalidFormat, InvalidInput, ProcessingFailed
 
 __all__ = [
     "OUTPUT_SUFFIXES",
+    "AudioFilter",
     "AudioMode",
     "AudioResult",
     "FrameFn",
@@ -65,6 +66,8 @@ log = logging.getLogger(__name__)
 FrameFn = Callable[[BGRImage], BGRImage]
 AudioMode = Literal["auto", "copy", "reencode", "drop"]
 AudioResult = Literal["copied", "reencoded", "none"]
+AudioFilter = Callable[[np.ndarray, float, int], np.ndarray]
+"""Edits decoded audio: ``(samples (channels, n) float32 planar, start time s, rate Hz) -> same shape``."""
 
 OUTPUT_SUFFIXES: Final[dict[str, str]] = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 """Output file suffix → FFmpeg muxer."""
@@ -142,6 +145,8 @@ class VideoOptions:
         audio_bitrate_per_channel: AAC bitrate per channel in bit/s when re-encoding.
         max_frames: Stop after this many output frames (previews, tests); None for the whole file.
         faststart: Put the mp4/mov index first so browsers can play while downloading.
+        audio_filter: Edits the audio samples (bleeps, silence) before AAC encoding; implies
+            re-encoding. Ignored with audio="drop".
     """
 
     codec: str = "libx264"
@@ -152,6 +157,7 @@ class VideoOptions:
     audio_bitrate_per_channel: int = 64_000
     max_frames: int | None = None
     faststart: bool = True
+    audio_filter: AudioFilter | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.crf <= 51:
@@ -475,8 +481,9 @@ class _AudioOut:
     """The output's audio: packets copied as they are, or decoded, resampled and encoded to AAC."""
 
     def __init__(self, out: OutputContainer, source: AudioStream, *, reencode: bool, bitrate_per_channel: int,
-                 damage: _Damage) -> None:
+                 damage: _Damage, audio_filter: AudioFilter | None = None) -> None:
         self.out = out
+        self.audio_filter = audio_filter
         self.source = source
         self.reencode = reencode
         self.until: float | None = None  # file time after which audio is dropped (max_frames)
@@ -536,6 +543,13 @@ class _AudioOut:
         if self.next_pts is None and frame is not None:
             self.next_pts = max(0, round((frame.time or 0.0) * self.rate))
         for chunk in self.resampler.resample(frame):
+            if self.audio_filter is not None:
+                samples = chunk.to_ndarray().astype(np.float32)
+                edited = self.audio_filter(samples, (self.next_pts or 0) / self.rate, self.rate)
+                replaced = AudioFrame.from_ndarray(np.ascontiguousarray(edited, np.float32), format="fltp",
+                                                   layout=chunk.layout.name)
+                replaced.sample_rate = chunk.sample_rate
+                chunk = replaced
             chunk.pts = self.next_pts
             chunk.time_base = Fraction(1, self.rate)
             self.next_pts = (self.next_pts or 0) + chunk.samples
@@ -597,9 +611,9 @@ class _Transcode:
             if opts.audio == "copy" and not copyable:
                 raise InvalidInput(f"{codec} audio cannot be copied into {out_format}; use audio='auto'",
                                    details={"field": "audio", "codec": codec})
-            reencode = opts.audio == "reencode" or not copyable
+            reencode = opts.audio == "reencode" or not copyable or opts.audio_filter is not None
             self.audio = _AudioOut(out, source, reencode=reencode, bitrate_per_channel=opts.audio_bitrate_per_channel,
-                                   damage=self.damage)
+                                   damage=self.damage, audio_filter=opts.audio_filter)
 
         self.frames_in = 0
         self.frames_out = 0

@@ -209,3 +209,45 @@ class SubjectFace(Base):
     score: Mapped[float] = mapped_column(Float)
     image_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ProctorClient(Base):
+    """A client of the proctoring WebSocket (seed C): its state and violation count."""
+
+    __tablename__ = "proctor_clients"
+    __table_args__ = (CheckConstraint("state IN ('active', 'paused', 'blocked')", name="state_valid"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(255), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    violations: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ProctorFace(Base):
+    """A reference face of a proctoring client: its embedding (float32 bytes), never the image."""
+
+    __tablename__ = "proctor_faces"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(32), ForeignKey("proctor_clients.id", ondelete="CASCADE"),
+                                           index=True)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    dim: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ProctorEvidence(Base):
+    """A frame that triggered an action other than NO_ACTION: the JPEG, the decision and its scores."""
+
+    __tablename__ = "proctor_evidence"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(255), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(32))
+    actual_username: Mapped[str] = mapped_column(String(255))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    image: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

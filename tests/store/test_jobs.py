@@ -83,7 +83,8 @@ def test_migrations_create_jobs_table(store: Store, store_target: StoreTarget) -
     inspector = inspect(store.engine)
     schema = store_target.schema
     assert {"jobs", "alembic_version", "users", "refresh_tokens", "revoked_tokens", "api_keys", "subjects",
-            "subject_faces"} <= set(inspector.get_table_names(schema=schema))
+            "subject_faces", "proctor_clients", "proctor_faces", "proctor_evidence"} <= set(
+        inspector.get_table_names(schema=schema))
     columns = {column["name"]: column for column in inspector.get_columns("jobs", schema=schema)}
     assert set(columns) == {
         "id", "kind", "state", "progress", "params", "result", "error",
@@ -95,7 +96,7 @@ def test_migrations_create_jobs_table(store: Store, store_target: StoreTarget) -
     assert inspector.get_pk_constraint("jobs", schema=schema)["constrained_columns"] == ["id"]
     indexed = {tuple(index["column_names"]) for index in inspector.get_indexes("jobs", schema=schema)}
     assert {("kind",), ("state",)} <= indexed
-    assert store.revision() == head_revision() == "0002"
+    assert store.revision() == head_revision() == "0003"
     assert store.ping() is True
 
 

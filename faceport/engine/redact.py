@@ -1,0 +1,491 @@
+"""Privacy redaction of images and video frames: faces, licence plates and text.
+
+Options follow seed E's Video Processing Config (``video.models.face|license|pii_text`` with
+``enabled``/``confidence``/``confidence_gate``, ``video.blur`` with ``type``/``kernel_size``/
+``padding``). :func:`blur_regions` is the one blur; :class:`FrameRedactor` finds what to blur.
+
+Faces in video: CenterFace over the whole frame every ``detect_every`` frames; in between each
+face is tracked by re-detecting it inside a window around its last box (a small, fast
+CenterFace run). A track that is not found there triggers a full detection at once, and a box
+stays blurred for ``hold_frames`` more frames after it was last seen, so a face never gets an
+unblurred frame because one detection flickered. Plates and text are found every
+``text_every`` frames and their boxes held in between (text moves little; the hold covers it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from faceport.engine.detect import CenterFace
+from faceport.engine.plates import PlateDetector
+from faceport.engine.text import NerFn, TextReader, field_label, find_pii
+from faceport.engine.types import BGRImage, Faces
+from faceport.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BlurKind", "BlurOptions", "ClassOptions", "Detections", "FaceTracker", "FrameRedactor",
+           "RedactOptions", "TextMode", "blur_regions", "mouth_boxes"]
+
+BlurKind = Literal["gaussian", "pixelate", "solid"]
+TextMode = Literal["all", "pii"]
+Boxes = NDArray[np.float32]  # (n, 4) x1, y1, x2, y2 pixels
+_EMPTY: Final = np.zeros((0, 4), np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class BlurOptions:
+    """How a region is hidden.
+
+    Attributes:
+        kind: "gaussian" (blur with ``kernel_size``), "pixelate" (blocks of ``kernel_size / 4`` px at
+            least 8 per side), or "solid" (filled with ``color``).
+        kernel_size: Gaussian kernel in pixels (odd, 3-255); also scales pixelation.
+        padding: Pixels added on every side of every box.
+        color: BGR fill for "solid".
+    """
+
+    kind: BlurKind = "gaussian"
+    kernel_size: int = 41
+    padding: int = 4
+    color: tuple[int, int, int] = (0, 0, 0)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("gaussian", "pixelate", "solid"):
+            raise InvalidInput(f"blur type must be gaussian, pixelate or solid, got {self.kind!r}",
+                               details={"field": "blur.type"})
+        if not 3 <= self.kernel_size <= 255:
+            raise InvalidInput(f"blur kernel_size must be 3-255, got {self.kernel_size}",
+                               details={"field": "blur.kernel_size"})
+        if not 0 <= self.padding <= 200:
+            raise InvalidInput(f"blur padding must be 0-200, got {self.padding}", details={"field": "blur.padding"})
+
+
+@dataclass(frozen=True, slots=True)
+class ClassOptions:
+    """One class of things to hide: whether, and from which detector score."""
+
+    enabled: bool = True
+    confidence: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.confidence <= 1.0:
+            raise InvalidInput(f"confidence must be 0-1, got {self.confidence}", details={"field": "confidence"})
+
+
+@dataclass(frozen=True, slots=True)
+class RedactOptions:
+    """What to hide and how (seed E's ``video`` config).
+
+    Attributes:
+        faces: CenterFace faces (seed default confidence 0.4).
+        plates: Licence plates (seed default 0.25).
+        text: Text regions; ``confidence`` is the seed's ``confidence_gate`` (OCR confidence in pii mode).
+        text_mode: "all" hides every text line; "pii" only personal data in it.
+        blur: Blur kind, kernel and padding.
+        face_padding: Extra padding around faces as a fraction of the face size (hair, ears, chin).
+        detect_every: Video: full face detection every N frames (tracking in between).
+        hold_frames: Video: frames a face box stays blurred after it was last seen.
+        text_every: Video: plate/text detection every N frames (boxes held in between).
+        face_max_side: Longer side of the full-frame CenterFace input.
+    """
+
+    faces: ClassOptions = field(default_factory=lambda: ClassOptions(True, 0.4))
+    plates: ClassOptions = field(default_factory=lambda: ClassOptions(True, 0.25))
+    text: ClassOptions = field(default_factory=lambda: ClassOptions(False, 0.35))
+    text_mode: TextMode = "pii"
+    blur: BlurOptions = field(default_factory=BlurOptions)
+    face_padding: float = 0.15
+    detect_every: int = 3
+    hold_frames: int = 3
+    text_every: int = 10
+    face_max_side: int = 640
+
+    def __post_init__(self) -> None:
+        if self.text_mode not in ("all", "pii"):
+            raise InvalidInput(f"text mode must be all or pii, got {self.text_mode!r}", details={"field": "mode"})
+        for name in ("detect_every", "text_every"):
+            if not 1 <= getattr(self, name) <= 300:
+                raise InvalidInput(f"{name} must be 1-300", details={"field": name})
+        if not 0 <= self.hold_frames <= 300:
+            raise InvalidInput("hold_frames must be 0-300", details={"field": "hold_frames"})
+
+
+@dataclass(frozen=True, slots=True)
+class Detections:
+    """What one frame had hidden (boxes in pixels, before padding)."""
+
+    faces: Boxes = field(default_factory=lambda: _EMPTY)
+    plates: Boxes = field(default_factory=lambda: _EMPTY)
+    text: Boxes = field(default_factory=lambda: _EMPTY)
+    extra: Boxes = field(default_factory=lambda: _EMPTY)
+    labels: tuple[str, ...] = ()  # text kinds / plate texts, for the job result
+
+    def all_boxes(self) -> Boxes:
+        return np.concatenate([self.faces, self.plates, self.text, self.extra]).astype(np.float32)
+
+
+def _boxes(items: Sequence[NDArray[np.float32]] | NDArray[np.float32]) -> Boxes:
+    arr = np.asarray(items, np.float32)
+    return arr.reshape(-1, 4) if arr.size else _EMPTY
+
+
+def blur_regions(image: BGRImage, boxes: Boxes, options: BlurOptions) -> BGRImage:
+    """A copy of ``image`` with every box (grown by ``options.padding``) hidden.
+
+    Args:
+        image: (H, W, 3) uint8 BGR; not modified.
+        boxes: (n, 4) float boxes x1, y1, x2, y2 in pixels; may be empty or reach outside the image.
+        options: Blur kind, kernel and padding.
+
+    Returns:
+        A new (H, W, 3) uint8 BGR image (``image`` itself when there is nothing to hide).
+    """
+    if len(boxes) == 0:
+        return image
+    out = image.copy()
+    h, w = image.shape[:2]
+    pad = options.padding
+    k = options.kernel_size | 1
+    for x1f, y1f, x2f, y2f in np.asarray(boxes, np.float32):
+        x1, y1 = max(0, math.floor(x1f) - pad), max(0, math.floor(y1f) - pad)
+        x2, y2 = min(w, math.ceil(x2f) + pad), min(h, math.ceil(y2f) + pad)
+        if x2 <= x1 or y2 <= y1:
+            continue
+        roi = out[y1:y2, x1:x2]
+        if options.kind == "solid":
+            roi[:] = options.color
+        elif options.kind == "pixelate":
+            block = max(8, k // 4)
+            small = cv2.resize(roi, (max(1, (x2 - x1) // block), max(1, (y2 - y1) // block)),
+                               interpolation=cv2.INTER_AREA)
+            roi[:] = cv2.resize(small, (x2 - x1, y2 - y1), interpolation=cv2.INTER_NEAREST)
+        else:
+            # The kernel grows with the region so large faces are as unreadable as small ones;
+            # a downscale first keeps big kernels cheap.
+            kk = max(k, (max(x2 - x1, y2 - y1) // 3) | 1)
+            factor = max(1, kk // 31)
+            if factor > 1:
+                small = cv2.resize(roi, (max(1, (x2 - x1) // factor), max(1, (y2 - y1) // factor)),
+                                   interpolation=cv2.INTER_AREA)
+                sk = max(3, (kk // factor) | 1)
+                small = cv2.GaussianBlur(small, (sk, sk), 0)
+                roi[:] = cv2.resize(small, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
+            else:
+                roi[:] = cv2.GaussianBlur(roi, (kk, kk), 0)
+    return out
+
+
+def _grow(boxes: Boxes, fraction: float, w: int, h: int) -> Boxes:
+    if not len(boxes) or fraction <= 0:
+        return boxes
+    size = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])[:, None] * fraction
+    grown = boxes + np.concatenate([-size, -size, size, size], axis=1)
+    clipped: Boxes = np.clip(grown, 0, [w, h, w, h]).astype(np.float32)
+    return clipped
+
+
+def _iou_matrix(a: Boxes, b: Boxes) -> NDArray[np.float32]:
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)), np.float32)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    iou: NDArray[np.float32] = (inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-6)).astype(np.float32)
+    return iou
+
+
+@dataclass
+class _Track:
+    box: NDArray[np.float32]
+    kps: NDArray[np.float32] | None
+    missed: int = 0
+
+
+class FaceTracker:
+    """Face boxes for the frames of one video: detection every N frames, window tracking between.
+
+    Args:
+        full: CenterFace for whole frames.
+        local: CenterFace for tracking windows (a small ``max_side``).
+        confidence: Detection score threshold.
+        detect_every: Full detection period in frames.
+        hold_frames: Frames a box is kept after its face was last found.
+    """
+
+    def __init__(self, full: CenterFace, local: CenterFace, *, confidence: float = 0.4, detect_every: int = 3,
+                 hold_frames: int = 3) -> None:
+        self.full = full
+        self.local = local
+        self.confidence = confidence
+        self.detect_every = detect_every
+        self.hold_frames = hold_frames
+        self.tracks: list[_Track] = []
+        self.index = 0
+        self.full_runs = 0
+
+    def _detect_full(self, frame: BGRImage) -> Faces:
+        self.full_runs += 1
+        return self.full.detect(frame, score_threshold=self.confidence)
+
+    def _follow(self, frame: BGRImage, track: _Track) -> tuple[NDArray[np.float32], NDArray[np.float32] | None] | None:
+        h, w = frame.shape[:2]
+        x1, y1, x2, y2 = track.box
+        size = max(x2 - x1, y2 - y1)
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        half = size * 1.2
+        wx1, wy1 = int(max(0, cx - half)), int(max(0, cy - half))
+        wx2, wy2 = int(min(w, cx + half)), int(min(h, cy + half))
+        if wx2 - wx1 < 16 or wy2 - wy1 < 16:
+            return None
+        found = self.local.detect(np.ascontiguousarray(frame[wy1:wy2, wx1:wx2]), score_threshold=self.confidence)
+        if not len(found):
+            return None
+        offset = np.array([wx1, wy1, wx1, wy1], np.float32)
+        boxes = found.xyxy + offset
+        best = int(np.argmax(_iou_matrix(track.box[None], boxes)[0]))
+        if _iou_matrix(track.box[None], boxes[best:best + 1])[0, 0] < 0.2:
+            return None
+        kps = None if found.kps is None else found.kps[best] + offset[:2]
+        return boxes[best], kps
+
+    def update(self, frame: BGRImage) -> tuple[Boxes, NDArray[np.float32] | None]:
+        """Boxes (and 5 keypoints when known) of the faces to hide in this frame, in order."""
+        full = self.index % self.detect_every == 0 or not self.tracks
+        self.index += 1
+        if not full:
+            lost = False
+            for track in self.tracks:
+                followed = self._follow(frame, track)
+                if followed is None:
+                    lost = True
+                    break
+                track.box, track.kps = followed
+                track.missed = 0
+            full = lost
+        if full:
+            faces = self._detect_full(frame)
+            self._match(faces)
+        boxes = _boxes([t.box for t in self.tracks])
+        kps = None
+        if self.tracks and all(t.kps is not None for t in self.tracks):
+            kps = np.stack([t.kps for t in self.tracks if t.kps is not None]).astype(np.float32)
+        return boxes, kps
+
+    def _match(self, faces: Faces) -> None:
+        found = list(range(len(faces)))
+        iou = _iou_matrix(_boxes([t.box for t in self.tracks]), faces.xyxy)
+        kept: list[_Track] = []
+        used: set[int] = set()
+        for i, track in enumerate(self.tracks):
+            j = int(np.argmax(iou[i])) if iou.shape[1] else -1
+            if j >= 0 and iou[i, j] > 0.1 and j not in used:
+                used.add(j)
+                kept.append(_Track(faces.xyxy[j], None if faces.kps is None else faces.kps[j]))
+            elif track.missed < self.hold_frames:
+                track.missed += 1
+                kept.append(track)
+        for j in found:
+            if j not in used:
+                kept.append(_Track(faces.xyxy[j], None if faces.kps is None else faces.kps[j]))
+        self.tracks = kept
+
+
+def mouth_boxes(faces: Boxes, kps: NDArray[np.float32] | None) -> Boxes:
+    """Mouth regions: around the mouth corners (CenterFace keypoints 3, 4) or the lower third of each face."""
+    out: list[NDArray[np.float32]] = []
+    for i, (x1, y1, x2, y2) in enumerate(faces):
+        fw, fh = x2 - x1, y2 - y1
+        if kps is not None and i < len(kps):
+            left, right = kps[i, 3], kps[i, 4]
+            cx, cy = (left[0] + right[0]) / 2, (left[1] + right[1]) / 2
+            half_w = max(abs(right[0] - left[0]) * 0.9, fw * 0.25)
+            out.append(np.array([cx - half_w, cy - fh * 0.18, cx + half_w, cy + fh * 0.2], np.float32))
+        else:
+            out.append(np.array([x1 + fw * 0.2, y1 + fh * 0.6, x2 - fw * 0.2, y2 + fh * 0.05], np.float32))
+    return _boxes(out)
+
+
+class FrameRedactor:
+    """Finds faces, plates and text and hides them, on images or the frames of one stream.
+
+    Args:
+        options: What to hide and how.
+        face_full: CenterFace for whole frames (needed when faces are enabled or mouths are blurred).
+        face_local: CenterFace with a small ``max_side`` for tracking windows.
+        plates: Plate detector (needed when plates are enabled).
+        reader: Text reader with recognition (needed when text is enabled).
+        ner: Named entities for ``pii`` mode (spaCy), or None for patterns only.
+    """
+
+    def __init__(self, options: RedactOptions, *, face_full: CenterFace | None = None,
+                 face_local: CenterFace | None = None, plates: PlateDetector | None = None,
+                 reader: TextReader | None = None, ner: NerFn | None = None) -> None:
+        self.options = options
+        self.face_full = face_full
+        self.face_local = face_local
+        self.plates = plates
+        self.reader = reader
+        self.ner = ner
+
+    # ---- finders -------------------------------------------------------------------------------
+    def find_plates(self, image: BGRImage) -> tuple[Boxes, list[str]]:
+        if self.plates is None or not self.options.plates.enabled:
+            return _EMPTY, []
+        found = self.plates.detect(image, confidence=self.options.plates.confidence)
+        return _boxes([p.xyxy for p in found]), [f"plate:{p.text}" if p.text else "plate" for p in found]
+
+    def find_text(self, image: BGRImage) -> tuple[Boxes, list[str]]:
+        """Text boxes to hide: every line ("all") or the personal data in them ("pii")."""
+        if self.reader is None or not self.options.text.enabled:
+            return _EMPTY, []
+        if self.options.text_mode == "all":
+            lines = self.reader.detect(image)
+            return _boxes([line.xyxy for line in lines]), ["text"] * len(lines)
+        lines = self.reader.read(image)
+        gate = self.options.text.confidence
+        boxes: list[NDArray[np.float32]] = []
+        labels: list[str] = []
+        pending: list[tuple[str, NDArray[np.float32]]] = []  # labels waiting for their value line
+        for line in lines:
+            box = line.xyxy
+            if line.text.count("<") >= 5 and line.confidence >= gate:  # passport/ID machine-readable zone
+                boxes.append(box)
+                labels.append("mrz")
+                continue
+            kind = field_label(line.text)
+            if kind is not None:
+                pending.append((kind, box))
+                continue
+            value_of = _value_of(pending, box)
+            if value_of is not None and line.confidence >= gate:
+                boxes.append(box)
+                labels.append(value_of)
+                continue
+            for match in find_pii(line.text, ner=self.ner):
+                if line.confidence < gate or not line.text:
+                    continue
+                n = len(line.text)
+                x1, x2 = float(box[0]), float(box[2])
+                sx1 = x1 + (x2 - x1) * match.start / n
+                sx2 = x1 + (x2 - x1) * match.end / n
+                boxes.append(np.array([sx1, box[1], sx2, box[3]], np.float32))
+                labels.append(match.kind)
+        return _boxes(boxes), labels
+
+    def find_faces(self, image: BGRImage) -> tuple[Boxes, NDArray[np.float32] | None]:
+        if self.face_full is None:
+            return _EMPTY, None
+        faces = self.face_full.detect(image, score_threshold=self.options.faces.confidence)
+        return faces.xyxy.astype(np.float32), faces.kps
+
+    # ---- images --------------------------------------------------------------------------------
+    def redact_image(self, image: BGRImage) -> tuple[BGRImage, Detections]:
+        """Hide everything enabled in one image.
+
+        Args:
+            image: (H, W, 3) uint8 BGR; not modified.
+
+        Returns:
+            The redacted copy and what was hidden.
+        """
+        h, w = image.shape[:2]
+        faces = _EMPTY
+        if self.options.faces.enabled:
+            faces, _ = self.find_faces(image)
+            faces = _grow(faces, self.options.face_padding, w, h)
+        plates, plate_labels = self.find_plates(image)
+        text, text_labels = self.find_text(image)
+        found = Detections(faces, plates, text, labels=tuple(plate_labels + text_labels))
+        return blur_regions(image, found.all_boxes(), self.options.blur), found
+
+    # ---- video ---------------------------------------------------------------------------------
+    def stream(self, *, fps: float = 25.0, mouth_spans: Sequence[tuple[float, float]] = (),
+               on_frame: Callable[[Detections], None] | None = None) -> Callable[[BGRImage], BGRImage]:
+        """A frame function for :func:`faceport.engine.video.process_video` (one video, in order).
+
+        Args:
+            fps: Output frame rate (frame ``i`` is at ``i / fps`` seconds).
+            mouth_spans: (start, end) seconds during which the mouths of all faces are hidden
+                (audio PII spans, already widened by the mouth window).
+            on_frame: Called with each frame's detections (counts for the job result).
+        """
+        tracker: FaceTracker | None = None
+        if (self.options.faces.enabled or mouth_spans) and self.face_full is not None and self.face_local is not None:
+            tracker = FaceTracker(self.face_full, self.face_local, confidence=self.options.faces.confidence,
+                                  detect_every=self.options.detect_every, hold_frames=self.options.hold_frames)
+        state: dict[str, Any] = {"index": 0, "plates": (_EMPTY, []), "text": (_EMPTY, [])}
+
+        def run(frame: BGRImage) -> BGRImage:
+            index = state["index"]
+            state["index"] = index + 1
+            h, w = frame.shape[:2]
+            faces, kps = (_EMPTY, None) if tracker is None else tracker.update(frame)
+            if index % self.options.text_every == 0:
+                state["plates"] = self.find_plates(frame)
+                state["text"] = self.find_text(frame)
+            t = index / fps
+            extra = _EMPTY
+            if any(a <= t <= b for a, b in mouth_spans):
+                extra = mouth_boxes(faces, kps)
+            shown = _grow(faces, self.options.face_padding, w, h) if self.options.faces.enabled else _EMPTY
+            found = Detections(shown, state["plates"][0], state["text"][0], extra,
+                               tuple(state["plates"][1] + state["text"][1]))
+            if on_frame is not None:
+                on_frame(found)
+            return blur_regions(frame, found.all_boxes(), self.options.blur)
+
+        return run
+
+
+def _value_of(pending: list[tuple[str, NDArray[np.float32]]], box: NDArray[np.float32]) -> str | None:
+    """The kind of the form label just above (or left of) ``box``, consuming it; else None."""
+    for i in range(len(pending) - 1, -1, -1):
+        kind, label = pending[i]
+        height = float(label[3] - label[1])
+        below = 0 <= float(box[1] - label[3]) <= 1.5 * height and abs(float(box[0] - label[0])) <= 3 * height
+        beside = abs(float(box[1] - label[1])) <= 0.6 * height and 0 <= float(box[0] - label[2]) <= 8 * height
+        if below or beside:
+            del pending[i]
+            return kind
+    return None
+
+
+def build_redactor(cache: Any, options: RedactOptions, *, mouths: bool = False) -> FrameRedactor:
+    """A :class:`FrameRedactor` with the default models of ``cache`` (a ``ModelCache``) for ``options``.
+
+    Only the models the options need are loaded.
+
+    Raises:
+        ModelUnavailable: a needed model is not installed (the message names the pull command).
+    """
+    face_full = face_local = None
+    if options.faces.enabled or mouths:
+        session = cache.get("centerface")
+        face_full = CenterFace(session, max_side=options.face_max_side)
+        face_local = CenterFace(session, max_side=192)
+    reader = None
+    if options.text.enabled or options.plates.enabled:
+        from faceport.engine.text import alphabet_from_session
+
+        rec = cache.get("ppocr_v4_rec")
+        reader = TextReader(cache.get("ppocr_v4_det"), rec, alphabet_from_session(rec), cls=cache.get("ppocr_cls"))
+    plates = PlateDetector(cache.get("plate_cascades"), reader) if options.plates.enabled else None
+    ner = None
+    if options.text.enabled and options.text_mode == "pii":
+        from faceport.engine.text import load_spacy, spacy_ner
+
+        ner = spacy_ner(load_spacy(cache.get("spacy_en_core_web_sm")))
+    return FrameRedactor(options, face_full=face_full, face_local=face_local, plates=plates, reader=reader, ner=ner)

@@ -1,0 +1,151 @@
+"""Seed C's proctoring WebSocket ``/ws``: ``{user_name, image, timestamp?}`` in,
+``{action, reason, actual_username, send_time, finish_time}`` out.
+
+Connection rules: over ``proctor_max_connections`` the socket is told
+``CONNECTION_REFUSED`` and closed with 4002; an unknown client gets ACTION_ERROR /
+REASON_CLIENT_NOT_AVAILABLE and the close code 4001; a blocked client gets ACTION_ERROR /
+REASON_BLOCKED_CLIENT and the close code 1008 (also at once when an admin blocks it
+mid-connection). Decoding and every check run on the thread pool; a frame slower than
+``proctor_processing_timeout`` is answered PROCESSING_TIMEOUT. Malformed messages are
+answered with ACTION_ERROR / INVALID_IMAGE_FORMAT and the connection stays usable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+
+from faceport.api.context import AppContext
+from faceport.errors import InvalidImage
+from faceport.services.proctor import Action, Decision, ProctorService, Reason
+
+log = logging.getLogger(__name__)
+
+CLOSE_NETWORK_ERROR = 4000
+CLOSE_AUTHENTICATION_FAILED = 4001
+CLOSE_CONNECTION_REFUSED = 4002
+CLOSE_BLOCKED = 1008
+
+
+def _clock() -> str:
+    return time.strftime("%H-%M-%S")
+
+
+class ProctorHub:
+    """Counts live connections of one app."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+
+
+def _answer(decision: Decision, send_time: str) -> dict[str, Any]:
+    return {"action": decision.action.name, "reason": decision.reason.name,
+            "actual_username": decision.actual_username, "send_time": send_time, "finish_time": _clock()}
+
+
+def _error(reason: str, message: str, send_time: str) -> dict[str, Any]:
+    return {"action": Action.ACTION_ERROR.name, "reason": reason, "message": message,
+            "send_time": send_time, "finish_time": _clock()}
+
+
+async def proctor_socket(websocket: WebSocket) -> None:
+    """Serve one proctoring connection."""
+    app = websocket.app
+    ctx: AppContext = app.state.context
+    hub: ProctorHub = app.state.proctor_hub
+    service: ProctorService = ctx.proctor
+    await websocket.accept()
+    if hub.connections >= ctx.settings.proctor_max_connections:
+        await websocket.send_json({"error": "CONNECTION_REFUSED", "message": "Server is at full capacity",
+                                   "code": CLOSE_CONNECTION_REFUSED})
+        await websocket.close(code=CLOSE_CONNECTION_REFUSED)
+        return
+    hub.connections += 1
+    loop = asyncio.get_running_loop()
+    changed = asyncio.Event()
+    unsubscribe = None
+    subscribed_as: str | None = None
+    try:
+        while True:
+            receive = asyncio.ensure_future(websocket.receive_text())
+            waiter = asyncio.ensure_future(changed.wait())
+            done, _ = await asyncio.wait({receive, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if receive not in done:
+                receive.cancel()
+                changed.clear()
+                client = service.client(subscribed_as or "")
+                if client is None or client.state == "blocked":
+                    reason = Reason.REASON_BLOCKED_CLIENT if client else Reason.REASON_CLIENT_NOT_AVAILABLE
+                    await websocket.send_json(_answer(Decision(Action.ACTION_ERROR, reason, subscribed_as or ""),
+                                                      _clock()))
+                    await websocket.close(code=CLOSE_BLOCKED if client else CLOSE_AUTHENTICATION_FAILED)
+                    return
+                continue
+            waiter.cancel()
+            text = receive.result()
+            send_time = _clock()
+            try:
+                message = json.loads(text)
+            except ValueError:
+                await websocket.send_json(_error("INVALID_IMAGE_FORMAT", "message is not JSON", send_time))
+                continue
+            if not isinstance(message, dict):
+                await websocket.send_json(_error("INVALID_IMAGE_FORMAT", "message must be a JSON object", send_time))
+                continue
+            user_name = message.get("user_name")
+            client = service.client(user_name) if isinstance(user_name, str) else None
+            if client is None:
+                await websocket.send_json(_answer(Decision(Action.ACTION_ERROR, Reason.REASON_CLIENT_NOT_AVAILABLE,
+                                                           str(user_name or "")), send_time))
+                await websocket.close(code=CLOSE_AUTHENTICATION_FAILED)
+                return
+            assert isinstance(user_name, str)
+            if subscribed_as != user_name:
+                if unsubscribe is not None:
+                    unsubscribe()
+                subscribed_as = user_name
+                unsubscribe = service.subscribe(user_name, lambda _s: loop.call_soon_threadsafe(changed.set))
+            if client.state == "blocked":
+                await websocket.send_json(_answer(Decision(Action.ACTION_ERROR, Reason.REASON_BLOCKED_CLIENT,
+                                                           user_name), send_time))
+                await websocket.close(code=CLOSE_BLOCKED)
+                return
+            if client.state == "paused":
+                await websocket.send_json(_answer(Decision(Action.ACTION_WARNING, Reason.REASON_PAUSED_CLIENT,
+                                                           user_name), send_time))
+                continue
+            try:
+                image = await ctx.run(service.decode, message.get("image"))
+                decision = await asyncio.wait_for(ctx.run(service.check_frame, user_name, image),
+                                                  timeout=ctx.settings.proctor_processing_timeout)
+            except InvalidImage as exc:
+                await websocket.send_json(_error("INVALID_IMAGE_FORMAT", exc.message, send_time))
+                continue
+            except TimeoutError:
+                await websocket.send_json(_error("PROCESSING_TIMEOUT", "Processing took too long", send_time))
+                continue
+            await websocket.send_json(_answer(decision, send_time))
+            if decision.reason is Reason.REASON_BLOCKED_CLIENT or service.client(user_name) is None or \
+                    service.client(user_name).state == "blocked":  # type: ignore[union-attr]
+                if decision.reason is not Reason.REASON_BLOCKED_CLIENT:
+                    await websocket.send_json(_answer(Decision(Action.ACTION_ERROR, Reason.REASON_BLOCKED_CLIENT,
+                                                               user_name), _clock()))
+                await websocket.close(code=CLOSE_BLOCKED)
+                return
+    except WebSocketDisconnect:
+        pass
+    finally:
+        hub.connections -= 1
+        if unsubscribe is not None:
+            unsubscribe()
+
+
+def install_proctor(app: FastAPI) -> None:
+    """Register ``/ws`` on the main app."""
+    app.state.proctor_hub = ProctorHub()
+    app.add_api_websocket_route("/ws", proctor_socket, name="proctor_ws")

@@ -1,0 +1,360 @@
+"""Seed C's proctoring decisions: client registry, per-frame checks, policy with debouncing, evidence.
+
+One :class:`ProctorService` per server process. The registry (states and reference
+embeddings) is held in memory and written through to the store; admin changes reach live
+connections at once through listeners. Frames are decoded and checked on the thread pool
+(:meth:`ProctorService.check_frame` is blocking); only frames that triggered an action
+other than NO_ACTION are kept, as JPEG evidence rows in the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import Enum
+from typing import Any
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from faceport.config import Settings
+from faceport.engine.core import FaceEngine
+from faceport.engine.imageio import decode_image
+from faceport.engine.liveness import LivenessResult, LivenessTracker
+from faceport.engine.objects import ObjectDetector
+from faceport.engine.types import BGRImage
+from faceport.errors import InvalidImage, NoFace, NotFound
+from faceport.store import Store
+from faceport.store import proctor as repo
+from faceport.store.models import utcnow
+
+log = logging.getLogger(__name__)
+
+UNKNOWN = "unknown"
+
+
+class Action(Enum):
+    """Seed C's actions and their codes."""
+
+    NO_ACTION = 0
+    ACTION_LOCK_SCREEN = 1
+    ACTION_SIGN_OUT = 2
+    ACTION_WARNING = 3
+    ACTION_ERROR = 4
+
+
+class Reason(Enum):
+    """Seed C's reasons and their codes; ``REASON_MULTIPLE_FACES`` (8) is faceport's extension."""
+
+    EMPTY_REASON = 0
+    REASON_NO_FACE = 1
+    REASON_SPOOF_IMAGE = 2
+    REASON_WRONG_USER = 3
+    REASON_PHONE_DETECTION = 4
+    REASON_PAUSED_CLIENT = 5
+    REASON_BLOCKED_CLIENT = 6
+    REASON_CLIENT_NOT_AVAILABLE = 7
+    REASON_MULTIPLE_FACES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to one frame; ``details`` (scores, deciding methods) goes to evidence, not the wire."""
+
+    action: Action
+    reason: Reason
+    actual_username: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Client:
+    user_name: str
+    state: str
+    violations: int
+    embeddings: NDArray[np.float32]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    liveness: LivenessTracker = field(default_factory=LivenessTracker)
+    streak_reason: Reason | None = None
+    streak: int = 0
+
+
+Listener = Callable[[str], None]  # called with the new state ("paused", "active", "blocked", "deleted")
+
+
+class ProctorService:
+    """Registry, checks and policy of the proctoring WebSocket."""
+
+    def __init__(self, settings: Settings, engine: FaceEngine, store: Store) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.store = store
+        self._clients: dict[str, _Client] = {}
+        self._lock = threading.Lock()
+        self._listeners: dict[str, set[Listener]] = {}
+        self.actions = {Reason[k]: Action[v] for k, v in settings.proctor_actions.items()}
+        self.check_ms: dict[str, list[float]] = {}
+        self._stop = threading.Event()
+        self._purger: threading.Thread | None = None
+        self.reload()
+
+    def start(self) -> None:
+        """Purge evidence past its retention now and every ``proctor_purge_interval`` seconds."""
+        if self._purger is not None:
+            return
+        self._stop.clear()
+        self._purger = threading.Thread(target=self._purge_loop, name="proctor-purge", daemon=True)
+        self._purger.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._purger is not None:
+            self._purger.join(timeout=5)
+            self._purger = None
+
+    def _purge_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.purge_evidence()
+            except Exception:  # a database hiccup must not end the purge loop
+                log.exception("proctoring evidence purge failed")
+            self._stop.wait(self.settings.proctor_purge_interval)
+
+    # registry -----------------------------------------------------------------------------------
+    def reload(self) -> None:
+        with self.store.session() as session:
+            records = repo.list_clients(session=session)
+        with self._lock:
+            self._clients = {r.user_name: _Client(r.user_name, r.state, r.violations, r.embeddings) for r in records}
+
+    def client(self, user_name: str) -> _Client | None:
+        with self._lock:
+            return self._clients.get(user_name)
+
+    def create_client(self, user_name: str) -> repo.ClientRecord:
+        with self.store.session() as session:
+            record = repo.create_client(session=session, user_name=user_name)
+        with self._lock:
+            self._clients[record.user_name] = _Client(record.user_name, record.state, 0, record.embeddings)
+        return record
+
+    def get_client(self, user_name: str) -> repo.ClientRecord:
+        with self.store.session() as session:
+            return repo.get_client(session=session, user_name=user_name)
+
+    def list_clients(self) -> list[repo.ClientRecord]:
+        with self.store.session() as session:
+            return repo.list_clients(session=session)
+
+    def delete_client(self, user_name: str) -> None:
+        with self.store.session() as session:
+            repo.delete_client(session=session, user_name=user_name)
+        with self._lock:
+            self._clients.pop(user_name, None)
+        self._notify(user_name, "deleted")
+
+    def add_face(self, user_name: str, image: BGRImage) -> repo.ClientRecord:
+        """Enrol one reference face (blocking: runs detection and the embedder).
+
+        Raises:
+            NotFound: unknown client. NoFace: no face. InvalidInput: several faces.
+        """
+        if self.client(user_name) is None:
+            raise NotFound(f"proctoring client {user_name!r} not found", details={"user_name": user_name})
+        faces = self.engine.detect(image)
+        if len(faces) == 0:
+            raise NoFace("no face detected in the image")
+        if len(faces) > 1:
+            from faceport.errors import InvalidInput
+
+            raise InvalidInput(f"{len(faces)} faces in the image; a reference image must show one face",
+                               details={"faces": len(faces)})
+        embedded = self.engine.embedder().embed(image, faces)
+        assert embedded.embedding is not None
+        with self.store.session() as session:
+            record = repo.add_face(session=session, user_name=user_name, embedding=embedded.embedding[0])
+        with self._lock:
+            client = self._clients.get(user_name)
+            if client is not None:
+                client.embeddings = record.embeddings
+        return record
+
+    def set_state(self, user_name: str, state: str) -> repo.ClientRecord:
+        """pause ("paused"), resume/unblock ("active"), block ("blocked"); live connections hear at once."""
+        with self.store.session() as session:
+            record = repo.set_state(session=session, user_name=user_name, state=state,
+                                    reset_violations=state == "active")
+        with self._lock:
+            client = self._clients.get(user_name)
+            if client is not None:
+                client.state = state
+                client.violations = record.violations
+                client.streak, client.streak_reason = 0, None
+        self._notify(user_name, state)
+        return record
+
+    def subscribe(self, user_name: str, listener: Listener) -> Callable[[], None]:
+        """Hear state changes of ``user_name``; returns the unsubscribe function."""
+        with self._lock:
+            self._listeners.setdefault(user_name, set()).add(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._listeners.get(user_name, set()).discard(listener)
+
+        return unsubscribe
+
+    def _notify(self, user_name: str, state: str) -> None:
+        with self._lock:
+            listeners = list(self._listeners.get(user_name, ()))
+        for listener in listeners:
+            listener(state)
+
+    # frames -------------------------------------------------------------------------------------
+    def decode(self, image: object) -> BGRImage:
+        """Raises: InvalidImage (also for a missing/non-string field or an oversized image)."""
+        if not isinstance(image, str) or not image:
+            raise InvalidImage("image must be a non-empty base64 string or data URL")
+        limit = self.settings.max_image_bytes
+        if len(image) > limit * 4 // 3 + 1024:
+            raise InvalidImage(f"image exceeds the {limit // (1024 * 1024)} MB limit")
+        try:
+            return decode_image(image, max_pixels=self.settings.max_image_pixels, max_bytes=limit)
+        except InvalidImage:
+            raise
+        except Exception as exc:  # FileTooLarge and friends: all are an invalid image on this surface
+            raise InvalidImage(getattr(exc, "message", str(exc))) from exc
+
+    def _timed(self, name: str, fn: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self.check_ms.setdefault(name, []).append((time.perf_counter() - started) * 1000)
+            if len(self.check_ms[name]) > 10_000:
+                del self.check_ms[name][:5000]
+
+    def inspect(self, client: _Client, image: BGRImage) -> tuple[Reason, str, dict[str, Any]]:
+        """Run every check on one frame; the first reason found (no face, phone, wrong user, spoof, several)."""
+        details: dict[str, Any] = {}
+        faces = self._timed("face_detection+landmarks", lambda: self.engine.detect(image, landmarks=True))
+        details["faces"] = len(faces)
+        phones = self._timed("phone_detection", lambda: ObjectDetector(
+            self.engine.cache.get("ssd_mobilenet_v3_coco")).phones(image, score_threshold=0.3))
+        phone_score = phones.max_score
+        details["phone"] = {"method": "ssd_mobilenet_v3_coco:cell_phone", "score": round(phone_score, 3)}
+        if len(faces) == 0:
+            client.liveness.reset()
+            details["decided_by"] = "face_detection:" + self.engine.options.detector
+            return Reason.REASON_NO_FACE, client.user_name, details
+        if phone_score >= self.settings.proctor_phone_score:
+            details["decided_by"] = "ssd_mobilenet_v3_coco:cell_phone"
+            return Reason.REASON_PHONE_DETECTION, client.user_name, details
+        largest = faces.sorted_by_area()[0]
+        actual = client.user_name
+        if len(client.embeddings):
+            embedded = self._timed("identity_embedding", lambda: self.engine.embedder().embed(image, largest))
+            assert embedded.embedding is not None
+            vector = embedded.embedding[0]
+            distance = float(np.linalg.norm(client.embeddings - vector, axis=1).min())
+            threshold = self.engine.options.verify_threshold
+            details["identity"] = {"method": "dlib_resnet_l2", "distance": round(distance, 4), "threshold": threshold}
+            if distance > threshold:
+                actual = self.best_match(vector)
+                details["decided_by"] = "dlib_resnet_l2"
+                return Reason.REASON_WRONG_USER, actual, details
+        else:
+            details["identity"] = {"method": "none", "note": "client has no reference face"}
+        if self.settings.proctor_liveness:
+            assert largest.landmarks is not None
+            live: LivenessResult = self._timed("liveness", lambda: client.liveness.update(
+                image, largest.xyxy[0], largest.landmarks[0]))
+            details["liveness"] = {"live": live.live, "method": live.method, "score": round(live.score, 4),
+                                   **live.details}
+            if not live.live:
+                details["decided_by"] = "liveness:" + live.method
+                return Reason.REASON_SPOOF_IMAGE, actual, details
+        if len(faces) > 1:
+            details["decided_by"] = "face_detection:count"
+            return Reason.REASON_MULTIPLE_FACES, actual, details
+        return Reason.EMPTY_REASON, actual, details
+
+    def best_match(self, vector: NDArray[np.float32]) -> str:
+        """The registered client whose reference face is nearest within the threshold, else "unknown"."""
+        best, best_name = self.engine.options.verify_threshold, UNKNOWN
+        with self._lock:
+            clients = list(self._clients.values())
+        for other in clients:
+            if len(other.embeddings):
+                d = float(np.linalg.norm(other.embeddings - vector, axis=1).min())
+                if d <= best:
+                    best, best_name = d, other.user_name
+        return best_name
+
+    def check_frame(self, user_name: str, image: BGRImage) -> Decision:
+        """Checks, policy and debouncing for one decoded frame of ``user_name`` (blocking)."""
+        client = self.client(user_name)
+        if client is None:
+            return Decision(Action.ACTION_ERROR, Reason.REASON_CLIENT_NOT_AVAILABLE, user_name)
+        with client.lock:
+            if client.state == "blocked":
+                return Decision(Action.ACTION_ERROR, Reason.REASON_BLOCKED_CLIENT, user_name)
+            if client.state == "paused":
+                return Decision(Action.ACTION_WARNING, Reason.REASON_PAUSED_CLIENT, user_name)
+            reason, actual, details = self.inspect(client, image)
+            if reason is Reason.EMPTY_REASON:
+                client.streak, client.streak_reason = 0, None
+                return Decision(Action.NO_ACTION, reason, actual, details)
+            client.streak = client.streak + 1 if client.streak_reason is reason else 1
+            client.streak_reason = reason
+            action = self.actions.get(reason, Action.ACTION_WARNING)
+            details["consecutive"] = client.streak
+            if action is not Action.ACTION_WARNING and client.streak < self.settings.proctor_debounce_frames:
+                return Decision(Action.NO_ACTION, Reason.EMPTY_REASON, actual, details)
+            decision = Decision(action, reason, actual, details)
+            self._record(client, decision, image)
+        return decision
+
+    def _record(self, client: _Client, decision: Decision, image: BGRImage) -> None:
+        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        counts = decision.action in (Action.ACTION_SIGN_OUT, Action.ACTION_LOCK_SCREEN)
+        block = False
+        with self.store.session() as session:
+            if ok:
+                repo.add_evidence(session=session, user_name=client.user_name, action=decision.action.name,
+                                  reason=decision.reason.name, actual_username=decision.actual_username,
+                                  details=_jsonable(decision.details), image=jpeg.tobytes())
+            if counts:
+                client.violations = repo.add_violation(session=session, user_name=client.user_name)
+                limit = self.settings.proctor_block_after
+                if limit and client.violations >= limit:
+                    repo.set_state(session=session, user_name=client.user_name, state="blocked")
+                    client.state = "blocked"
+                    block = True
+        if block:
+            log.info("proctoring client blocked after %d violations", client.violations)
+            self._notify(client.user_name, "blocked")
+
+    # evidence -----------------------------------------------------------------------------------
+    def purge_evidence(self) -> int:
+        cutoff = utcnow() - timedelta(days=self.settings.proctor_evidence_retention_days)
+        with self.store.session() as session:
+            removed = repo.purge_evidence(session=session, older_than=cutoff)
+        if removed:
+            log.info("purged %d proctoring evidence frames", removed)
+        return removed
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return value.item()
+    return value

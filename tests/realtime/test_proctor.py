@@ -1,0 +1,211 @@
+"""Seed C over a real uvicorn server and real ``websockets`` clients, with real photos and clips."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+import pytest
+import websockets
+
+from faceport.api.app import create_app
+from tests.conftest import FIXTURES, read_bgr
+from tests.realtime.conftest import serve_app
+
+
+@pytest.fixture
+def server(settings, data_dir: Path) -> Iterator[tuple[str, Any]]:  # type: ignore[no-untyped-def]
+    settings = settings.model_copy(update={"proctor_max_connections": 150})
+    app = create_app(settings)
+    for url in serve_app(app, settings):
+        ctx = app.state.context
+        ctx.cache.get("ssd_mobilenet_v3_coco")
+        yield url.replace("http://", "ws://") + "/ws", ctx
+
+
+def b64(image: np.ndarray) -> str:
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    return base64.b64encode(buf.tobytes()).decode()
+
+
+async def exchange(ws: Any, user: str, image: str) -> dict[str, Any]:
+    await ws.send(json.dumps({"user_name": user, "image": image}))
+    return json.loads(await asyncio.wait_for(ws.recv(), 60))
+
+
+def clip(path: Path, step: int, count: int) -> list[np.ndarray]:
+    frames = []
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i % step == 0:
+                frames.append(frame.to_ndarray(format="bgr24"))
+            if len(frames) >= count:
+                break
+    return frames
+
+
+def enrol(ctx: Any, user: str, image: np.ndarray | None) -> None:
+    ctx.proctor.create_client(user)
+    if image is not None:
+        ctx.proctor.add_face(user, image)
+
+
+def test_identity_phone_and_no_face(server, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    url, ctx = server
+    enrol(ctx, "obama", read_bgr(data_dir / "identity/obama/fr_obama.jpg"))
+    enrol(ctx, "biden", read_bgr(data_dir / "identity/biden/fr_biden.jpg"))
+    enrol(ctx, "phone_user", None)
+
+    async def scenario() -> None:
+        async with websockets.connect(url, max_size=None) as ws:
+            reply = await exchange(ws, "obama", b64(read_bgr(data_dir / "identity/obama/fr_obama2.jpg")))
+            assert reply["action"] == "NO_ACTION" and reply["reason"] == "EMPTY_REASON"
+            assert reply["actual_username"] == "obama" and reply["send_time"] and reply["finish_time"]
+            biden = b64(read_bgr(data_dir / "identity/biden/fr_biden2.jpg"))
+            first = await exchange(ws, "obama", biden)  # debounced: one bad frame does not sign out
+            assert first["action"] == "NO_ACTION"
+            second = await exchange(ws, "obama", biden)
+            assert (second["action"], second["reason"], second["actual_username"]) == (
+                "ACTION_SIGN_OUT", "REASON_WRONG_USER", "biden")
+            empty = b64(read_bgr(data_dir / "negatives/sk_coffee.png"))
+            await exchange(ws, "obama", empty)
+            reply = await exchange(ws, "obama", empty)
+            assert (reply["action"], reply["reason"]) == ("ACTION_LOCK_SCREEN", "REASON_NO_FACE")
+            phone = read_bgr(data_dir / "synthetic/synth_phone_composite_single_face.jpg")
+            await exchange(ws, "phone_user", b64(phone))
+            reply = await exchange(ws, "phone_user", b64(phone))
+            assert (reply["action"], reply["reason"]) == ("ACTION_SIGN_OUT", "REASON_PHONE_DETECTION")
+
+    asyncio.run(scenario())
+    from faceport.store import proctor as repo
+
+    with ctx.store.session() as session:
+        evidence, total = repo.list_evidence(session=session)
+    assert total == 3  # only frames that triggered an action
+    methods = {e.reason: e.details["decided_by"] for e in evidence}
+    assert methods["REASON_WRONG_USER"] == "dlib_resnet_l2"
+    assert methods["REASON_PHONE_DETECTION"].startswith("ssd_mobilenet")
+    assert not any(p.suffix in (".jpg", ".png") for p in ctx.settings.home.rglob("*"))  # nothing on disk
+
+
+def _replayed_photo(path: Path, n: int) -> list[np.ndarray]:
+    img = read_bgr(path)
+    h, w = img.shape[:2]
+    rng = np.random.default_rng(7)
+    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    out = []
+    for _ in range(n):
+        dst = (src + rng.uniform(-0.06, 0.06, (4, 2)) * [w, h]).astype(np.float32)
+        out.append(cv2.warpPerspective(img, cv2.getPerspectiveTransform(src, dst), (w, h),
+                                       borderMode=cv2.BORDER_REPLICATE))
+    return out
+
+
+@pytest.mark.parametrize("source", ["photo_warped", "photo_resent", "clip_pf_single_face", "clip_carphone"])
+def test_spoof_replayed_photo_vs_real_clip(server, data_dir: Path, source: str) -> None:  # type: ignore[no-untyped-def]
+    url, ctx = server
+    enrol(ctx, "candidate", None)
+    if source == "photo_warped":
+        frames = _replayed_photo(FIXTURES / "mpl_grace_hopper.jpg", 8)
+    elif source == "photo_resent":
+        frames = [read_bgr(data_dir / "faces_misc/pf_single_face.jpg")] * 8
+    elif source == "clip_pf_single_face":
+        frames = clip(data_dir / "video/pf_single_face.mp4", 7, 8)
+    else:
+        frames = clip(data_dir / "video/skv_carphone_pristine.mp4", 10, 8)
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with websockets.connect(url, max_size=None) as ws:
+            return [await exchange(ws, "candidate", b64(f)) for f in frames]
+
+    replies = asyncio.run(scenario())
+    reasons = [r["reason"] for r in replies]
+    if source.startswith("photo"):
+        assert replies[-1]["action"] == "ACTION_SIGN_OUT" and "REASON_SPOOF_IMAGE" in reasons, reasons
+    else:
+        assert "REASON_SPOOF_IMAGE" not in reasons, reasons
+
+
+def test_pause_resume_block_mid_connection(server, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    url, ctx = server
+    face = read_bgr(data_dir / "identity/obama/fr_obama.jpg")
+    enrol(ctx, "obama", face)
+    frame = b64(read_bgr(data_dir / "identity/obama/fr_obama2.jpg"))
+
+    async def scenario() -> None:
+        async with websockets.connect(url, max_size=None) as ws:
+            assert (await exchange(ws, "obama", frame))["action"] == "NO_ACTION"
+            ctx.proctor.set_state("obama", "paused")
+            reply = await exchange(ws, "obama", frame)
+            assert (reply["action"], reply["reason"]) == ("ACTION_WARNING", "REASON_PAUSED_CLIENT")
+            ctx.proctor.set_state("obama", "active")
+            assert (await exchange(ws, "obama", frame))["action"] == "NO_ACTION"
+            await asyncio.get_running_loop().run_in_executor(None, ctx.proctor.set_state, "obama", "blocked")
+            reply = json.loads(await asyncio.wait_for(ws.recv(), 10))  # pushed at once, without a frame
+            assert (reply["action"], reply["reason"]) == ("ACTION_ERROR", "REASON_BLOCKED_CLIENT")
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            assert ws.close_code == 1008
+        async with websockets.connect(url, max_size=None) as ws:
+            reply = await exchange(ws, "ghost", frame)
+            assert (reply["action"], reply["reason"]) == ("ACTION_ERROR", "REASON_CLIENT_NOT_AVAILABLE")
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            assert ws.close_code == 4001
+
+    asyncio.run(scenario())
+
+
+def test_bad_messages_keep_the_connection_usable(server, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    url, ctx = server
+    enrol(ctx, "obama", read_bgr(data_dir / "identity/obama/fr_obama.jpg"))
+    good = b64(read_bgr(data_dir / "identity/obama/fr_obama2.jpg"))
+
+    async def scenario() -> None:
+        async with websockets.connect(url, max_size=None, write_limit=2**26) as ws:
+            for bad, words in (("%%% not base64 %%%", ""), (base64.b64encode(b"plain text, not an image").decode(), ""),
+                               ("A" * 50_000_000, "limit")):
+                reply = await exchange(ws, "obama", bad)
+                assert (reply["action"], reply["reason"]) == ("ACTION_ERROR", "INVALID_IMAGE_FORMAT")
+                assert reply["message"] and words in reply["message"]
+            await ws.send("{not json")
+            assert json.loads(await ws.recv())["reason"] == "INVALID_IMAGE_FORMAT"
+            assert (await exchange(ws, "obama", good))["action"] == "NO_ACTION"
+
+    asyncio.run(scenario())
+
+
+def test_the_151st_connection_is_refused(server) -> None:  # type: ignore[no-untyped-def]
+    url, _ = server
+
+    async def scenario() -> None:
+        sockets = [await websockets.connect(url) for _ in range(150)]
+        try:
+            extra = await websockets.connect(url)
+            message = json.loads(await asyncio.wait_for(extra.recv(), 10))
+            assert message == {"error": "CONNECTION_REFUSED", "message": "Server is at full capacity", "code": 4002}
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(extra.recv(), 10)
+            assert extra.close_code == 4002
+        finally:
+            await asyncio.gather(*(s.close() for s in sockets))
+
+    asyncio.run(scenario())
+
+
+def test_python_client_on_a_video(server, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    from faceport.clients.proctor import FaceRecognitionClient
+
+    url, ctx = server
+    enrol(ctx, "carphone", None)
+    replies = asyncio.run(FaceRecognitionClient(url, "carphone").run(
+        str(data_dir / "video/skv_carphone_pristine.mp4"), interval=0.0, limit=3))
+    assert [r["action"] for r in replies] == ["NO_ACTION"] * 3
