@@ -172,7 +172,7 @@ def blur_regions(image: BGRImage, boxes: Boxes, options: BlurOptions) -> BGRImag
             # The kernel grows with the region so large faces are as unreadable as small ones;
             # a downscale first keeps big kernels cheap.
             kk = max(k, (max(x2 - x1, y2 - y1) // 2) | 1)
-            factor = max(1, kk // 31)
+            factor = max(1, kk // 15)
             if factor > 1:
                 small = cv2.resize(roi, (max(1, (x2 - x1) // factor), max(1, (y2 - y1) // factor)),
                                    interpolation=cv2.INTER_AREA)
