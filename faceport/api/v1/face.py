@@ -7,7 +7,7 @@ the thread pool. Every score names the method that produced it.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Request
@@ -27,6 +27,7 @@ router = APIRouter(prefix="/api/v1", tags=["face"], dependencies=api_v1_dependen
 
 DetectorName = Literal["blazeface_short", "blazeface_full", "centerface"]
 EMBEDDING_MODEL = "dlib_resnet"
+P = TypeVar("P", bound=BaseModel)
 
 
 class DetectParams(BaseModel):
@@ -175,13 +176,19 @@ def _gallery_stats(ctx: AppContext) -> dict[str, int]:
     return dict(ctx.gallery.stats()) if ctx.gallery is not None else {"subjects": 0, "faces": 0}
 
 
+async def _image_request(request: Request, ctx: AppContext, model: type[P]) -> tuple[P, BGRImage]:
+    """The parameters and the decoded ``image`` of a single-image face request."""
+    fields = await read_fields(request)
+    params = validate_params(model, fields, exclude=("image", "image_base64"))
+    image = await image_field(ctx, fields, "image")
+    assert image is not None  # required=True raises MissingField instead
+    return params, image
+
+
 @router.post("/face/detect", response_model=Envelope[DetectData], summary="Detect faces",
              openapi_extra=body_doc(DetectParams, {"image": "JPEG, PNG, BMP or WebP"}))
 async def detect(request: Request, ctx: ContextDep) -> dict[str, Any]:
-    fields = await read_fields(request)
-    params = validate_params(DetectParams, fields, exclude=("image", "image_base64"))
-    image = await image_field(ctx, fields, "image")
-    assert image is not None
+    params, image = await _image_request(request, ctx, DetectParams)
     faces = await ctx.run(ctx.engine.detect, image, detector=params.detector, score_threshold=params.score_threshold,
                           max_faces=params.max_faces, landmarks=params.landmarks)
     name = _detector_name(ctx, params)
@@ -194,10 +201,7 @@ async def detect(request: Request, ctx: ContextDep) -> dict[str, Any]:
 @router.post("/face/recognize", response_model=Envelope[RecognizeData], summary="Recognise faces (1:N)",
              openapi_extra=body_doc(RecognizeParams, {"image": "JPEG, PNG, BMP or WebP"}))
 async def recognize(request: Request, ctx: ContextDep) -> dict[str, Any]:
-    fields = await read_fields(request)
-    params = validate_params(RecognizeParams, fields, exclude=("image", "image_base64"))
-    image = await image_field(ctx, fields, "image")
-    assert image is not None
+    params, image = await _image_request(request, ctx, RecognizeParams)
     threshold = _threshold(ctx, params.threshold)
     faces = await ctx.run(ctx.engine.detect, image, detector=params.detector, score_threshold=params.score_threshold,
                           max_faces=params.max_faces, landmarks=params.landmarks, embed=True)
@@ -277,10 +281,7 @@ def _analyze(ctx: AppContext, image: BGRImage, params: AnalyzeParams) -> list[An
 @router.post("/face/analyze", response_model=Envelope[AnalyzeData], summary="Everything available in one call",
              openapi_extra=body_doc(AnalyzeParams, {"image": "JPEG, PNG, BMP or WebP"}))
 async def analyze(request: Request, ctx: ContextDep) -> dict[str, Any]:
-    fields = await read_fields(request)
-    params = validate_params(AnalyzeParams, fields, exclude=("image", "image_base64"))
-    image = await image_field(ctx, fields, "image")
-    assert image is not None
+    params, image = await _image_request(request, ctx, AnalyzeParams)
     faces = await ctx.run(_analyze, ctx, image, params)
     detector = _detector_name(ctx, params)
     request.state.model_used = f"{detector},{EMBEDDING_MODEL}" + (",facemesh,iris" if params.landmarks else "")
