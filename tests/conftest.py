@@ -28,8 +28,15 @@ def read_bgr(path: Path) -> np.ndarray:
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not (SHARED_DATA / "manifest.json").is_file():
-        pytest.skip(f"shared test data not found at {SHARED_DATA} (set FACEPORT_TEST_DATA)")
+        missing_data(f"shared test data not found at {SHARED_DATA} (set FACEPORT_TEST_DATA)")
     return SHARED_DATA
+
+
+def missing_data(reason: str) -> None:
+    """Skip a test whose shared data is absent; under CI (``CI`` set) a missing data file is a failure."""
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
