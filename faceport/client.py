@@ -107,8 +107,11 @@ class FaceportClient:
         self.access_token, self.refresh_token = tokens["access_token"], tokens["refresh_token"]
         return tokens
 
-    def logout(self) -> None:
-        body = {"refresh_token": self.refresh_token} if self.refresh_token else {}
+    def logout(self, *, everywhere: bool = False) -> None:
+        """End this session; ``everywhere=True`` ends every session of the account."""
+        body: dict[str, Any] = {"refresh_token": self.refresh_token} if self.refresh_token else {}
+        if everywhere:
+            body["all"] = True
         self.request("POST", "/auth/logout", json=body, retry_on_expiry=False)
         self.access_token = self.refresh_token = None
 
@@ -144,8 +147,11 @@ class FaceportClient:
     def create_subject(self, name: str) -> dict[str, Any]:
         return dict(self.request("POST", "/face/subjects", json={"name": name}))
 
-    def list_subjects(self, page: int = 1, size: int = 20) -> dict[str, Any]:
-        return dict(self.request("GET", "/face/subjects", params={"page": page, "size": size}))
+    def list_subjects(self, page: int = 1, size: int = 20, owner: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"page": page, "size": size}
+        if owner is not None:
+            params["owner"] = owner  # admins only
+        return dict(self.request("GET", "/face/subjects", params=params))
 
     def get_subject(self, subject_id: str) -> dict[str, Any]:
         return dict(self.request("GET", f"/face/subjects/{subject_id}"))

@@ -16,6 +16,8 @@ class Principal:
         role: ``"admin"`` or ``"user"``.
         method: how the caller authenticated.
         token_id: the access token's ``jti`` or the API key's id.
+        session_id: the sign-in session a JWT belongs to (its refresh-token family,
+            claim ``sid``); ``None`` for API keys.
     """
 
     user_id: str | None
@@ -23,10 +25,21 @@ class Principal:
     role: Literal["admin", "user"]
     method: Literal["jwt", "api_key"]
     token_id: str | None = None
+    session_id: str | None = None
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def owner(self) -> str:
+        """Who the caller's stored objects (gallery subjects) belong to.
+
+        A user, and every API key acting for that user, own the same objects (the user id);
+        a service key acting for no user owns its own (``key:<key id>``; the operator's
+        ``FACEPORT_API_KEY`` is ``key:settings``).
+        """
+        return self.user_id if self.user_id else f"key:{self.token_id}"
 
     @property
     def rate_key(self) -> str:

@@ -11,7 +11,13 @@
   losers read the winner's).
 - Refresh tokens rotate: each use revokes the token and links its successor. Using a
   rotated token again means it was copied; the whole family is revoked and the request refused.
-- Logout revokes the access token's ``jti`` until it would expire, and the refresh family.
+- Sessions: a login starts a session, the refresh-token family. Access tokens carry it as
+  ``sid`` and every request checks that the family still has a live refresh token (one
+  indexed read), so revoking a session refuses its access tokens at once, in every process:
+  after refresh-token reuse, logout, logout everywhere (``{"all": true}``) and a password
+  change (which spares only the session that made it). Access tokens without ``sid``
+  (issued before sessions existed) are answered ``AUTH_EXPIRED``: refreshing replaces them.
+- Logout revokes the access token's ``jti`` until it would expire, and its session.
 - API keys: ``fpk_`` + 32 random bytes (urlsafe base64), shown once; only their sha256 is kept.
   The operator's ``FACEPORT_API_KEY`` (seeds B and E) is also accepted on ``/api/v1``, with the user role.
 
@@ -384,11 +390,15 @@ class AuthService:
 
     def update_profile(self, user_id: str, *, email: str | None = None, full_name: str | None = None,
                        clear_full_name: bool = False, password: str | None = None,
-                       current_password: str | None = None) -> UserRecord:
+                       current_password: str | None = None, keep_session: str | None = None) -> UserRecord:
         """Change a user's own e-mail, display name or password.
 
-        A new password needs the current one; setting it signs out the user's other sessions
-        (every refresh token is revoked; access tokens run out within their TTL).
+        A new password needs the current one; setting it ends the user's other sessions at
+        once: their refresh tokens are revoked, and with them their access tokens.
+
+        Args:
+            keep_session: The session (``Principal.session_id``) making the change, which
+                stays signed in; ``None`` ends every session.
 
         Raises:
             MissingField: ``password`` without ``current_password``.
@@ -409,8 +419,9 @@ class AuthService:
         with self.store.session() as session:
             if new_hash is not None:
                 repo.set_password(session=session, user_id=user_id, password_hash=new_hash)
-                revoked = repo.revoke_user_refresh_tokens(session=session, user_id=user_id)
-                log.info("user %s changed their password; %d refresh token(s) revoked", user_id, revoked)
+                revoked = repo.revoke_user_refresh_tokens(session=session, user_id=user_id, except_family=keep_session)
+                log.info("user %s changed their password; %d refresh token(s) of other sessions revoked",
+                         user_id, revoked)
             name: Any = UNSET  # UNSET keeps the current name
             if clear_full_name:
                 name = None
@@ -437,23 +448,29 @@ class AuthService:
     def _encode(self, claims: dict[str, Any]) -> str:
         return jwt.encode(claims, self.keys.private_key, algorithm=ALGORITHM, headers={"kid": self.keys.kid})
 
-    def _claims(self, user: UserRecord, typ: TokenType, jti: str, now: datetime, ttl: int) -> dict[str, Any]:
+    def _claims(self, user: UserRecord, typ: TokenType, jti: str, now: datetime, ttl: int,
+                sid: str | None = None) -> dict[str, Any]:
         iat = int(now.timestamp())
-        return {"iss": ISSUER, "sub": user.id, "username": user.username, "role": user.role, "jti": jti,
-                "typ": typ, "iat": iat, "exp": iat + ttl}
+        claims = {"iss": ISSUER, "sub": user.id, "username": user.username, "role": user.role, "jti": jti,
+                  "typ": typ, "iat": iat, "exp": iat + ttl}
+        if sid is not None:
+            claims["sid"] = sid
+        return claims
 
-    def issue_access_token(self, user: UserRecord, *, now: datetime | None = None) -> str:
-        """Sign an access token for ``user`` valid for ``access_ttl`` seconds from ``now``."""
-        return self._encode(self._claims(user, "access", uuid.uuid4().hex, now or datetime.now(UTC), self.access_ttl))
+    def issue_access_token(self, user: UserRecord, *, session_id: str, now: datetime | None = None) -> str:
+        """Sign an access token of session ``session_id`` (a refresh family) valid ``access_ttl`` seconds."""
+        return self._encode(self._claims(user, "access", uuid.uuid4().hex, now or datetime.now(UTC), self.access_ttl,
+                                         sid=session_id))
 
     def _issue_pair(self, session: Any, user: UserRecord, family: str | None, jti: str | None = None) -> TokenPair:
         now = datetime.now(UTC).replace(microsecond=0)
         jti = jti or uuid.uuid4().hex
-        repo.store_refresh_token(session=session, jti=jti, user_id=user.id, family=family or jti, issued_at=now,
+        family = family or jti
+        repo.store_refresh_token(session=session, jti=jti, user_id=user.id, family=family, issued_at=now,
                                  expires_at=now + timedelta(seconds=self.refresh_ttl))
         refresh = self._encode(self._claims(user, "refresh", jti, now, self.refresh_ttl))
-        return TokenPair(access_token=self.issue_access_token(user, now=now), refresh_token=refresh,
-                         expires_in=self.access_ttl)
+        return TokenPair(access_token=self.issue_access_token(user, session_id=family, now=now),
+                         refresh_token=refresh, expires_in=self.access_ttl)
 
     def decode_token(self, token: str, *, typ: TokenType) -> dict[str, Any]:
         """Verify a token's signature (RS256 only), issuer, required claims and type.
@@ -502,15 +519,26 @@ class AuthService:
         """Authenticate an access token (blocking: it reads the revocation list and the user).
 
         Raises:
-            FaceportError: AUTH_EXPIRED, or AUTH_INVALID (bad token, revoked, user deleted or deactivated).
+            FaceportError: AUTH_EXPIRED (also for a token without a session, issued before
+                sessions existed), or AUTH_INVALID (bad token, revoked, its session ended,
+                user deleted or deactivated).
         """
         claims = self.decode_token(token, typ="access")
+        sid = claims.get("sid")
+        if sid is None:
+            raise FaceportError("this access token predates sign-in sessions; refresh it with "
+                                "POST /api/v1/auth/refresh", code="AUTH_EXPIRED")
+        if not isinstance(sid, str) or not sid or len(sid) > 32:
+            raise _invalid("invalid token: bad 'sid' claim")
         with self.store.session() as session:
             if repo.is_access_token_revoked(session=session, jti=claims["jti"]):
                 raise _invalid("this token was revoked (logged out); sign in again")
+            if not repo.is_session_live(session=session, family=sid):
+                raise _invalid("this session was revoked (logged out, password changed or refresh token reuse); "
+                               "sign in again")
             user = self._active_user(session, claims["sub"])
         return Principal(user_id=user.id, username=user.username, role=_role(user.role), method="jwt",
-                         token_id=claims["jti"])
+                         token_id=claims["jti"], session_id=sid)
 
     def login(self, username: str, password: str) -> TokenPair:
         """Check a username and password and issue a token pair (a new refresh family).
@@ -576,10 +604,17 @@ class AuthService:
                     claims["sub"], reused_family, revoked)
         raise _invalid("refresh token reuse detected; every session of this sign-in was revoked, sign in again")
 
-    def logout(self, principal: Principal, refresh_token: str | None = None) -> LogoutResult:
-        """Revoke the caller's access token and, when given, its refresh token's whole family.
+    def logout(self, principal: Principal, refresh_token: str | None = None, *,
+               everywhere: bool = False) -> LogoutResult:
+        """End the caller's session: its access token, its refresh family, and the given refresh token's family.
 
-        The access token's ``jti`` is refused for ``access_ttl`` seconds, which outlasts the token.
+        The access token's ``jti`` is refused for ``access_ttl`` seconds, which outlasts the token;
+        the session's other access tokens are refused because the session is.
+
+        Args:
+            principal: The caller, signed in with a bearer token.
+            refresh_token: A refresh token of the caller whose family ends too.
+            everywhere: End every session of the account (every refresh family), not just this one.
 
         Raises:
             InvalidInput: The caller authenticated with an API key (revoke it instead).
@@ -605,12 +640,16 @@ class AuthService:
                     except NotFound:
                         family = None
         now = datetime.now(UTC)
+        families = {f for f in (principal.session_id, family) if f}
         with self.store.session() as session:
             repo.revoke_access_token(session=session, jti=principal.token_id,
                                      expires_at=now + timedelta(seconds=self.access_ttl + CLOCK_LEEWAY_S))
-            count = repo.revoke_family(session=session, family=family) if family else 0
+            if everywhere and principal.user_id is not None:
+                count = repo.revoke_user_refresh_tokens(session=session, user_id=principal.user_id)
+            else:
+                count = sum(repo.revoke_family(session=session, family=f) for f in sorted(families))
             repo.purge_expired(session=session, now=now)
-        log.info("user %s signed out", principal.username)
+        log.info("user %s signed out%s", principal.username, " everywhere" if everywhere else "")
         return LogoutResult(access_token_revoked=True, refresh_tokens_revoked=count)
 
     # -- API keys -----------------------------------------------------------------------------

@@ -6,7 +6,12 @@ embedding (little-endian float32 bytes), its box, detector score, the embedding 
 name and the sha256 of the image it came from.
 
 Subject names are trimmed, 1 to 255 characters, without control characters, and
-unique (case-sensitive, as on both backends' default collations).
+unique per owner (case-sensitive, as on both backends' default collations).
+
+Owners: every subject has an ``owner`` (a principal id, see
+:attr:`faceport.principal.Principal.owner`). Functions that read or change one subject
+take ``owner``: given, a subject of another owner is ``NotFound`` exactly like a missing one
+(no existence oracle); ``None`` means every owner (admins).
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import ScalarSelect, delete, func, select
+from sqlalchemy import ScalarSelect, Select, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -31,7 +37,10 @@ from faceport.store.models import Subject, SubjectFace, utcnow
 
 logger = logging.getLogger(__name__)
 
+_Query = TypeVar("_Query", bound=Select[Any])
+
 MAX_NAME_LENGTH = 255
+MAX_OWNER_LENGTH = 64
 MAX_MODEL_LENGTH = 64
 MAX_PAGE_SIZE = 1000
 MAX_EMBEDDING_DIM = 4096
@@ -47,10 +56,11 @@ class SubjectRecord:
 
     Attributes:
         id: 32 hex characters.
-        name: Unique display name.
+        name: Display name, unique per owner.
         face_count: Example faces stored for the subject.
         created_at: Timezone-aware UTC.
         updated_at: Timezone-aware UTC; changes on rename.
+        owner: The principal it belongs to; ``None`` for a pre-owner row no admin existed for.
     """
 
     id: str
@@ -58,6 +68,7 @@ class SubjectRecord:
     face_count: int
     created_at: datetime
     updated_at: datetime
+    owner: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +124,13 @@ class EmbeddingChunk:
         face_ids: (m,) face ids.
         subject_ids: (m,) the subject of each face.
         embeddings: (m, dim) float32, read-only, native byte order.
+        owners: (m,) the owner of each face's subject.
     """
 
     face_ids: list[str]
     subject_ids: list[str]
     embeddings: NDArray[np.float32]
+    owners: list[str | None]
 
     def __len__(self) -> int:
         return len(self.face_ids)
@@ -126,65 +139,75 @@ class EmbeddingChunk:
 # --- subjects --------------------------------------------------------------------------
 
 
-def create_subject(*, session: Session, name: str) -> SubjectRecord:
+def create_subject(*, session: Session, name: str, owner: str | None) -> SubjectRecord:
     """Add a subject with no faces yet.
 
     Args:
         session: Open session; the subject is committed with it.
         name: Display name; surrounding whitespace is trimmed.
+        owner: The principal it belongs to (``None``: admins only, as pre-owner rows).
 
     Returns:
         The new subject, ``face_count`` 0.
 
     Raises:
-        InvalidInput: The name is empty, too long, has control characters, or is taken
-            (``details["field"] == "name"``).
+        InvalidInput: The name is empty, too long, has control characters, or is taken by
+            another subject of the same owner (``details["field"] == "name"``), or ``owner``
+            is not 1 to 64 characters.
     """
     clean = _clean_name(name)
-    _refuse_taken_name(session, clean)
+    if owner is not None and (not isinstance(owner, str) or not 1 <= len(owner) <= MAX_OWNER_LENGTH):
+        raise InvalidInput(f"owner must be 1 to {MAX_OWNER_LENGTH} characters", details={"field": "owner"})
+    _refuse_taken_name(session, clean, owner)
     now = utcnow()
-    subject = Subject(id=uuid.uuid4().hex, name=clean, created_at=now, updated_at=now)
+    subject = Subject(id=uuid.uuid4().hex, owner=owner, name=clean, created_at=now, updated_at=now)
     session.add(subject)
     _flush_unique_name(session, clean)
     logger.debug("created subject %s", subject.id)
-    return SubjectRecord(subject.id, subject.name, 0, subject.created_at, subject.updated_at)
+    return _subject_record(subject, 0)
 
 
-def get_subject(*, session: Session, subject_id: str) -> SubjectRecord:
+def get_subject(*, session: Session, subject_id: str, owner: str | None = None) -> SubjectRecord:
     """Read one subject with its face count.
 
     Raises:
-        NotFound: No subject has this id.
+        NotFound: No subject has this id (of this ``owner`` when given).
     """
-    row = session.execute(select(Subject, _face_count()).where(Subject.id == subject_id)).one_or_none()
+    query = _owned(select(Subject, _face_count()).where(Subject.id == subject_id), owner)
+    row = session.execute(query).one_or_none()
     if row is None:
         raise _subject_not_found(subject_id)
     return _subject_record(row[0], row[1])
 
 
-def get_subject_by_name(*, session: Session, name: str) -> SubjectRecord:
+def get_subject_by_name(*, session: Session, name: str, owner: str | None = None) -> SubjectRecord:
     """Read one subject by its name (trimmed first), as CompreFace addresses subjects.
 
+    Names are unique per owner; with ``owner=None`` the oldest subject of that name is returned.
+
     Raises:
-        NotFound: No subject has this name.
+        NotFound: No subject (of this ``owner`` when given) has this name.
     """
     clean = name.strip() if isinstance(name, str) else name
-    row = session.execute(select(Subject, _face_count()).where(Subject.name == clean)).one_or_none()
+    query = _owned(select(Subject, _face_count()).where(Subject.name == clean), owner)
+    row = session.execute(query.order_by(Subject.created_at, Subject.id).limit(1)).one_or_none()
     if row is None:
         raise NotFound(f"subject named {clean!r} not found", details={"name": clean})
     return _subject_record(row[0], row[1])
 
 
-def list_subjects(*, session: Session, page: int = 1, size: int = 20) -> tuple[list[SubjectRecord], int]:
+def list_subjects(*, session: Session, page: int = 1, size: int = 20,
+                  owner: str | None = None) -> tuple[list[SubjectRecord], int]:
     """One page of subjects ordered by name, with their face counts.
 
     Args:
         session: Open session.
         page: 1-based page number.
         size: Subjects per page, 1 to 1000.
+        owner: Only this owner's subjects; ``None``: every owner's.
 
     Returns:
-        The page's subjects and the total number of subjects.
+        The page's subjects and the total number of (this owner's) subjects.
 
     Raises:
         InvalidInput: ``page`` below 1 or ``size`` out of range.
@@ -193,9 +216,9 @@ def list_subjects(*, session: Session, page: int = 1, size: int = 20) -> tuple[l
         raise InvalidInput(f"page must be at least 1, got {page}", details={"field": "page"})
     if not 1 <= size <= MAX_PAGE_SIZE:
         raise InvalidInput(f"size must be between 1 and {MAX_PAGE_SIZE}, got {size}", details={"field": "size"})
-    total = session.scalar(select(func.count()).select_from(Subject)) or 0
+    total = session.scalar(_owned(select(func.count()).select_from(Subject), owner)) or 0
     query = (
-        select(Subject, _face_count())
+        _owned(select(Subject, _face_count()), owner)
         .order_by(Subject.name, Subject.id)
         .limit(size)
         .offset((page - 1) * size)
@@ -203,29 +226,36 @@ def list_subjects(*, session: Session, page: int = 1, size: int = 20) -> tuple[l
     return [_subject_record(subject, count) for subject, count in session.execute(query)], int(total)
 
 
-def count_subjects(*, session: Session) -> int:
-    """Number of subjects, with or without faces."""
-    return int(session.scalar(select(func.count()).select_from(Subject)) or 0)
+def count_subjects(*, session: Session, owner: str | None = None) -> int:
+    """Number of subjects (of ``owner`` when given), with or without faces."""
+    return int(session.scalar(_owned(select(func.count()).select_from(Subject), owner)) or 0)
 
 
-def rename_subject(*, session: Session, subject_id: str, name: str) -> SubjectRecord:
+def count_subjects_by_owner(*, session: Session) -> dict[str | None, int]:
+    """Number of subjects of each owner (``None``: the pre-owner rows no admin existed for)."""
+    query = select(Subject.owner, func.count()).group_by(Subject.owner)
+    return {owner: int(count) for owner, count in session.execute(query)}
+
+
+def rename_subject(*, session: Session, subject_id: str, name: str, owner: str | None = None) -> SubjectRecord:
     """Give a subject a new name; renaming to its current name changes nothing but ``updated_at``.
 
     Raises:
-        NotFound: No subject has this id.
-        InvalidInput: The name is invalid or belongs to another subject (``details["field"] == "name"``).
+        NotFound: No subject has this id (of this ``owner`` when given).
+        InvalidInput: The name is invalid or belongs to another subject of the subject's owner
+            (``details["field"] == "name"``).
     """
     clean = _clean_name(name)
-    subject = _load_subject(session, subject_id)
+    subject = _load_subject(session, subject_id, owner)
     if subject.name != clean:
-        _refuse_taken_name(session, clean)
+        _refuse_taken_name(session, clean, subject.owner)
     subject.name = clean
     subject.updated_at = utcnow()
     _flush_unique_name(session, clean)
     return get_subject(session=session, subject_id=subject_id)
 
 
-def delete_subject(*, session: Session, subject_id: str) -> SubjectRecord:
+def delete_subject(*, session: Session, subject_id: str, owner: str | None = None) -> SubjectRecord:
     """Delete a subject and all its faces.
 
     The faces are deleted explicitly rather than left to ``ON DELETE CASCADE``, so the
@@ -235,9 +265,9 @@ def delete_subject(*, session: Session, subject_id: str) -> SubjectRecord:
         The subject as it was, ``face_count`` being the number of faces deleted.
 
     Raises:
-        NotFound: No subject has this id.
+        NotFound: No subject has this id (of this ``owner`` when given).
     """
-    record = get_subject(session=session, subject_id=subject_id)
+    record = get_subject(session=session, subject_id=subject_id, owner=owner)
     session.execute(delete(SubjectFace).where(SubjectFace.subject_id == subject_id))
     session.execute(delete(Subject).where(Subject.id == subject_id))
     logger.debug("deleted subject %s and %d face(s)", subject_id, record.face_count)
@@ -256,6 +286,7 @@ def add_face(
     bbox: Sequence[float],
     score: float,
     image_sha256: str,
+    owner: str | None = None,
 ) -> FaceRecord:
     """Store one example face of a subject.
 
@@ -267,12 +298,13 @@ def add_face(
         bbox: (x1, y1, x2, y2) finite pixel coordinates.
         score: Finite detector confidence.
         image_sha256: 64 lowercase hex characters.
+        owner: When given, the subject must be this owner's.
 
     Returns:
         The stored face.
 
     Raises:
-        NotFound: No subject has this id.
+        NotFound: No subject has this id (of this ``owner`` when given).
         InvalidInput: An argument is malformed (``details["field"]`` names it).
     """
     vector = _as_embedding(embedding)
@@ -283,7 +315,7 @@ def add_face(
         raise InvalidInput(f"score must be a finite number, got {score!r}", details={"field": "score"})
     if not isinstance(image_sha256, str) or not _SHA256_RE.match(image_sha256):
         raise InvalidInput("image_sha256 must be 64 lowercase hex characters", details={"field": "image_sha256"})
-    _load_subject(session, subject_id)
+    _load_subject(session, subject_id, owner)
     face = SubjectFace(
         id=uuid.uuid4().hex,
         subject_id=subject_id,
@@ -300,13 +332,13 @@ def add_face(
     return FaceRecord.from_row(face)
 
 
-def list_faces(*, session: Session, subject_id: str) -> list[FaceRecord]:
+def list_faces(*, session: Session, subject_id: str, owner: str | None = None) -> list[FaceRecord]:
     """A subject's faces, oldest first.
 
     Raises:
-        NotFound: No subject has this id.
+        NotFound: No subject has this id (of this ``owner`` when given).
     """
-    _load_subject(session, subject_id)
+    _load_subject(session, subject_id, owner)
     query = (
         select(SubjectFace)
         .where(SubjectFace.subject_id == subject_id)
@@ -315,16 +347,16 @@ def list_faces(*, session: Session, subject_id: str) -> list[FaceRecord]:
     return [FaceRecord.from_row(face) for face in session.scalars(query)]
 
 
-def delete_face(*, session: Session, subject_id: str, face_id: str) -> FaceRecord:
+def delete_face(*, session: Session, subject_id: str, face_id: str, owner: str | None = None) -> FaceRecord:
     """Delete one face of a subject.
 
     Returns:
         The face as it was.
 
     Raises:
-        NotFound: No subject has this id, or it has no face with this id.
+        NotFound: No subject has this id (of this ``owner`` when given), or it has no face with this id.
     """
-    _load_subject(session, subject_id)
+    _load_subject(session, subject_id, owner)
     face = session.scalars(
         select(SubjectFace).where(SubjectFace.id == face_id, SubjectFace.subject_id == subject_id)
     ).one_or_none()
@@ -363,7 +395,7 @@ def iter_all_embeddings(
         chunk_size: Rows per chunk, at least 1.
 
     Yields:
-        Chunks of at most ``chunk_size`` faces, in no particular order.
+        Chunks of at most ``chunk_size`` faces, in no particular order, with each face's owner.
 
     Raises:
         InvalidInput: ``dim`` or ``chunk_size`` out of range.
@@ -372,7 +404,11 @@ def iter_all_embeddings(
         raise InvalidInput(f"dim must be between 1 and {MAX_EMBEDDING_DIM}, got {dim}")
     if chunk_size < 1:
         raise InvalidInput(f"chunk_size must be at least 1, got {chunk_size}")
-    query = select(SubjectFace.id, SubjectFace.subject_id, SubjectFace.embedding).where(SubjectFace.dim == dim)
+    query = (
+        select(SubjectFace.id, SubjectFace.subject_id, SubjectFace.embedding, Subject.owner)
+        .join(Subject, Subject.id == SubjectFace.subject_id)
+        .where(SubjectFace.dim == dim)
+    )
     if model is not None:
         query = query.where(SubjectFace.model == model)
     # Core execution on the session's connection: the ORM's per-row loading would double the time.
@@ -382,6 +418,7 @@ def iter_all_embeddings(
         face_ids = [row[0] for row in rows]
         subject_ids = [row[1] for row in rows]
         blobs = [bytes(row[2]) for row in rows]  # psycopg hands back memoryview
+        owners = [row[3] for row in rows]
         if any(len(blob) != row_bytes for blob in blobs):
             keep = [i for i, blob in enumerate(blobs) if len(blob) == row_bytes]
             logger.warning("skipping %d stored face(s) whose embedding is not %d float32 values",
@@ -389,10 +426,11 @@ def iter_all_embeddings(
             face_ids = [face_ids[i] for i in keep]
             subject_ids = [subject_ids[i] for i in keep]
             blobs = [blobs[i] for i in keep]
+            owners = [owners[i] for i in keep]
         if not blobs:
             continue
         matrix = np.frombuffer(b"".join(blobs), dtype=_EMBEDDING_DTYPE).reshape(len(blobs), dim)
-        yield EmbeddingChunk(face_ids, subject_ids, matrix.astype(np.float32, copy=False))
+        yield EmbeddingChunk(face_ids, subject_ids, matrix.astype(np.float32, copy=False), owners)
 
 
 def subject_names(*, session: Session, subject_ids: Sequence[str] | None = None) -> dict[str, str]:
@@ -423,16 +461,23 @@ def _face_count() -> ScalarSelect[int]:
 
 
 def _subject_record(subject: Subject, face_count: int | None) -> SubjectRecord:
-    return SubjectRecord(subject.id, subject.name, int(face_count or 0), subject.created_at, subject.updated_at)
+    return SubjectRecord(subject.id, subject.name, int(face_count or 0), subject.created_at, subject.updated_at,
+                         subject.owner)
+
+
+def _owned(query: _Query, owner: str | None) -> _Query:
+    """Restrict a query over ``subjects`` to one owner's rows; ``None`` leaves it whole."""
+    return query if owner is None else query.where(Subject.owner == owner)
 
 
 def _subject_not_found(subject_id: str) -> NotFound:
     return NotFound(f"subject {subject_id!r} not found", details={"subject_id": subject_id})
 
 
-def _load_subject(session: Session, subject_id: str) -> Subject:
+def _load_subject(session: Session, subject_id: str, owner: str | None = None) -> Subject:
     subject = session.get(Subject, subject_id, populate_existing=True)
-    if subject is None:
+    # Someone else's subject reads exactly like a missing one: ids are not an existence oracle.
+    if subject is None or (owner is not None and subject.owner != owner):
         raise _subject_not_found(subject_id)
     return subject
 
@@ -451,12 +496,13 @@ def _clean_name(name: object) -> str:
 
 
 def _duplicate_name(name: str) -> InvalidInput:
-    return InvalidInput(f"a subject named {name!r} already exists",
+    return InvalidInput(f"a subject named {name!r} already exists for this owner",
                         details={"field": "name", "validation": "unique", "name": name})
 
 
-def _refuse_taken_name(session: Session, name: str) -> None:
-    if session.scalar(select(Subject.id).where(Subject.name == name)) is not None:
+def _refuse_taken_name(session: Session, name: str, owner: str | None) -> None:
+    same_owner = Subject.owner.is_(None) if owner is None else Subject.owner == owner
+    if session.scalar(select(Subject.id).where(Subject.name == name, same_owner)) is not None:
         raise _duplicate_name(name)
 
 

@@ -20,11 +20,13 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
     String,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -144,13 +146,18 @@ class User(Base):
 
 class RefreshToken(Base):
     """One issued refresh token. Rotation: using it revokes it and links its successor;
-    reusing a revoked one revokes its whole ``family`` (a stolen token is then useless)."""
+    reusing a revoked one revokes its whole ``family`` (a stolen token is then useless).
+
+    The family is the sign-in session: access tokens carry it as ``sid`` and are refused once
+    no token of their family is live; ``(family, revoked_at)`` makes that one index probe.
+    """
 
     __tablename__ = "refresh_tokens"
+    __table_args__ = (Index("ix_refresh_tokens_family_revoked_at", "family", "revoked_at"),)
 
     jti: Mapped[str] = mapped_column(String(32), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(32), ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    family: Mapped[str] = mapped_column(String(32), index=True)
+    family: Mapped[str] = mapped_column(String(32))
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -185,12 +192,20 @@ class ApiKey(Base):
 
 
 class Subject(Base):
-    """A person in the recognition gallery (CompreFace's "subject")."""
+    """A person in the recognition gallery (CompreFace's "subject").
+
+    ``owner`` is the principal it belongs to: a user id, or ``key:<api key id>`` for a service
+    key acting for no user (:attr:`faceport.principal.Principal.owner`). ``NULL`` only for rows
+    that predate owners on a server that had no admin yet; admins alone see those.
+    Names are unique per owner.
+    """
 
     __tablename__ = "subjects"
+    __table_args__ = (UniqueConstraint("owner", "name"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    name: Mapped[str] = mapped_column(String(255), unique=True)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    name: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

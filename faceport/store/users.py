@@ -326,19 +326,33 @@ def revoke_family(*, session: Session, family: str) -> int:
     return int(result.rowcount or 0)
 
 
-def revoke_user_refresh_tokens(*, session: Session, user_id: str) -> int:
-    """Revoke every live refresh token of a user (password changed: sign out other sessions).
+def revoke_user_refresh_tokens(*, session: Session, user_id: str, except_family: str | None = None) -> int:
+    """Revoke every live refresh token of a user (logout everywhere; password changed).
+
+    Args:
+        session: Open session.
+        user_id: Whose tokens.
+        except_family: A family (sign-in session) to leave alive, e.g. the one changing the password.
 
     Returns:
         How many tokens this call revoked.
     """
-    result: Any = session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
+    query = update(RefreshToken).where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+    if except_family is not None:
+        query = query.where(RefreshToken.family != except_family)
+    result: Any = session.execute(query.values(revoked_at=utcnow()).execution_options(synchronize_session=False))
     return int(result.rowcount or 0)
+
+
+def is_session_live(*, session: Session, family: str) -> bool:
+    """Whether a sign-in session (refresh-token family) still has a live refresh token.
+
+    A family is live from login until it is logged out, revoked for reuse or by a password
+    change; rotation always leaves exactly one live token. One probe of
+    ``ix_refresh_tokens_family_revoked_at``, so it runs on every authenticated request.
+    """
+    query = select(RefreshToken.jti).where(RefreshToken.family == family, RefreshToken.revoked_at.is_(None))
+    return session.scalar(query.limit(1)) is not None
 
 
 # ---- revoked access tokens --------------------------------------------------------------------

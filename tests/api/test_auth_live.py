@@ -113,6 +113,50 @@ def test_register_login_profile_refresh_reuse_logout(live_server) -> None:
                      "AUTH_INVALID")
 
 
+def test_revoked_sessions_lose_their_access_tokens_at_once(live_server) -> None:
+    """Reuse detection, logout everywhere and a password change refuse access tokens immediately, not at expiry."""
+    profile = "/api/v1/auth/profile"
+    with httpx.Client(base_url=live_server.url, timeout=30) as http:
+        assert_success(http.post("/api/v1/auth/register", json=USER), 201)
+        other_user = {"username": "bob", "email": "bob@example.com", "password": "bob-password-1"}
+        assert_success(http.post("/api/v1/auth/register", json=other_user), 201)
+        bob = login(http, "bob", other_user["password"])
+
+        # Reuse of a rotated refresh token: the whole session's access tokens die with it.
+        stolen = login(http, "ada", USER["password"])
+        unrelated = login(http, "ada", USER["password"])
+        rotated = assert_success(http.post("/api/v1/auth/refresh", json={"refresh_token": stolen["refresh_token"]}))
+        assert_success(http.get(profile, headers=bearer(rotated)))
+        assert_error(http.post("/api/v1/auth/refresh", json={"refresh_token": stolen["refresh_token"]}), 401,
+                     "AUTH_INVALID")
+        for tokens in (stolen, rotated):
+            refused = assert_error(http.get(profile, headers=bearer(tokens)), 401, "AUTH_INVALID")
+            assert "session was revoked" in refused["message"]
+        assert_success(http.get(profile, headers=bearer(unrelated)))  # another session of the same user
+
+        # A password change ends every other session at once; the session making it stays.
+        changer = login(http, "ada", USER["password"])
+        changed = http.put(profile, headers=bearer(changer),
+                           json={"password": "ada-password-2", "current_password": USER["password"]})
+        assert_success(changed)
+        assert_error(http.get(profile, headers=bearer(unrelated)), 401, "AUTH_INVALID")
+        assert_error(http.post("/api/v1/auth/refresh", json={"refresh_token": unrelated["refresh_token"]}), 401,
+                     "AUTH_INVALID")
+        assert_success(http.get(profile, headers=bearer(changer)))
+        changer = assert_success(http.post("/api/v1/auth/refresh", json={"refresh_token": changer["refresh_token"]}))
+
+        # Logout everywhere: every session of the account, this one included; other accounts untouched.
+        second = login(http, "ada", "ada-password-2")
+        out = assert_success(http.post("/api/v1/auth/logout", headers=bearer(second), json={"all": True}))
+        assert out == {"logged_out": True, "refresh_tokens_revoked": 2}
+        for tokens in (changer, second):
+            assert_error(http.get(profile, headers=bearer(tokens)), 401, "AUTH_INVALID")
+            assert_error(http.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}), 401,
+                         "AUTH_INVALID")
+        assert assert_success(http.get(profile, headers=bearer(bob)))["username"] == "bob"
+        assert_success(http.get(profile, headers=bearer(login(http, "ada", "ada-password-2"))))
+
+
 def test_admin_route_is_forbidden_to_users_and_open_to_admins(live_server) -> None:
     with httpx.Client(base_url=live_server.url, timeout=30) as http:
         assert_success(http.post("/api/v1/auth/register", json=USER), 201)

@@ -130,7 +130,7 @@ def test_model_loads_through_the_cache_show_up(client: TestClient) -> None:
 def test_gallery_size_shows_up(client: TestClient) -> None:
     gallery = client.app.state.context.gallery  # type: ignore[attr-defined]
     before = value(scrape(client), "faceport_gallery_subjects")
-    gallery.create_subject("Ada Lovelace")
+    gallery.create_subject("Ada Lovelace", owner="key:metrics")
     text = scrape(client)
     assert value(text, "faceport_gallery_subjects") == before + 1
     assert value(text, "faceport_gallery_faces") == gallery.stats()["faces"]

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from faceport.store.models import SubjectFace
-from tests.conftest import FIXTURES, read_bgr
+from tests.conftest import FIXTURES, read_bgr, register_headers
 
 API = "/api/v1/face/subjects"
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -164,7 +164,7 @@ def test_pagination(client, auth_headers) -> None:
     first = page(page=1, size=10)
     assert (first["page"], first["size"], first["total"]) == (1, 10, 25)
     assert [item["name"] for item in first["items"]] == names[:10]
-    assert {"id", "name", "face_count", "created_at"} == set(first["items"][0])
+    assert {"id", "name", "face_count", "created_at", "owner"} == set(first["items"][0])
     assert [item["name"] for item in page(page=3, size=10)["items"]] == names[20:]
     assert page(page=4, size=10)["items"] == []
     default = page()
@@ -210,3 +210,108 @@ def test_names_rename_and_delete(client, auth_headers) -> None:
     _error(client.get(f"{API}/{grace['id']}", headers=auth_headers), 404, "NOT_FOUND")
     assert ctx.gallery.stats() == {"subjects": 1, "faces": 0}
     assert client.get(API, headers=auth_headers).json()["data"]["items"][0]["id"] == other["id"]
+
+
+# --- owners ----------------------------------------------------------------------------
+
+OTHER_USER = {"username": "mallory", "email": "mallory@example.com", "password": "mallory-password"}
+RECOGNIZE, VERIFY = "/api/v1/face/recognize", "/api/v1/face/verify"
+
+
+def _user_id(client: Any, headers: dict[str, str]) -> str:
+    return str(client.get("/api/v1/auth/profile", headers=headers).json()["data"]["id"])
+
+
+def _candidates(client: Any, headers: dict[str, str], photo: bytes, **fields: str) -> dict[str, Any]:
+    response = client.post(RECOGNIZE, files={"image": ("g.jpg", photo)}, data=fields, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+def test_another_users_subjects_are_not_found_and_never_recognised(client, auth_headers, admin_headers) -> None:
+    photo = (FIXTURES / "mpl_grace_hopper.jpg").read_bytes()
+    grace = _create(client, auth_headers, "Grace")
+    face = _enrol(client, auth_headers, grace["id"], FIXTURES / "mpl_grace_hopper.jpg").json()["data"]
+    owner = _user_id(client, auth_headers)
+    assert grace["owner"] == owner
+    other = register_headers(client, OTHER_USER)
+
+    # Everything the other user can try on the first user's subject answers like a missing id.
+    cases = [
+        ("get", f"{API}/{{id}}", {}),
+        ("put", f"{API}/{{id}}", {"json": {"name": "Stolen"}}),
+        ("delete", f"{API}/{{id}}", {}),
+        ("get", f"{API}/{{id}}/faces", {}),
+        ("post", f"{API}/{{id}}/faces", {"files": {"image": ("g.jpg", photo)}}),
+        ("delete", f"{API}/{{id}}/faces/" + face["id"], {}),
+        ("post", VERIFY, {"files": {"image1": ("g.jpg", photo)}, "data": {"subject_id": "{id}"}}),
+    ]
+    for method, template, kwargs in cases:
+        answers = []
+        for subject_id in (grace["id"], MISSING):
+            filled = {**kwargs, "data": {k: v.format(id=subject_id) for k, v in kwargs["data"].items()}} \
+                if "data" in kwargs else kwargs
+            response = client.request(method, template.format(id=subject_id), headers=other, **filled)
+            answers.append(_error(response, 404, "NOT_FOUND")["message"].replace(subject_id, "<id>"))
+        assert answers[0] == answers[1], (method, template)
+
+    listing = client.get(API, headers=other).json()["data"]
+    assert (listing["total"], listing["items"]) == (0, [])
+    found = _candidates(client, other, photo)
+    assert found["faces"][0]["candidates"] == [] and found["faces"][0]["subject"] is None
+    assert found["gallery"] == {"subjects": 0, "faces": 0}
+    # Names are unique per owner: the other user may have their own "Grace", recognised for them only.
+    theirs = _create(client, other, "Grace")
+    assert _enrol(client, other, theirs["id"], FIXTURES / "mpl_grace_hopper.jpg").status_code == 201
+    assert [c["subject_id"] for c in _candidates(client, other, photo)["faces"][0]["candidates"]] == [theirs["id"]]
+    mine = _candidates(client, auth_headers, photo)
+    assert [c["subject_id"] for c in mine["faces"][0]["candidates"]] == [grace["id"]]
+    assert mine["faces"][0]["subject"]["subject_id"] == grace["id"]
+    assert mine["gallery"] == {"subjects": 1, "faces": 1}
+    # The first user's subject came through untouched.
+    got = client.get(f"{API}/{grace['id']}", headers=auth_headers).json()["data"]
+    assert (got["name"], got["face_count"]) == ("Grace", 1)
+    # Filtering by owner is for admins; others are refused whatever the owner asked for.
+    _error(client.get(API, params={"owner": owner}, headers=other), 403, "AUTH_FORBIDDEN")
+    _error(client.post(RECOGNIZE, files={"image": ("g.jpg", photo)}, data={"owner": owner}, headers=other),
+           403, "AUTH_FORBIDDEN")
+
+    # Admins see every subject, filter by owner, and may act on anyone's.
+    everyone = client.get(API, headers=admin_headers).json()["data"]
+    assert {item["id"] for item in everyone["items"]} == {grace["id"], theirs["id"]}
+    filtered = client.get(API, params={"owner": owner}, headers=admin_headers).json()["data"]
+    assert [item["id"] for item in filtered["items"]] == [grace["id"]] and filtered["total"] == 1
+    assert {c["subject_id"] for c in _candidates(client, admin_headers, photo)["faces"][0]["candidates"]} == {
+        grace["id"], theirs["id"]}
+    only_theirs = _candidates(client, admin_headers, photo, owner=_user_id(client, other))
+    assert [c["subject_id"] for c in only_theirs["faces"][0]["candidates"]] == [theirs["id"]]
+    verified = client.post(VERIFY, files={"image1": ("g.jpg", photo)}, data={"subject_id": grace["id"]},
+                           headers=admin_headers)
+    assert verified.status_code == 200 and verified.json()["data"]["verified"] is True
+    renamed = client.put(f"{API}/{theirs['id']}", json={"name": "Grace H"}, headers=admin_headers)
+    assert renamed.status_code == 200 and renamed.json()["data"]["owner"] == theirs["owner"]
+    assert client.delete(f"{API}/{theirs['id']}", headers=admin_headers).status_code == 200
+    assert client.get(API, headers=other).json()["data"]["total"] == 0
+
+
+def test_api_keys_own_subjects_like_their_user_or_themselves(client, auth_headers, admin_headers) -> None:
+    user_id = _user_id(client, auth_headers)
+    grace = _create(client, auth_headers, "Grace")
+
+    def key(**body: Any) -> dict[str, str]:
+        created = client.post("/api/v1/auth/api-keys", json={"name": "k", **body}, headers=admin_headers)
+        assert created.status_code == 201, created.text
+        return {"X-API-Key": created.json()["data"]["key"]}
+
+    users_key, service_key = key(user_id=user_id), key()
+    # A key acting for a user sees and owns that user's subjects.
+    assert [s["id"] for s in client.get(API, headers=users_key).json()["data"]["items"]] == [grace["id"]]
+    by_key = _create(client, users_key, "Ada")
+    assert by_key["owner"] == user_id
+    assert client.get(f"{API}/{by_key['id']}", headers=auth_headers).status_code == 200
+    # A service key owns its own subjects, apart from every user's.
+    service = _create(client, service_key, "Grace")
+    assert service["owner"].startswith("key:")
+    assert [s["id"] for s in client.get(API, headers=service_key).json()["data"]["items"]] == [service["id"]]
+    _error(client.get(f"{API}/{grace['id']}", headers=service_key), 404, "NOT_FOUND")
+    _error(client.get(f"{API}/{service['id']}", headers=auth_headers), 404, "NOT_FOUND")

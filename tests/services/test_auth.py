@@ -69,10 +69,10 @@ def _hand_made(header: dict[str, Any], claims: dict[str, Any], sign: Callable[[b
     return f"{signing_input.decode()}.{_b64(sign(signing_input))}"
 
 
-def _access_claims(auth: AuthService, user_id: str, **overrides: Any) -> dict[str, Any]:
+def _access_claims(auth: AuthService, user_id: str, sid: Any, **overrides: Any) -> dict[str, Any]:
     now = int(time.time())
     claims = {"iss": "faceport", "sub": user_id, "username": "ada", "role": "user", "jti": os.urandom(16).hex(),
-              "typ": "access", "iat": now, "exp": now + 600}
+              "typ": "access", "iat": now, "exp": now + 600, "sid": sid}
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -175,42 +175,59 @@ def _other_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-TOKEN_CASES: list[tuple[str, Callable[[AuthService, str], str], str | None]] = [
-    ("valid", lambda a, uid: jwt.encode(_access_claims(a, uid), a.keys.private_key, algorithm="RS256"), None),
+TOKEN_CASES: list[tuple[str, Callable[[AuthService, str, str], str], str | None]] = [
+    ("valid", lambda a, uid, sid: jwt.encode(_access_claims(a, uid, sid), a.keys.private_key, algorithm="RS256"), None),
     ("expired an hour ago",
-     lambda a, uid: jwt.encode(_access_claims(a, uid, iat=int(time.time()) - 7200, exp=int(time.time()) - 3600),
+     lambda a, uid, sid: jwt.encode(_access_claims(a, uid, sid, iat=int(time.time()) - 7200,
+                                                   exp=int(time.time()) - 3600),
                                a.keys.private_key, algorithm="RS256"), "AUTH_EXPIRED"),
     ("alg none",
-     lambda a, uid: _hand_made({"alg": "none", "typ": "JWT"}, _access_claims(a, uid), lambda _: b""), "AUTH_INVALID"),
+     lambda a, uid, sid: _hand_made({"alg": "none", "typ": "JWT"}, _access_claims(a, uid, sid), lambda _: b""),
+     "AUTH_INVALID"),
     ("alg None, signature kept",
-     lambda a, uid: _hand_made({"alg": "None", "typ": "JWT"}, _access_claims(a, uid), lambda _: b"x" * 32),
+     lambda a, uid, sid: _hand_made({"alg": "None", "typ": "JWT"}, _access_claims(a, uid, sid), lambda _: b"x" * 32),
      "AUTH_INVALID"),
     ("HS256 keyed with the public key PEM (algorithm confusion)",
-     lambda a, uid: _hand_made({"alg": "HS256", "typ": "JWT"}, _access_claims(a, uid),
+     lambda a, uid, sid: _hand_made({"alg": "HS256", "typ": "JWT"}, _access_claims(a, uid, sid),
                                lambda data: hmac.new(a.keys.public_pem, data, hashlib.sha256).digest()),
      "AUTH_INVALID"),
     ("signed by another RSA key",
-     lambda a, uid: jwt.encode(_access_claims(a, uid), _other_key(), algorithm="RS256"), "AUTH_INVALID"),
+     lambda a, uid, sid: jwt.encode(_access_claims(a, uid, sid), _other_key(), algorithm="RS256"), "AUTH_INVALID"),
     ("RS512 with the right key",
-     lambda a, uid: jwt.encode(_access_claims(a, uid), a.keys.private_key, algorithm="RS512"), "AUTH_INVALID"),
+     lambda a, uid, sid: jwt.encode(_access_claims(a, uid, sid), a.keys.private_key, algorithm="RS512"),
+     "AUTH_INVALID"),
     ("payload changed after signing",
-     lambda a, uid: _tamper(jwt.encode(_access_claims(a, uid), a.keys.private_key, algorithm="RS256")),
+     lambda a, uid, sid: _tamper(jwt.encode(_access_claims(a, uid, sid), a.keys.private_key, algorithm="RS256")),
      "AUTH_INVALID"),
     ("wrong issuer",
-     lambda a, uid: jwt.encode(_access_claims(a, uid, iss="someone-else"), a.keys.private_key, algorithm="RS256"),
+     lambda a, uid, sid: jwt.encode(_access_claims(a, uid, sid, iss="someone-else"), a.keys.private_key,
+                                    algorithm="RS256"),
      "AUTH_INVALID"),
-    ("no jti", lambda a, uid: jwt.encode(_access_claims(a, uid, jti=None), a.keys.private_key, algorithm="RS256"),
+    ("no jti",
+     lambda a, uid, sid: jwt.encode(_access_claims(a, uid, sid, jti=None), a.keys.private_key, algorithm="RS256"),
      "AUTH_INVALID"),
-    ("no exp", lambda a, uid: jwt.encode(_access_claims(a, uid, exp=None), a.keys.private_key, algorithm="RS256"),
+    ("no exp",
+     lambda a, uid, sid: jwt.encode(_access_claims(a, uid, sid, exp=None), a.keys.private_key, algorithm="RS256"),
      "AUTH_INVALID"),
-    ("no typ", lambda a, uid: jwt.encode(_access_claims(a, uid, typ=None), a.keys.private_key, algorithm="RS256"),
+    ("no typ",
+     lambda a, uid, sid: jwt.encode(_access_claims(a, uid, sid, typ=None), a.keys.private_key, algorithm="RS256"),
      "AUTH_INVALID"),
     ("a refresh token used as access token",
-     lambda a, uid: jwt.encode(_access_claims(a, uid, typ="refresh"), a.keys.private_key, algorithm="RS256"),
+     lambda a, uid, sid: jwt.encode(_access_claims(a, uid, sid, typ="refresh"), a.keys.private_key, algorithm="RS256"),
      "AUTH_INVALID"),
     ("unknown user",
-     lambda a, uid: jwt.encode(_access_claims(a, "0" * 32), a.keys.private_key, algorithm="RS256"), "AUTH_INVALID"),
-    ("not a JWT", lambda a, uid: "not.a.jwt", "AUTH_INVALID"),
+     lambda a, uid, sid: jwt.encode(_access_claims(a, "0" * 32, sid), a.keys.private_key, algorithm="RS256"),
+     "AUTH_INVALID"),
+    ("not a JWT", lambda a, uid, sid: "not.a.jwt", "AUTH_INVALID"),
+    ("no session (issued before sessions existed): refresh it",
+     lambda a, uid, sid: jwt.encode(_access_claims(a, uid, None), a.keys.private_key, algorithm="RS256"),
+     "AUTH_EXPIRED"),
+    ("a session that never existed",
+     lambda a, uid, sid: jwt.encode(_access_claims(a, uid, "f" * 32), a.keys.private_key, algorithm="RS256"),
+     "AUTH_INVALID"),
+    ("sid not a string",
+     lambda a, uid, sid: jwt.encode(_access_claims(a, uid, ["x"]), a.keys.private_key, algorithm="RS256"),
+     "AUTH_INVALID"),
 ]
 
 
@@ -222,10 +239,11 @@ def _tamper(token: str) -> str:
 
 
 @pytest.mark.parametrize(("make", "code"), [pytest.param(m, c, id=i) for i, m, c in TOKEN_CASES])
-def test_access_token_verification(auth: AuthService, make: Callable[[AuthService, str], str],
+def test_access_token_verification(auth: AuthService, make: Callable[[AuthService, str, str], str],
                                    code: str | None) -> None:
     user = auth.register("ada", "ada@example.com", PASSWORD)
-    token = make(auth, user.id)
+    session_id = _sid(auth.login("ada", PASSWORD).access_token)
+    token = make(auth, user.id, session_id)
     if code is None:
         assert auth.authenticate_token(token).user_id == user.id
         return
@@ -236,7 +254,7 @@ def test_access_token_verification(auth: AuthService, make: Callable[[AuthServic
 
 def test_hs256_forgery_is_well_formed(auth: AuthService) -> None:
     """The algorithm-confusion token above really carries a valid HMAC over the public key PEM."""
-    token = TOKEN_CASES[4][1](auth, "u" * 32)
+    token = TOKEN_CASES[4][1](auth, "u" * 32, "s" * 32)
     signing_input, _, signature = token.rpartition(".")
     expected = hmac.new(auth.keys.public_pem, signing_input.encode(), hashlib.sha256).digest()
     assert _b64(expected) == signature
@@ -257,7 +275,8 @@ def test_refresh_token_is_refused_as_access_and_access_as_refresh(auth: AuthServ
 def test_expired_refresh_token_is_auth_expired(auth: AuthService) -> None:
     user = auth.register("ada", "ada@example.com", PASSWORD)
     past = int(time.time()) - 7200
-    token = jwt.encode(_access_claims(auth, user.id, typ="refresh", iat=past, exp=past + 60), auth.keys.private_key,
+    claims = _access_claims(auth, user.id, None, typ="refresh", iat=past, exp=past + 60)
+    token = jwt.encode(claims, auth.keys.private_key,
                        algorithm="RS256")
     with pytest.raises(FaceportError) as excinfo:
         auth.refresh(token)
@@ -267,6 +286,10 @@ def test_expired_refresh_token_is_auth_expired(auth: AuthService) -> None:
 # ---- rotation, reuse, logout ------------------------------------------------------------------
 def _jti(token: str) -> str:
     return str(jwt.decode(token, options={"verify_signature": False})["jti"])
+
+
+def _sid(token: str) -> str:
+    return str(jwt.decode(token, options={"verify_signature": False})["sid"])
 
 
 def test_refresh_rotates_and_reuse_revokes_the_whole_family(auth: AuthService, store: Store) -> None:
@@ -281,6 +304,8 @@ def test_refresh_rotates_and_reuse_revokes_the_whole_family(auth: AuthService, s
     assert old.is_revoked and old.replaced_by == new.jti
     assert new.family == old.family and not new.is_revoked
 
+    assert _sid(first.access_token) == _sid(second.access_token) == new.family  # one session throughout
+
     with pytest.raises(FaceportError) as reuse:
         auth.refresh(first.refresh_token)  # a copy of the rotated token: theft
     assert _code(reuse) == "AUTH_INVALID" and "reuse" in reuse.value.message
@@ -289,6 +314,12 @@ def test_refresh_rotates_and_reuse_revokes_the_whole_family(auth: AuthService, s
     with pytest.raises(FaceportError) as successor:
         auth.refresh(second.refresh_token)  # the legitimate successor died with its family
     assert _code(successor) == "AUTH_INVALID"
+    # Every access token of the revoked session is refused at once, not when it expires.
+    for token in (first.access_token, second.access_token):
+        with pytest.raises(FaceportError) as access:
+            auth.authenticate_token(token)
+        assert _code(access) == "AUTH_INVALID" and "session was revoked" in access.value.message
+    assert auth.authenticate_token(other_session.access_token).username == "ada"  # other sessions live on
     assert auth.refresh(other_session.refresh_token).token_type == "bearer"  # other families are untouched
 
 
@@ -326,8 +357,42 @@ def test_logout_revokes_the_access_token_and_the_refresh_family(auth: AuthServic
     with store.session() as session:
         row = session.scalars(select(RevokedToken).where(RevokedToken.jti == principal.token_id)).one()
         assert row.expires_at.timestamp() >= exp  # refused for as long as the token would live
+    with pytest.raises(FaceportError) as sibling:
+        auth.authenticate_token(first.access_token)  # an earlier access token of the same session
+    assert _code(sibling) == "AUTH_INVALID"
     fresh = auth.login("ada", PASSWORD)  # logging out ends one session, not the account
     assert auth.authenticate_token(fresh.access_token).username == "ada"
+
+
+def test_logout_without_a_refresh_token_still_ends_the_session(auth: AuthService) -> None:
+    auth.register("ada", "ada@example.com", PASSWORD)
+    pair = auth.login("ada", PASSWORD)
+    other = auth.login("ada", PASSWORD)
+    result = auth.logout(auth.authenticate_token(pair.access_token))
+    assert result.refresh_tokens_revoked == 1
+    with pytest.raises(FaceportError) as refresh:
+        auth.refresh(pair.refresh_token)
+    assert _code(refresh) == "AUTH_INVALID"
+    assert auth.authenticate_token(other.access_token).username == "ada"
+
+
+def test_logout_everywhere_ends_every_session_of_the_account_only(auth: AuthService) -> None:
+    auth.register("ada", "ada@example.com", PASSWORD)
+    auth.register("bob", "bob@example.com", PASSWORD)
+    sessions = [auth.login("ada", PASSWORD) for _ in range(3)]
+    rotated = auth.refresh(sessions[1].refresh_token)
+    bob = auth.login("bob", PASSWORD)
+    result = auth.logout(auth.authenticate_token(sessions[0].access_token), everywhere=True)
+    assert result.access_token_revoked and result.refresh_tokens_revoked == 3
+    for pair in (*sessions, rotated):
+        with pytest.raises(FaceportError) as access:
+            auth.authenticate_token(pair.access_token)
+        assert _code(access) == "AUTH_INVALID"
+    with pytest.raises(FaceportError) as refresh:
+        auth.refresh(rotated.refresh_token)
+    assert _code(refresh) == "AUTH_INVALID"
+    assert auth.authenticate_token(bob.access_token).username == "bob"  # another account is untouched
+    assert auth.authenticate_token(auth.login("ada", PASSWORD).access_token).username == "ada"
 
 
 def test_logout_refuses_someone_elses_refresh_token(auth: AuthService) -> None:
@@ -369,15 +434,20 @@ def test_role_comes_from_the_database_not_the_token(auth: AuthService, store: St
 
 def test_changing_the_password_needs_the_current_one_and_ends_other_sessions(auth: AuthService) -> None:
     user = auth.register("ada", "ada@example.com", PASSWORD)
+    auth.register("bob", "bob@example.com", PASSWORD)
+    bob = auth.login("bob", PASSWORD)
     pair = auth.login("ada", PASSWORD)
+    changing = auth.login("ada", PASSWORD)  # the session that changes the password
+    changer = auth.authenticate_token(changing.access_token)
     with pytest.raises(MissingField) as missing:
         auth.update_profile(user.id, password="brand-new-password")
     assert missing.value.details["field"] == "current_password"
     with pytest.raises(InvalidInput) as wrong:
         auth.update_profile(user.id, password="brand-new-password", current_password="not-it")
     assert wrong.value.details["field"] == "current_password"
+    assert auth.authenticate_token(pair.access_token).username == "ada"  # failed attempts change nothing
     updated = auth.update_profile(user.id, password="brand-new-password", current_password=PASSWORD,
-                                  full_name="Ada Lovelace")
+                                  full_name="Ada Lovelace", keep_session=changer.session_id)
     assert updated.full_name == "Ada Lovelace"
     with pytest.raises(FaceportError):
         auth.login("ada", PASSWORD)
@@ -385,6 +455,12 @@ def test_changing_the_password_needs_the_current_one_and_ends_other_sessions(aut
     with pytest.raises(FaceportError) as old_session:
         auth.refresh(pair.refresh_token)
     assert _code(old_session) == "AUTH_INVALID"
+    with pytest.raises(FaceportError) as old_access:
+        auth.authenticate_token(pair.access_token)  # refused at once, not after its 15 minutes
+    assert _code(old_access) == "AUTH_INVALID"
+    assert auth.authenticate_token(changing.access_token).session_id == changer.session_id  # the changer stays
+    assert auth.refresh(changing.refresh_token).token_type == "bearer"
+    assert auth.authenticate_token(bob.access_token).username == "bob"
 
 
 def test_create_admin_creates_then_promotes(auth: AuthService) -> None:

@@ -5,20 +5,26 @@ from __future__ import annotations
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
-from sqlalchemy import insert
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, insert, inspect, text
+from sqlalchemy.engine import make_url
 
 from faceport.errors import InvalidInput, NotFound
 from faceport.store import Store
+from faceport.store.db import MIGRATIONS_DIR
 from faceport.store.gallery import (
     FaceRecord,
     SubjectRecord,
     add_face,
     count_faces,
     count_subjects,
+    count_subjects_by_owner,
     create_subject,
     delete_face,
     delete_subject,
@@ -32,7 +38,11 @@ from faceport.store.gallery import (
 )
 from faceport.store.models import SubjectFace, utcnow
 
+if TYPE_CHECKING:
+    from tests.store.conftest import StoreTarget
+
 SHA = "ab" * 32
+OWNER = "0a" * 16  # a user id
 
 
 def _unit(rng: np.random.Generator, dim: int = 128) -> np.ndarray:
@@ -40,9 +50,9 @@ def _unit(rng: np.random.Generator, dim: int = 128) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
-def _subject(store: Store, name: str) -> SubjectRecord:
+def _subject(store: Store, name: str, owner: str | None = OWNER) -> SubjectRecord:
     with store.session() as session:
-        return create_subject(session=session, name=name)
+        return create_subject(session=session, name=name, owner=owner)
 
 
 def _face(store: Store, subject_id: str, embedding: np.ndarray, **overrides: Any) -> FaceRecord:
@@ -348,3 +358,131 @@ def test_iter_all_embeddings_refuses_bad_arguments(store: Store) -> None:
         with pytest.raises(InvalidInput):
             list(iter_all_embeddings(session=session, dim=128, chunk_size=0))
         assert list(iter_all_embeddings(session=session, dim=128)) == []
+
+
+# --- owners ----------------------------------------------------------------------------
+
+OTHER = "0b" * 16
+
+
+def test_names_are_unique_per_owner_not_globally(store: Store) -> None:
+    mine, theirs = _subject(store, "alice"), _subject(store, "alice", OTHER)
+    assert mine.id != theirs.id and (mine.owner, theirs.owner) == (OWNER, OTHER)
+    with pytest.raises(InvalidInput, match="already exists"):
+        _subject(store, " alice ", OTHER)
+    bob = _subject(store, "bob", OTHER)
+    with store.session() as session:
+        with pytest.raises(InvalidInput, match="already exists"):
+            rename_subject(session=session, subject_id=bob.id, name="alice")  # taken within its owner
+    with store.session() as session:
+        assert rename_subject(session=session, subject_id=mine.id, name="bob").name == "bob"  # free within mine
+        assert get_subject_by_name(session=session, name="alice", owner=OTHER).id == theirs.id
+        assert get_subject_by_name(session=session, name="bob", owner=OWNER).id == mine.id
+        assert count_subjects(session=session, owner=OTHER) == 2
+        assert count_subjects_by_owner(session=session) == {OWNER: 1, OTHER: 2}
+
+
+def test_someone_elses_subject_reads_exactly_like_a_missing_one(store: Store) -> None:
+    rng = np.random.default_rng(7)
+    theirs = _subject(store, "theirs", OTHER)
+    face = _face(store, theirs.id, _unit(rng))
+    _subject(store, "mine")
+
+    def attempts(session: Any, subject_id: str) -> list[Any]:
+        return [lambda: get_subject(session=session, subject_id=subject_id, owner=OWNER),
+                lambda: rename_subject(session=session, subject_id=subject_id, name="stolen", owner=OWNER),
+                lambda: delete_subject(session=session, subject_id=subject_id, owner=OWNER),
+                lambda: list_faces(session=session, subject_id=subject_id, owner=OWNER),
+                lambda: delete_face(session=session, subject_id=subject_id, face_id=face.id, owner=OWNER),
+                lambda: add_face(session=session, subject_id=subject_id, embedding=_unit(rng), model="dlib_resnet",
+                                 bbox=[0, 0, 1, 1], score=0.9, image_sha256=SHA, owner=OWNER)]
+
+    missing = "f" * 32
+    with store.session() as session:
+        for other_owner, absent in zip(attempts(session, theirs.id), attempts(session, missing), strict=True):
+            with pytest.raises(NotFound) as refused:
+                other_owner()
+            with pytest.raises(NotFound) as not_there:
+                absent()
+            assert refused.value.code == not_there.value.code == "NOT_FOUND"
+            assert refused.value.message.replace(theirs.id, missing) == not_there.value.message
+        with pytest.raises(NotFound):
+            get_subject_by_name(session=session, name="theirs", owner=OWNER)
+        mine_only, total = list_subjects(session=session, owner=OWNER)
+        assert [s.name for s in mine_only] == ["mine"] and total == 1
+        every, total = list_subjects(session=session)  # owner=None: admins see every owner's
+        assert [s.name for s in every] == ["mine", "theirs"] and total == 2
+    with store.session() as session:  # untouched by the refused attempts, and reachable by its owner
+        assert get_subject(session=session, subject_id=theirs.id, owner=OTHER) == theirs.__class__(
+            theirs.id, "theirs", 1, theirs.created_at, theirs.updated_at, OTHER)
+        assert [f.id for f in list_faces(session=session, subject_id=theirs.id, owner=OTHER)] == [face.id]
+        chunk, = iter_all_embeddings(session=session, dim=128)
+        assert chunk.owners == [OTHER] and chunk.subject_ids == [theirs.id]
+
+
+def _migrated_to_0003(store_target: StoreTarget) -> Engine:
+    """A database of this target migrated only to 0003, the schema before owners."""
+    url = make_url(store_target.url)
+    if url.get_backend_name() == "sqlite":
+        Path(str(url.database)).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args=store_target.connect_args)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0003")
+    return engine
+
+
+@pytest.mark.parametrize("with_admin", [True, False])
+def test_migration_0004_gives_existing_subjects_to_the_first_admin(store_target: StoreTarget,
+                                                                  with_admin: bool) -> None:
+    engine = _migrated_to_0003(store_target)
+    now = utcnow()
+    users = [("u-user", "user", now - timedelta(days=3)), ("u-late-admin", "admin", now - timedelta(days=1)),
+             ("u-first-admin", "admin", now - timedelta(days=2))]
+    rng = np.random.default_rng(8)
+    vectors = [_unit(rng) for _ in range(3)]
+    try:
+        with engine.begin() as connection:
+            for user_id, role, created in users:
+                if role == "admin" and not with_admin:
+                    continue
+                connection.execute(text(
+                    "INSERT INTO users (id, username, email, password_hash, role, is_active, created_at, updated_at)"
+                    " VALUES (:id, :id, :email, 'x', :role, :active, :created, :created)"),
+                    {"id": user_id, "email": f"{user_id}@example.com", "role": role, "active": True,
+                     "created": created})
+            for i, name in enumerate(["alice", "bob"]):
+                connection.execute(text("INSERT INTO subjects (id, name, created_at, updated_at) "
+                                        "VALUES (:id, :name, :now, :now)"), {"id": f"s{i}", "name": name, "now": now})
+            for i, vector in enumerate(vectors):
+                connection.execute(text(
+                    "INSERT INTO subject_faces (id, subject_id, embedding, dim, model, bbox, score, image_sha256,"
+                    " created_at) VALUES (:id, :subject, :embedding, 128, 'dlib_resnet', '[0, 0, 1, 1]', 0.9, :sha,"
+                    " :now)"), {"id": f"f{i}", "subject": f"s{min(i, 1)}", "embedding": vector.astype("<f4").tobytes(),
+                               "sha": SHA, "now": now})
+    finally:
+        engine.dispose()
+
+    store = store_target.open()  # migrates 0003 -> head
+    try:
+        expected_owner = "u-first-admin" if with_admin else None
+        with store.session() as session:
+            subjects, total = list_subjects(session=session)
+            assert total == 2 and {s.owner for s in subjects} == {expected_owner}
+            assert count_subjects_by_owner(session=session) == {expected_owner: 2}
+            faces = {f.id: f for s in subjects for f in list_faces(session=session, subject_id=s.id)}
+            assert sorted(faces) == ["f0", "f1", "f2"]  # SQLite rebuilds the table: the faces must survive
+            for i, vector in enumerate(vectors):
+                np.testing.assert_array_equal(faces[f"f{i}"].embedding, vector)
+            if with_admin:
+                assert [s.name for s in list_subjects(session=session, owner="u-first-admin")[0]] == ["alice", "bob"]
+                assert list_subjects(session=session, owner="u-user")[1] == 0
+        # Names are unique per owner from now on.
+        assert _subject(store, "alice", "u-user").owner == "u-user"
+        indexes = {index["name"] for index in inspect(store.engine).get_indexes("subjects",
+                                                                                 schema=store_target.schema)}
+        assert "ix_subjects_owner" in indexes
+    finally:
+        store.dispose()

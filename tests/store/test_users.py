@@ -115,6 +115,24 @@ def test_refresh_token_rotation_and_family_revocation(store: Store) -> None:
         assert repo.get_refresh_token(session=session, jti=other).is_revoked
 
 
+def test_a_session_is_live_while_its_family_has_a_live_token(store: Store) -> None:
+    user = _user(store)
+    expires = utcnow() + timedelta(days=7)
+    first, second, kept = (uuid.uuid4().hex for _ in range(3))
+    with store.session() as session:
+        assert repo.is_session_live(session=session, family=first) is False  # never issued
+        repo.store_refresh_token(session=session, jti=first, user_id=user.id, family=first, expires_at=expires)
+        repo.store_refresh_token(session=session, jti=kept, user_id=user.id, family=kept, expires_at=expires)
+        assert repo.is_session_live(session=session, family=first)
+        repo.revoke_refresh_token(session=session, jti=first, replaced_by=second)  # rotation: one live token
+        repo.store_refresh_token(session=session, jti=second, user_id=user.id, family=first, expires_at=expires)
+        assert repo.is_session_live(session=session, family=first)
+        # A password change spares the session that made it.
+        assert repo.revoke_user_refresh_tokens(session=session, user_id=user.id, except_family=kept) == 1
+        assert not repo.is_session_live(session=session, family=first)
+        assert repo.is_session_live(session=session, family=kept)
+
+
 def test_access_token_revocation_is_idempotent_and_purged_after_expiry(store: Store) -> None:
     user = _user(store)
     now = utcnow()

@@ -63,9 +63,13 @@ class RefreshRequest(BaseModel):
 
 
 class LogoutRequest(BaseModel):
-    """``POST /auth/logout``: optionally the refresh token, so its whole family is revoked too."""
+    """``POST /auth/logout``: ends this session; ``all: true`` ends every session of the account.
+
+    ``refresh_token`` (optional) ends that token's session too.
+    """
 
     refresh_token: str | None = Field(default=None, max_length=8192, repr=False)
+    all: bool = Field(default=False, description="sign out everywhere: every session of the account")
 
 
 class ProfileUpdate(BaseModel):
@@ -190,10 +194,11 @@ async def refresh(request: Request, body: RefreshRequest, auth: AuthDep) -> dict
 
 # ---- the caller's own account -----------------------------------------------------------------
 @router.post("/auth/logout", response_model=Envelope[LogoutOut], dependencies=AUTHENTICATED,
-             summary="Revoke this access token and, if given, the refresh token's session")
+             summary="End this session (or every session with {\"all\": true}); its tokens are refused at once")
 async def logout(request: Request, principal: CurrentPrincipal, auth: AuthDep,
                  body: LogoutRequest | None = None) -> dict[str, Any]:
-    result = await run_in_threadpool(auth.logout, principal, body.refresh_token if body else None)
+    result = await run_in_threadpool(lambda: auth.logout(principal, body.refresh_token if body else None,
+                                                         everywhere=bool(body and body.all)))
     return ok(request, _dump(LogoutOut(logged_out=result.access_token_revoked,
                                        refresh_tokens_revoked=result.refresh_tokens_revoked)))
 
@@ -220,7 +225,7 @@ async def update_profile(request: Request, body: ProfileUpdate, principal: Curre
     clear_name = "full_name" in body.model_fields_set and body.full_name is None
     user = await run_in_threadpool(lambda: auth.update_profile(
         user_id, email=body.email, full_name=body.full_name, clear_full_name=clear_name, password=body.password,
-        current_password=body.current_password))
+        current_password=body.current_password, keep_session=principal.session_id))
     return ok(request, _dump(UserPublic.from_record(user)))
 
 

@@ -3,6 +3,9 @@
 Images come as multipart files (``image``; ``image1``/``image2`` for verify) or as base64 /
 data-URL strings in a JSON body (or ``<field>_base64`` form fields). Blocking work runs on
 the thread pool. Every score names the method that produced it.
+
+Recognition and verification against the gallery see only the caller's subjects (admins:
+every subject, or one owner's with ``owner``); someone else's ``subject_id`` is ``NOT_FOUND``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from faceport.api.context import AppContext
-from faceport.api.deps import ContextDep
+from faceport.api.deps import ContextDep, CurrentPrincipal
 from faceport.api.envelope import Envelope, ok
 from faceport.api.ratelimit import api_v1_dependencies
 from faceport.api.requests import body_doc, image_field, read_fields, validate_params
@@ -22,6 +25,7 @@ from faceport.engine.attributes import face_quality, head_pose
 from faceport.engine.embed import compare
 from faceport.engine.types import BGRImage, Faces
 from faceport.errors import NoFace
+from faceport.services.gallery import owner_scope
 
 router = APIRouter(prefix="/api/v1", tags=["face"], dependencies=api_v1_dependencies("user", "face"))
 
@@ -42,6 +46,8 @@ class DetectParams(BaseModel):
 class RecognizeParams(DetectParams):
     top_k: int = Field(5, ge=1, le=100, description="candidate subjects per face")
     threshold: float | None = Field(None, gt=0.0, le=2.0, description="max embedding distance for a match")
+    owner: str | None = Field(None, min_length=1, max_length=64,
+                              description="admins: search only this owner's subjects (default: every subject)")
 
 
 class VerifyParams(BaseModel):
@@ -164,16 +170,18 @@ def _threshold(ctx: AppContext, value: float | None) -> float:
     return value if value is not None else ctx.engine.options.verify_threshold
 
 
-def _candidates(ctx: AppContext, embedding: np.ndarray, k: int, threshold: float) -> list[Candidate]:
+def _candidates(ctx: AppContext, embedding: np.ndarray, k: int, threshold: float,
+                owner: str | None) -> list[Candidate]:
     if ctx.gallery is None:
         return []
     return [Candidate(subject_id=m.subject_id, subject=m.subject_name, distance=round(m.distance, 4),
                       similarity=round(m.similarity, 4), match=m.distance <= threshold)
-            for m in ctx.gallery.search(embedding, k=k)]
+            for m in ctx.gallery.search(embedding, k=k, owner=owner)]
 
 
-def _gallery_stats(ctx: AppContext) -> dict[str, int]:
-    return dict(ctx.gallery.stats()) if ctx.gallery is not None else {"subjects": 0, "faces": 0}
+def _gallery_stats(ctx: AppContext, owner: str | None) -> dict[str, int]:
+    """The size of the gallery the caller searched: their own subjects, or what an admin searched."""
+    return dict(ctx.gallery.stats(owner=owner)) if ctx.gallery is not None else {"subjects": 0, "faces": 0}
 
 
 async def _image_request(request: Request, ctx: AppContext, model: type[P]) -> tuple[P, BGRImage]:
@@ -200,8 +208,9 @@ async def detect(request: Request, ctx: ContextDep) -> dict[str, Any]:
 
 @router.post("/face/recognize", response_model=Envelope[RecognizeData], summary="Recognise faces (1:N)",
              openapi_extra=body_doc(RecognizeParams, {"image": "JPEG, PNG, BMP or WebP"}))
-async def recognize(request: Request, ctx: ContextDep) -> dict[str, Any]:
+async def recognize(request: Request, ctx: ContextDep, principal: CurrentPrincipal) -> dict[str, Any]:
     params, image = await _image_request(request, ctx, RecognizeParams)
+    owner = owner_scope(principal, params.owner)
     threshold = _threshold(ctx, params.threshold)
     faces = await ctx.run(ctx.engine.detect, image, detector=params.detector, score_threshold=params.score_threshold,
                           max_faces=params.max_faces, landmarks=params.landmarks, embed=True)
@@ -209,10 +218,10 @@ async def recognize(request: Request, ctx: ContextDep) -> dict[str, Any]:
     out = []
     for i in range(len(faces)):
         assert faces.embedding is not None
-        candidates = await ctx.run(_candidates, ctx, faces.embedding[i], params.top_k, threshold)
+        candidates = await ctx.run(_candidates, ctx, faces.embedding[i], params.top_k, threshold, owner)
         best = candidates[0] if candidates and candidates[0].match else None
         out.append(RecognizedFace(**_face_fields(faces, i), subject=best, candidates=candidates))
-    data = RecognizeData(faces=out, count=len(out), threshold=threshold, gallery=_gallery_stats(ctx),
+    data = RecognizeData(faces=out, count=len(out), threshold=threshold, gallery=_gallery_stats(ctx, owner),
                          method=f"{EMBEDDING_MODEL} L2 distance, exact search")
     return ok(request, data.model_dump())
 
@@ -226,7 +235,7 @@ def _largest_embedding(ctx: AppContext, image: BGRImage, detector: str | None, w
 
 @router.post("/face/verify", response_model=Envelope[VerifyData], summary="Verify two faces (1:1)",
              openapi_extra=body_doc(VerifyParams, {"image1": "first image", "image2": "second image (or subject_id)"}))
-async def verify(request: Request, ctx: ContextDep) -> dict[str, Any]:
+async def verify(request: Request, ctx: ContextDep, principal: CurrentPrincipal) -> dict[str, Any]:
     fields = await read_fields(request)
     params = validate_params(VerifyParams, fields, exclude=("image1", "image2", "image1_base64", "image2_base64"))
     image1 = await image_field(ctx, fields, "image1")
@@ -244,7 +253,7 @@ async def verify(request: Request, ctx: ContextDep) -> dict[str, Any]:
         method = f"{EMBEDDING_MODEL} L2 distance"
     else:
         assert params.subject_id is not None
-        references = await ctx.run(ctx.gallery.subject_embeddings, params.subject_id)
+        references = await ctx.run(ctx.gallery.subject_embeddings, params.subject_id, owner=owner_scope(principal))
         results = [compare(first.embedding[0], ref, threshold=threshold) for ref in references]
         if not results:
             raise NoFace("the subject has no enrolled faces", details={"field": "subject_id"})
@@ -256,7 +265,7 @@ async def verify(request: Request, ctx: ContextDep) -> dict[str, Any]:
     return ok(request, data.model_dump())
 
 
-def _analyze(ctx: AppContext, image: BGRImage, params: AnalyzeParams) -> list[AnalyzedFace]:
+def _analyze(ctx: AppContext, image: BGRImage, params: AnalyzeParams, owner: str | None) -> list[AnalyzedFace]:
     faces = ctx.engine.detect(image, detector=params.detector, score_threshold=params.score_threshold,
                               max_faces=params.max_faces, landmarks=params.landmarks, embed=True)
     threshold = _threshold(ctx, params.threshold)
@@ -268,7 +277,7 @@ def _analyze(ctx: AppContext, image: BGRImage, params: AnalyzeParams) -> list[An
             p = head_pose(faces.landmarks[i])
             pose = Pose(yaw=p.yaw, pitch=p.pitch, roll=p.roll)
         q = face_quality(image, faces.xyxy[i])
-        candidates = _candidates(ctx, faces.embedding[i], params.top_k, threshold)
+        candidates = _candidates(ctx, faces.embedding[i], params.top_k, threshold, owner)
         out.append(AnalyzedFace(
             **_face_fields(faces, i), pose=pose,
             quality=QualityOut(sharpness=q.sharpness, brightness=q.brightness, size=q.size),
@@ -280,9 +289,9 @@ def _analyze(ctx: AppContext, image: BGRImage, params: AnalyzeParams) -> list[An
 
 @router.post("/face/analyze", response_model=Envelope[AnalyzeData], summary="Everything available in one call",
              openapi_extra=body_doc(AnalyzeParams, {"image": "JPEG, PNG, BMP or WebP"}))
-async def analyze(request: Request, ctx: ContextDep) -> dict[str, Any]:
+async def analyze(request: Request, ctx: ContextDep, principal: CurrentPrincipal) -> dict[str, Any]:
     params, image = await _image_request(request, ctx, AnalyzeParams)
-    faces = await ctx.run(_analyze, ctx, image, params)
+    faces = await ctx.run(_analyze, ctx, image, params, owner_scope(principal))
     detector = _detector_name(ctx, params)
     request.state.model_used = f"{detector},{EMBEDDING_MODEL}" + (",facemesh,iris" if params.landmarks else "")
     methods = {"detection": detector, "landmarks": "facemesh+iris" if params.landmarks else "none",
