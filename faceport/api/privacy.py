@@ -1,9 +1,11 @@
 """Seed E's REST API on the privacy app: ``POST /api/v1/process``, ``GET /api/v1/jobs/{id}``, ``GET /api/v1/models``.
 
-``POST /api/v1/process`` takes the seed's JSON body (paths relative to the media root), or a
-multipart form for clients that cannot share a disk: ``file`` (the media), optional
-``config`` (a JSON string) and ``output_path``. Errors are the seed's ``{"error", "message",
-"code"}`` bodies (``faceport.api.errors``).
+``POST /api/v1/process`` takes the seed's JSON body (paths relative to the media root, plus
+``overwrite``), or a multipart form for clients that cannot share a disk: ``file`` (the media,
+spooled to disk by the parser and copied in chunks, never held whole in memory), optional
+``config`` (a JSON string), ``output_path`` and ``overwrite`` (``true``/``false``). Types are
+strict; an error message names the field and the type it expects. Errors are the seed's
+``{"error", "message", "code"}`` bodies (``faceport.api.errors``).
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from faceport.api.deps import ApiKeyDep, ContextDep
-from faceport.errors import InvalidInput, ProcessingFailed
+from faceport.errors import FileTooLarge, InvalidInput, ProcessingFailed
 from faceport.services.privacy import MAX_PATH_CHARS, PrivacyService, invalid_input, json_type
 from faceport.store import JobRecord, JobState
 
 log = logging.getLogger(__name__)
+
+_MAX_JSON_BYTES = 1 << 20
 
 router = APIRouter(prefix="/api/v1", tags=["privacy"], dependencies=[ApiKeyDep])
 
@@ -29,7 +33,9 @@ router = APIRouter(prefix="/api/v1", tags=["privacy"], dependencies=[ApiKeyDep])
 class ProcessBody(BaseModel):
     """Seed E's request body. Strict: ``"yes"`` is not a boolean, ``5`` is not a path."""
 
-    model_config = ConfigDict(strict=True, extra="forbid")
+    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra={"examples": [
+        {"input_path": "photo.jpg", "output_path": "outputs/photo.jpg",
+         "config": {"video": {"face_detection": True}}}]})
 
     input_path: str = Field(max_length=MAX_PATH_CHARS, description="Relative to the media root (FACEPORT_MEDIA_ROOT).")
     output_path: str | None = Field(default=None, max_length=MAX_PATH_CHARS,
@@ -133,7 +139,7 @@ async def process(request: Request, ctx: ContextDep) -> ProcessAccepted:
                                    overwrite=overwrite)
     else:
         try:
-            raw = await request.json()
+            raw = json.loads(await _json_bytes(request))
         except ValueError:
             raise InvalidInput("the body must be JSON (or multipart/form-data)", details={"field": "body"}) from None
         if not isinstance(raw, dict):
@@ -146,6 +152,19 @@ async def process(request: Request, ctx: ContextDep) -> ProcessAccepted:
                                overwrite=body.overwrite)
     return ProcessAccepted(job_id=record.id, status="processing",
                            estimated_time=float(record.params.get("estimated_time", 0.0)))
+
+
+async def _json_bytes(request: Request) -> bytes:
+    """The request body, refused past ``_MAX_JSON_BYTES`` while reading (a JSON body holds paths, not media)."""
+    parts: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > _MAX_JSON_BYTES:
+            raise FileTooLarge(f"a JSON body may be at most {_MAX_JSON_BYTES // 1024} KB; upload media as "
+                               "multipart/form-data", details={"field": "body"})
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _form_text(value: Any, field: str) -> str | None:

@@ -535,7 +535,7 @@ class PrivacyService:
         elif kind == "audio":
             _check_audio(source)
         else:
-            _check_image(source, max_pixels=self.settings.max_image_pixels)
+            _check_image(source, max_pixels=self.settings.max_image_pixels, max_bytes=self.settings.max_image_bytes)
         _writable_folder(target.parent, "the output folder")
         return {"input_path": str(source.relative_to(root)), "output_path": str(target.relative_to(root)),
                 "config": parsed.model_dump(), "media": kind, "estimated_time": round(estimate, 1),
@@ -655,14 +655,18 @@ def _scrubbed(exc: FaceportError, root: Path) -> FaceportError:
     return type(exc)(message, details=details, code=exc.code)
 
 
-def _check_image(path: Path, *, max_pixels: int) -> None:
+def _check_image(path: Path, *, max_pixels: int, max_bytes: int) -> None:
     """Refuse an empty, truncated or undecodable image before a job is queued.
 
     Raises:
         InvalidImage: as :func:`~faceport.engine.imageio.decode_image`.
+        FileTooLarge: over ``max_image_bytes``.
     """
     try:
-        load_image_file(path, max_pixels=max_pixels)
+        load_image_file(path, max_pixels=max_pixels, max_bytes=max_bytes)
+    except FileTooLarge:
+        raise FileTooLarge(f"the image exceeds the {max_bytes // (1024 * 1024)} MB image limit",
+                           details={"field": "input_path", "limit_bytes": max_bytes}) from None
     except OSError as exc:
         raise InvalidFormat(f"{path.name} cannot be read: {os.strerror(exc.errno) if exc.errno else exc}",
                             details={"field": "input_path"}) from None
