@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.types import Message
 
 from faceport.api.deps import ApiKeyDep, ContextDep
 from faceport.errors import FileTooLarge, InvalidInput, ProcessingFailed
@@ -26,6 +27,7 @@ from faceport.store import JobRecord, JobState
 log = logging.getLogger(__name__)
 
 _MAX_JSON_BYTES = 1 << 20
+_FORM_OVERHEAD = 1 << 20  # multipart boundaries and the small fields beside the file
 
 router = APIRouter(prefix="/api/v1", tags=["privacy"], dependencies=[ApiKeyDep])
 
@@ -127,8 +129,10 @@ async def process(request: Request, ctx: ContextDep) -> ProcessAccepted:
     service = _service(ctx)
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        # file parts are spooled to a temporary file by the parser, never held whole in memory
-        async with request.form(max_files=1, max_fields=8) as form:
+        # file parts are spooled to a temporary file by the parser, never held whole in memory;
+        # the body is counted as it arrives and refused past the upload limit
+        limited = _limited(request, ctx.settings.max_upload_bytes + _FORM_OVERHEAD)
+        async with limited.form(max_files=1, max_fields=8) as form:
             upload = form.get("file")
             if upload is None or isinstance(upload, str):
                 raise InvalidInput("multipart requests need a 'file' part", details={"field": "file"})
@@ -154,17 +158,31 @@ async def process(request: Request, ctx: ContextDep) -> ProcessAccepted:
                            estimated_time=float(record.params.get("estimated_time", 0.0)))
 
 
+def _limited(request: Request, limit: int, what: str = "the upload") -> Request:
+    """``request`` whose body is refused (``FileTooLarge``) once more than ``limit`` bytes are declared or arrive."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise FileTooLarge(f"{what} exceeds the {limit // (1024 * 1024)} MB limit", details={"limit_bytes": limit})
+    receive = request.receive
+    total = 0
+
+    async def receive_with_limit() -> Message:
+        nonlocal total
+        message = await receive()
+        if message["type"] == "http.request":
+            total += len(message.get("body", b""))
+            if total > limit:
+                raise FileTooLarge(f"{what} exceeds the {limit // (1024 * 1024)} MB limit",
+                                   details={"limit_bytes": limit})
+        return message
+
+    return Request(request.scope, receive_with_limit)
+
+
 async def _json_bytes(request: Request) -> bytes:
     """The request body, refused past ``_MAX_JSON_BYTES`` while reading (a JSON body holds paths, not media)."""
-    parts: list[bytes] = []
-    total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > _MAX_JSON_BYTES:
-            raise FileTooLarge(f"a JSON body may be at most {_MAX_JSON_BYTES // 1024} KB; upload media as "
-                               "multipart/form-data", details={"field": "body"})
-        parts.append(chunk)
-    return b"".join(parts)
+    limited = _limited(request, _MAX_JSON_BYTES, "a JSON body (upload media as multipart/form-data)")
+    return b"".join([chunk async for chunk in limited.stream()])
 
 
 def _form_text(value: Any, field: str) -> str | None:

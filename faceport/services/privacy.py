@@ -542,7 +542,10 @@ class PrivacyService:
                 "overwrite": overwrite, "upload": upload}
 
     def submit(self, input_path: str, output_path: str | None, config: Any, *, overwrite: bool = False) -> JobRecord:
-        params = self.validate(input_path, output_path, config, overwrite=overwrite)
+        try:
+            params = self.validate(input_path, output_path, config, overwrite=overwrite)
+        except FaceportError as exc:
+            raise _scrubbed(exc, self.root.resolve()) from None
         return self.jobs.submit(JOB_KIND, params)
 
     def submit_upload(self, filename: str, stream: IO[bytes], output_path: str | None, config: Any, *,
@@ -571,6 +574,14 @@ class PrivacyService:
             os.replace(staging, final)
             params["input_path"] = f"{UPLOAD_DIR}/{final.name}"
             return self.jobs.submit(JOB_KIND, params)
+        except FaceportError as exc:
+            staging.unlink(missing_ok=True)
+            final.unlink(missing_ok=True)
+            # messages name the client's file, not the server's staging copy or its folder
+            client_name = Path(filename or "upload").name[:100] or "upload"
+            scrubbed = _scrubbed(exc, self.root.resolve(), {f"{UPLOAD_DIR}/{staging.name}": client_name,
+                                                            staging.name: client_name})
+            raise scrubbed from None
         except BaseException:
             staging.unlink(missing_ok=True)
             final.unlink(missing_ok=True)
@@ -646,9 +657,14 @@ def _not_reserved(root: Path, path: Path, field_name: str) -> None:
                            details={"field": field_name})
 
 
-def _scrubbed(exc: FaceportError, root: Path) -> FaceportError:
-    """The same error with the media root taken out of its message (no absolute server path in job errors)."""
+def _scrubbed(exc: FaceportError, root: Path, names: dict[str, str] | None = None) -> FaceportError:
+    """The same error with the media root taken out of its message (no absolute server path in any error).
+
+    ``names`` maps further text to replace (a staging file's name to the client's file name).
+    """
     message = exc.message.replace(f"{root}{os.sep}", "").replace(str(root), ROOT_SETTING)
+    for old, new in (names or {}).items():
+        message = message.replace(old, new)
     if message == exc.message:
         return exc
     details = {k: v for k, v in exc.details.items() if not (isinstance(v, str) and v.startswith(os.sep))}

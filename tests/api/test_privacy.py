@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -121,7 +122,7 @@ PROCESS_CASES: list[tuple[dict, int, str | None, tuple[str, ...]]] = [
     ({"input_path": "ok.png", "output_path": "q" * 99_996 + ".png"}, 400, "INVALID_INPUT", ("output_path", "1024")),
     ({"input_path": "ok.png", "output_path": "/".join(["d" * 200] * 6) + ".png"}, 400, "INVALID_INPUT",
      ("output_path", "1024")),
-    ({"input_path": "p" * 2_000_000 + ".png"}, 413, "FILE_TOO_LARGE", ("JSON body",)),
+    ({"input_path": "p" * 2_000_000 + ".png"}, 413, "FILE_TOO_LARGE", ("JSON body", "1 MB")),
     # an existing output is replaced only on request
     ({"input_path": "ok.png", "output_path": "exists.png"}, 409, "OUTPUT_EXISTS", ("exists.png", "overwrite")),
     ({"input_path": "ok.png", "output_path": "exists.png", "overwrite": False}, 409, "OUTPUT_EXISTS", ("overwrite",)),
@@ -274,6 +275,7 @@ def test_multipart_uploads_are_checked_and_cleaned_up(privacy_client, privacy_mo
     assert response.status_code == status, response.text
     if code is not None:
         assert response.json()["code"] == code
+        assert ".staging-" not in response.text and str(_media(privacy_client).resolve()) not in response.text
         assert _upload_files(privacy_client) == [], "a refused upload must be deleted at once"
         assert _privacy_jobs(privacy_client) == before
         return
@@ -282,6 +284,34 @@ def test_multipart_uploads_are_checked_and_cleaned_up(privacy_client, privacy_mo
     assert done["status"] == "completed", done
     assert (_media(privacy_client) / done["output_path"]).is_file()
     assert _upload_files(privacy_client) == [], "an upload is deleted when its job ends"
+
+
+def test_upload_over_the_limit_is_refused_while_streaming(settings) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from faceport.api.app import create_privacy_app
+
+    small = settings.model_copy(update={"max_upload_bytes": 100_000})
+    with TestClient(create_privacy_app(small)) as client:
+        for size in (2_000_000, 150_000):  # far over (refused from Content-Length) and just over (while copying)
+            response = client.post("/api/v1/process", files={"file": ("big.mp4", b"\x00" * size, "video/mp4")})
+            assert response.status_code == 413, response.text
+            assert response.json()["code"] == "FILE_TOO_LARGE"
+            assert _upload_files(client) == []
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+            yield b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.mp4\"\r\n\r\n"
+            for _ in range(40):
+                yield b"\x00" * 65536
+            yield b"\r\n--b--\r\n"
+
+        response = client.post("/api/v1/process", content=chunks(),
+                               headers={"content-type": "multipart/form-data; boundary=b"})
+        assert response.status_code == 413, response.text
+        assert response.json()["code"] == "FILE_TOO_LARGE"
+        assert _upload_files(client) == []
+        ok = client.post("/api/v1/process", files={"file": ("small.png", _png(), "image/png")})
+        assert ok.status_code == 200, ok.text
 
 
 def test_storage_unavailable_is_503_naming_the_setting(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
