@@ -65,12 +65,3 @@ def live_server(settings) -> Iterator[LiveServer]:  # type: ignore[no-untyped-de
     """The main app on a real uvicorn for one test."""
     with serving(settings) as server:
         yield server
-
-
-@pytest.fixture
-def live_privacy_server(settings) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
-    """The privacy app (seed E) on a real uvicorn for one test."""
-    from faceport.api.app import create_privacy_app
-
-    with serving(settings, create_privacy_app) as server:
-        yield server
