@@ -75,6 +75,18 @@ class ProcessingFailed(FaceportError):
     code = "PROCESSING_FAILED"
 
 
+class StorageUnavailable(FaceportError):
+    """A folder the server writes to is read-only, full or missing; ``details["setting"]`` names its setting."""
+
+    code = "STORAGE_UNAVAILABLE"
+
+
+class OutputExists(FaceportError):
+    """The requested output file exists and the request did not ask to overwrite it."""
+
+    code = "OUTPUT_EXISTS"
+
+
 class QueueFull(FaceportError):
     code = "QUEUE_FULL"
 

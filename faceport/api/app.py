@@ -53,10 +53,13 @@ def _lifespan(settings: Settings, context: AppContext | None):  # type: ignore[n
 
 
 def _base_app(title: str, description: str, settings: Settings, context: AppContext | None,
-              surface: str, *, inner_middleware: Sequence[Callable[..., ASGIApp]] = ()) -> FastAPI:
+              surface: str, *, inner_middleware: Sequence[Callable[..., ASGIApp]] = (),
+              own_body_limits: bool = False) -> FastAPI:
+    # Starlette's body limit answers a plain-text 413; an app that limits bodies in its routes
+    # (own_body_limits) answers its own error body instead
     app = FastAPI(title=title, description=description, version=__version__,
                   lifespan=_lifespan(settings, context), docs_url="/docs", redoc_url="/redoc",
-                  openapi_url="/openapi.json", max_body_size=settings.max_upload_bytes,
+                  openapi_url="/openapi.json", max_body_size=None if own_body_limits else settings.max_upload_bytes,
                   # a base64 image field may be as large as the largest image upload, plus encoding
                   form_limits={"max_part_size": settings.max_image_bytes * 4 // 3 + 4096})
     app.state.error_surface = surface
@@ -89,7 +92,7 @@ def create_privacy_app(settings: Settings | None = None, *, context: AppContext 
     """The privacy filter app (port 5000, seed E)."""
     settings = settings or get_settings()
     app = _base_app("faceport privacy filter", "Blur faces, plates and text; redact personal data in audio.",
-                    settings, context, "privacy")
+                    settings, context, "privacy", own_body_limits=True)  # api/privacy.py limits its bodies
     from faceport.api import privacy
 
     app.include_router(privacy.router)

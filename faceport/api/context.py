@@ -71,6 +71,8 @@ class AppContext:
             self.cache.preload(self.settings.preload_models)
         if self.facefusion is not None:
             self.facefusion.start()
+        if self.privacy is not None:  # removes leftovers of interrupted jobs before the runner resumes them
+            self.privacy.start()
         if self.jobs is not None:  # after every service registered its job kinds
             self.jobs.start()
         if self.proctor is not None:

@@ -37,6 +37,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "AUTH_FORBIDDEN": 403,
     "NOT_FOUND": 404,
     "METHOD_NOT_ALLOWED": 405,
+    "OUTPUT_EXISTS": 409,
     "FILE_TOO_LARGE": 413,
     "RATE_LIMITED": 429,
     "PROCESSING_FAILED": 500,
@@ -45,6 +46,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "MODEL_UNAVAILABLE": 503,
     "VRAM_EXHAUSTED": 503,
     "QUEUE_FULL": 503,
+    "STORAGE_UNAVAILABLE": 503,
 }
 
 _SUMMARY = {
@@ -53,6 +55,7 @@ _SUMMARY = {
     403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
+    409: "Conflict",
     413: "Payload too large",
     429: "Too many requests",
     500: "Internal server error",

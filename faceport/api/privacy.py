@@ -1,9 +1,11 @@
 """Seed E's REST API on the privacy app: ``POST /api/v1/process``, ``GET /api/v1/jobs/{id}``, ``GET /api/v1/models``.
 
-``POST /api/v1/process`` takes the seed's JSON body (paths relative to the media root), or a
-multipart form for clients that cannot share a disk: ``file`` (the media), optional
-``config`` (a JSON string) and ``output_path``. Errors are the seed's ``{"error", "message",
-"code"}`` bodies (``faceport.api.errors``).
+``POST /api/v1/process`` takes the seed's JSON body (paths relative to the media root, plus
+``overwrite``), or a multipart form for clients that cannot share a disk: ``file`` (the media,
+spooled to disk by the parser and copied in chunks, never held whole in memory), optional
+``config`` (a JSON string), ``output_path`` and ``overwrite`` (``true``/``false``). Types are
+strict; an error message names the field and the type it expects. Errors are the seed's
+``{"error", "message", "code"}`` bodies (``faceport.api.errors``).
 """
 
 from __future__ import annotations
@@ -11,27 +13,53 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.types import Message
 
 from faceport.api.deps import ApiKeyDep, ContextDep
-from faceport.errors import InvalidInput, ProcessingFailed
-from faceport.services.privacy import PrivacyService
+from faceport.errors import FileTooLarge, InvalidInput, ProcessingFailed
+from faceport.services.privacy import MAX_PATH_CHARS, PrivacyService, invalid_input, json_type
 from faceport.store import JobRecord, JobState
 
 log = logging.getLogger(__name__)
+
+_MAX_JSON_BYTES = 1 << 20
+_FORM_OVERHEAD = 1 << 20  # multipart boundaries and the small fields beside the file
 
 router = APIRouter(prefix="/api/v1", tags=["privacy"], dependencies=[ApiKeyDep])
 
 
 class ProcessBody(BaseModel):
-    """Seed E's request body."""
+    """Seed E's request body. Strict: ``"yes"`` is not a boolean, ``5`` is not a path."""
 
-    input_path: str = Field(description="Relative to the media root (FACEPORT_MEDIA_ROOT).")
-    output_path: str | None = Field(default=None, description="Relative to the media root; default outputs/<name>.")
-    config: dict[str, Any] | None = None
+    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra={"examples": [
+        {"input_path": "photo.jpg", "output_path": "outputs/photo.jpg",
+         "config": {"video": {"face_detection": True}}}]})
+
+    input_path: str = Field(max_length=MAX_PATH_CHARS, description="Relative to the media root (FACEPORT_MEDIA_ROOT).")
+    output_path: str | None = Field(default=None, max_length=MAX_PATH_CHARS,
+                                    description="Relative to the media root; default outputs/<name>. An existing "
+                                    "file is refused (409 OUTPUT_EXISTS) unless overwrite is true.")
+    config: dict[str, Any] | None = Field(default=None, description="Seed E's config: {\"video\": {...}, "
+                                          "\"audio\": {...}}.")
+    overwrite: bool = Field(default=False, description="Replace an existing output_path.")
+
+
+class ProcessForm(BaseModel):
+    """The multipart form of ``POST /api/v1/process`` (documentation only; parsed by hand)."""
+
+    file: bytes = Field(json_schema_extra={"format": "binary"}, description="The image, video or audio file.")
+    config: str | None = Field(default=None, description="Seed E's config as a JSON string.")
+    output_path: str | None = Field(default=None, max_length=MAX_PATH_CHARS)
+    overwrite: Literal["true", "false"] = "false"
+
+
+_PROCESS_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": ProcessBody.model_json_schema()},
+    "multipart/form-data": {"schema": ProcessForm.model_json_schema()}}}}
 
 
 class ProcessAccepted(BaseModel):
@@ -93,43 +121,96 @@ def _now() -> Any:
     return datetime.now(UTC)
 
 
-@router.post("/process", response_model=ProcessAccepted, summary="Process a video, image or audio file")
+@router.post("/process", response_model=ProcessAccepted, summary="Process a video, image or audio file",
+             openapi_extra=_PROCESS_BODY, responses={409: {"description": "output_path exists (OUTPUT_EXISTS)"},
+                                                     503: {"description": "STORAGE_UNAVAILABLE or QUEUE_FULL"}})
 async def process(request: Request, ctx: ContextDep) -> ProcessAccepted:
     """Queue a redaction job (JSON body as in the seed, or a multipart upload)."""
     service = _service(ctx)
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        form = await request.form()
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise InvalidInput("multipart requests need a 'file' part", details={"field": "file"})
-        config_text = form.get("config")
-        config = None
-        if isinstance(config_text, str) and config_text.strip():
-            try:
-                config = json.loads(config_text)
-            except ValueError:
-                raise InvalidInput("config: not valid JSON", details={"field": "config"}) from None
-        output = form.get("output_path")
-        data = await upload.read()
-        relative = await ctx.run(service.save_upload, upload.filename or "", lambda: data)
-        record = await ctx.run(service.submit, relative, output if isinstance(output, str) and output else None,
-                               config)
+        # file parts are spooled to a temporary file by the parser, never held whole in memory;
+        # the body is counted as it arrives and refused past the upload limit
+        limited = _limited(request, ctx.settings.max_upload_bytes + _FORM_OVERHEAD)
+        async with limited.form(max_files=1, max_fields=8) as form:
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise InvalidInput("multipart requests need a 'file' part", details={"field": "file"})
+            config = _form_config(form.get("config"))
+            output = _form_text(form.get("output_path"), "output_path")
+            overwrite = _form_bool(form.get("overwrite"), "overwrite")
+            record = await ctx.run(service.submit_upload, upload.filename or "", upload.file, output or None, config,
+                                   overwrite=overwrite)
     else:
         try:
-            raw = await request.json()
+            raw = json.loads(await _json_bytes(request))
         except ValueError:
             raise InvalidInput("the body must be JSON (or multipart/form-data)", details={"field": "body"}) from None
         if not isinstance(raw, dict):
-            raise InvalidInput("the body must be a JSON object", details={"field": "body"})
+            raise InvalidInput(f"body: expected an object, got {json_type(raw)}", details={"field": "body"})
         try:
             body = ProcessBody.model_validate(raw)
-        except ValueError as exc:
-            raise InvalidInput(f"invalid request: {exc}".splitlines()[0] + " (input_path is required)",
-                               details={"field": "input_path"}) from None
-        record = await ctx.run(service.submit, body.input_path, body.output_path, body.config)
+        except ValidationError as exc:
+            raise invalid_input(exc) from None
+        record = await ctx.run(service.submit, body.input_path, body.output_path, body.config,
+                               overwrite=body.overwrite)
     return ProcessAccepted(job_id=record.id, status="processing",
                            estimated_time=float(record.params.get("estimated_time", 0.0)))
+
+
+def _limited(request: Request, limit: int, what: str = "the upload") -> Request:
+    """``request`` whose body is refused (``FileTooLarge``) once more than ``limit`` bytes are declared or arrive."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise FileTooLarge(f"{what} exceeds the {limit // (1024 * 1024)} MB limit", details={"limit_bytes": limit})
+    receive = request.receive
+    total = 0
+
+    async def receive_with_limit() -> Message:
+        nonlocal total
+        message = await receive()
+        if message["type"] == "http.request":
+            total += len(message.get("body", b""))
+            if total > limit:
+                raise FileTooLarge(f"{what} exceeds the {limit // (1024 * 1024)} MB limit",
+                                   details={"limit_bytes": limit})
+        return message
+
+    return Request(request.scope, receive_with_limit)
+
+
+async def _json_bytes(request: Request) -> bytes:
+    """The request body, refused past ``_MAX_JSON_BYTES`` while reading (a JSON body holds paths, not media)."""
+    limited = _limited(request, _MAX_JSON_BYTES, "a JSON body (upload media as multipart/form-data)")
+    return b"".join([chunk async for chunk in limited.stream()])
+
+
+def _form_text(value: Any, field: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise InvalidInput(f"{field}: expected a text field, got a file", details={"field": field})
+
+
+def _form_config(value: Any) -> dict[str, Any] | None:
+    text = _form_text(value, "config")
+    if text is None or not text.strip():
+        return None
+    try:
+        config = json.loads(text)
+    except ValueError:
+        raise InvalidInput("config: not valid JSON", details={"field": "config"}) from None
+    if not isinstance(config, dict):
+        raise InvalidInput(f"config: expected an object, got {json_type(config)}", details={"field": "config"})
+    return config
+
+
+def _form_bool(value: Any, field: str) -> bool:
+    text = _form_text(value, field)
+    if text is None or text == "false":
+        return False
+    if text == "true":
+        return True
+    raise InvalidInput(f"{field}: expected a boolean (true or false), got {text[:20]!r}", details={"field": field})
 
 
 @router.get("/jobs/{job_id}", response_model=JobStatus, summary="Status of a processing job")

@@ -232,12 +232,12 @@ def _open_input(path: Path) -> InputContainer:
 
 def _pick_video_stream(container: InputContainer, name: str) -> VideoStream:
     if container.format.name in _NOT_VIDEO_FORMATS or container.format.name.endswith("_pipe"):
-        raise InvalidFormat(f"{name} is a still image or text, not a video: use the image endpoints",
+        raise InvalidFormat(f"{name} is a still image or text, not a video",
                             details={"container": container.format.name})
     streams = [s for s in container.streams.video if not s.disposition & Disposition.attached_pic]
     if not streams:
         if container.streams.audio:
-            raise InvalidFormat(f"{name} has no video stream (audio only): use the audio endpoint",
+            raise InvalidFormat(f"{name} has no video stream (audio only)",
                                 details={"container": container.format.name})
         raise InvalidFormat(f"{name} has no video stream", details={"container": container.format.name})
     stream = next((s for s in streams if s.disposition & Disposition.default), streams[0])
@@ -347,7 +347,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
     Raises:
         InvalidInput: The file does not exist.
         InvalidFormat: Not a media file, a truncated or corrupt header, a still image, no video
-            stream (audio only: the message says to use the audio endpoint), or no decodable frame.
+            stream (audio only), or no decodable frame.
     """
     file = Path(path)
     damage = _Damage(file.name)

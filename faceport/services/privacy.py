@@ -2,24 +2,36 @@
 
 A request names an input and an output path relative to the media root
 (``FACEPORT_MEDIA_ROOT``, default ``$FACEPORT_HOME/media``); both are confined to it (no
-``..``, no absolute path outside, no symlink leading out). Every accepted request is a row of
-the ``jobs`` table (kind ``privacy.process``) run by the local job runner, so a restart
-requeues it. The job result holds the output path, timings, counts and, with audio, the
-transcript with its redactions.
+``..``, no absolute path outside, no symlink leading out, no over-long name). An existing
+output is replaced only when the request says ``overwrite``. Every input is checked before a
+job is queued (an image must decode, a video must probe, an audio file must hold audio).
+Every accepted request is a row of the ``jobs`` table (kind ``privacy.process``) run by the
+local job runner, so a restart requeues it. The job result holds the output path, timings,
+counts and, with audio, the transcript with its redactions.
+
+Multipart uploads are copied in chunks to a hidden staging file under ``uploads/`` (the size
+limit checked while copying), renamed once the request is accepted and deleted when its job
+ends; a refused upload is deleted at once. At start-up, before the runner resumes jobs, staging
+files of requests that died mid-upload, uploads no waiting job needs and partial outputs of
+interrupted jobs are removed. A media root that cannot be written is ``STORAGE_UNAVAILABLE``
+(503) naming ``FACEPORT_MEDIA_ROOT``; no message names an absolute server path.
 
 :func:`redact_file` is the pure function the jobs and the CLI share.
 """
 
 from __future__ import annotations
 
+import errno
+import glob
 import logging
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import cv2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -30,9 +42,18 @@ from faceport.engine.imageio import load_image_file
 from faceport.engine.redact import BlurOptions, ClassOptions, Detections, RedactOptions, build_redactor
 from faceport.engine.text import load_spacy
 from faceport.engine.video import OUTPUT_SUFFIXES, VideoOptions, probe_video, process_video
-from faceport.errors import InvalidFormat, InvalidInput, NotFound, ProcessingFailed
+from faceport.errors import (
+    FaceportError,
+    FileTooLarge,
+    InvalidFormat,
+    InvalidInput,
+    NotFound,
+    OutputExists,
+    ProcessingFailed,
+    StorageUnavailable,
+)
 from faceport.jobs import ProgressFn
-from faceport.store import JobRecord
+from faceport.store import JobRecord, JobState
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +63,20 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 Media = Literal["video", "image", "audio"]
 UPLOAD_DIR = "uploads"
 OUTPUT_DIR = "outputs"
+STAGING_PREFIX = ".staging-"
+ROOT_SETTING = "FACEPORT_MEDIA_ROOT"
+MAX_PATH_CHARS = 1024  # a request path in all
+MAX_NAME_BYTES = 255  # one name in it (NAME_MAX of common filesystems)
+_CHUNK = 1 << 20
+# errors that mean "this folder cannot be written", not "this request is wrong"
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.ENOTDIR,
+                             errno.EEXIST, errno.EIO})
 
 
 # ---- configuration (seed E's Video and Audio Processing Config, plus the request's short flags) ----------------
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: "yes" is not a boolean and "5" is not an integer (JSON has real ones)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ClassConfig(_Model):
@@ -117,13 +147,37 @@ def parse_config(data: Any) -> PrivacyConfig:
     if data is None:
         return PrivacyConfig()
     if not isinstance(data, dict):
-        raise InvalidInput("config must be a JSON object", details={"field": "config"})
+        raise InvalidInput(f"config: expected an object, got {json_type(data)}", details={"field": "config"})
     try:
         return PrivacyConfig.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidInput(f"config.{where}: {first['msg']}", details={"field": f"config.{where}"}) from None
+        raise invalid_input(exc, prefix="config") from None
+
+
+_EXPECTED = {"string_type": "a string", "bool_type": "a boolean (true or false)", "int_type": "an integer",
+             "float_type": "a number", "dict_type": "an object", "model_type": "an object", "list_type": "an array"}
+
+
+def json_type(value: Any) -> str:
+    """The JSON type of a parsed value, for messages ("a string", "an object", ...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def invalid_input(exc: ValidationError, *, prefix: str = "") -> InvalidInput:
+    """The first error of a validation as ``InvalidInput`` whose message names the field and the expected type."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in (prefix, *first["loc"]) if p != "") or "body"
+    expected = _EXPECTED.get(first["type"])
+    text = f"expected {expected}, got {json_type(first.get('input'))}" if expected else first["msg"]
+    return InvalidInput(f"{where}: {text}", details={"field": where})
 
 
 def media_kind(path: Path) -> Media:
@@ -146,17 +200,31 @@ def confine(root: Path, relative: str, *, field_name: str) -> Path:
     """``relative`` resolved inside ``root``, refusing any escape.
 
     Raises:
-        InvalidInput: empty, a ``..`` component, an absolute path outside the root, or a
-            path (or symlink) that resolves outside the root.
+        InvalidInput: empty, over-long (``MAX_PATH_CHARS`` in all, ``MAX_NAME_BYTES`` per name),
+            not UTF-8, a ``..`` component, an absolute path outside the root, or a path (or
+            symlink) that resolves outside the root.
     """
     if not relative or "\x00" in relative:
         raise InvalidInput(f"{field_name} must be a non-empty path", details={"field": field_name})
+    if len(relative) > MAX_PATH_CHARS:
+        raise InvalidInput(f"{field_name} is too long ({len(relative)} characters; at most {MAX_PATH_CHARS})",
+                           details={"field": field_name})
+    try:
+        longest = max(len(part.encode("utf-8")) for part in relative.split("/"))
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{field_name} is not valid UTF-8 text", details={"field": field_name}) from None
+    if longest > MAX_NAME_BYTES:
+        raise InvalidInput(f"{field_name}: a name in it is {longest} bytes long; at most {MAX_NAME_BYTES} per file or "
+                           "folder name", details={"field": field_name})
     candidate = Path(relative)
     if ".." in candidate.parts:
         raise InvalidInput(f"{field_name} must not contain '..'", details={"field": field_name})
     base = root.resolve()
     full = candidate if candidate.is_absolute() else base / candidate
-    resolved = full.resolve()
+    try:
+        resolved = full.resolve()
+    except (OSError, RuntimeError):  # a symlink loop, an unreadable folder
+        raise InvalidInput(f"{field_name} cannot be resolved (symlink loop?)", details={"field": field_name}) from None
     if not resolved.is_relative_to(base):
         raise InvalidInput(f"{field_name} is outside the media root", details={"field": field_name})
     return resolved
@@ -303,6 +371,48 @@ def _write_image(target: Path, image: Any) -> None:
 
 
 # ---- the service ---------------------------------------------------------------------------------------------------
+def _storage(what: str, exc: OSError) -> StorageUnavailable:
+    """``STORAGE_UNAVAILABLE`` naming the media root's setting and the OS reason, never the path."""
+    reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+    return StorageUnavailable(f"{what}: {reason}; check that {ROOT_SETTING} is a writable folder with free space",
+                              details={"setting": ROOT_SETTING, "reason": reason})
+
+
+def _check_output_folder(root: Path, target: Path) -> None:
+    """Refuse an output below an existing file, or naming a folder (the request's mistake, not the storage's)."""
+    if target.is_dir():
+        raise InvalidInput(f"output_path {target.relative_to(root)} is a folder, not a file",
+                           details={"field": "output_path"})
+    for folder in (target.parent, *target.parent.parents):
+        if folder == root or not folder.is_relative_to(root):
+            break
+        if folder.exists() and not folder.is_dir():
+            raise InvalidInput(f"output_path: {folder.relative_to(root)} is a file, not a folder",
+                               details={"field": "output_path"})
+
+
+def _writable_folder(folder: Path, what: str) -> None:
+    """Create ``folder`` and prove a file can be written in it.
+
+    Raises:
+        StorageUnavailable: read-only, full, or blocked (e.g. the root lies below a regular file).
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".faceport-probe-"):
+            pass
+    except OSError as exc:
+        raise _storage(f"{what} cannot be written", exc) from None
+
+
+def _partials(target: Path) -> list[Path]:
+    """Hidden partial files the engine writes next to ``target`` before renaming them over it."""
+    stem, suffix = glob.escape(target.stem), glob.escape(target.suffix)
+    if not target.parent.is_dir():
+        return []
+    return [*target.parent.glob(f".{stem}.partial{suffix}"), *target.parent.glob(f".{stem}.????????.partial{suffix}")]
+
+
 class PrivacyService:
     """Privacy jobs over the media root (seed E's REST API)."""
 
@@ -317,74 +427,217 @@ class PrivacyService:
             jobs.register(JOB_KIND, self._run, on_finish=self._finished)
 
     def ensure_root(self) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
+        """The media root, created if missing.
+
+        Raises:
+            StorageUnavailable: it cannot be created (read-only parent, a regular file in the way).
+        """
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _storage("the media root cannot be created", exc) from None
         return self.root
+
+    def start(self) -> int:
+        """Remove what a previous process left behind; call before the job runner starts.
+
+        Staging files of uploads that never became a job, uploads no waiting job needs, and
+        partial outputs of jobs that were running when the process stopped. Returns files removed.
+        """
+        try:
+            root = self.ensure_root().resolve()
+        except StorageUnavailable as exc:
+            log.warning("privacy: %s", exc.message)
+            return 0
+        waiting = self._waiting_jobs()
+        needed = {str(r.params.get("input_path")) for r in waiting if r.params.get("upload")}
+        removed = 0
+        uploads = root / UPLOAD_DIR
+        if uploads.is_dir():
+            for path in uploads.iterdir():
+                if path.is_file() and f"{UPLOAD_DIR}/{path.name}" not in needed:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        for record in waiting:
+            try:
+                target = confine(root, str(record.params.get("output_path", "")), field_name="output_path")
+            except FaceportError:
+                continue
+            for partial in _partials(target):
+                partial.unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            log.info("privacy: removed %d leftover upload(s)/partial output(s) of an earlier run", removed)
+        return removed
+
+    def _waiting_jobs(self) -> list[JobRecord]:
+        if self.jobs is None:
+            return []
+        from faceport.store import list_jobs
+
+        found: list[JobRecord] = []
+        with self.jobs.store.session() as session:
+            for state in (JobState.QUEUED, JobState.RUNNING):
+                offset = 0
+                while page := list_jobs(session=session, kind=JOB_KIND, state=state, limit=1000, offset=offset):
+                    found.extend(page)
+                    offset += len(page)
+        return found
 
     def speech(self) -> Speech:
         if self._speech is None:
             self._speech = Speech(self.cache)
         return self._speech
 
-    def validate(self, input_path: str, output_path: str | None, config: Any) -> dict[str, Any]:
+    def validate(self, input_path: str, output_path: str | None, config: Any, *, overwrite: bool = False,
+                 upload: bool = False) -> dict[str, Any]:
         """Check a request and return the job parameters.
 
+        Args:
+            input_path: Relative to the media root; ``uploads/`` only for an ``upload``.
+            output_path: Relative to the media root; None: ``outputs/<name>.redacted.<id><suffix>``.
+            config: Seed E's config object (None: defaults).
+            overwrite: Replace an existing output.
+            upload: The input is a multipart upload this service stored (deleted when the job ends).
+
         Raises:
-            InvalidInput, InvalidFormat, NotFound: as the seed's 400/404 errors.
+            InvalidInput, InvalidFormat, InvalidImage, NotFound, OutputExists: as 400/404/409 errors.
+            StorageUnavailable: the media root or the output folder cannot be written.
         """
-        root = self.ensure_root()
+        root = self.ensure_root().resolve()
         source = confine(root, input_path, field_name="input_path")
+        if not upload:
+            _not_reserved(root, source, "input_path")
         kind = media_kind(source)
         if not source.is_file():
-            raise NotFound(f"input file not found: {input_path}", details={"field": "input_path"})
+            raise NotFound(f"input file not found: {source.relative_to(root)}", details={"field": "input_path"})
+        parsed = parse_config(config)
         if output_path is None:
             suffix = ".mp4" if kind == "video" else source.suffix
-            output_path = f"{OUTPUT_DIR}/{source.stem}.redacted.{uuid.uuid4().hex[:8]}{suffix}"
+            stem = source.stem.removeprefix(STAGING_PREFIX)
+            output_path = f"{OUTPUT_DIR}/{stem}.redacted.{uuid.uuid4().hex[:8]}{suffix}"
         target = confine(root, output_path, field_name="output_path")
+        _not_reserved(root, target, "output_path")
         out_kind = media_kind(target)
         if out_kind != kind:
             raise InvalidFormat(f"output_path must be a {kind} file like the input, got {target.suffix}",
                                 details={"field": "output_path"})
         if target == source:
             raise InvalidInput("output_path must differ from input_path", details={"field": "output_path"})
-        parsed = parse_config(config)
+        _check_output_folder(root, target)
+        if target.exists() and not overwrite:
+            raise OutputExists(f"output_path {target.relative_to(root)} already exists; send \"overwrite\": true "
+                               "to replace it", details={"field": "output_path"})
         estimate = 5.0
         if kind == "video":
             info = probe_video(source)  # a corrupt or audio-only file is refused here, before queuing
             estimate = info.frame_count / (self._fps_measured or 8.0) + (info.duration_s * 0.1 if info.has_audio else 0)
         elif kind == "audio":
             _check_audio(source)
-        return {"input_path": str(source.relative_to(root.resolve())),
-                "output_path": str(target.relative_to(root.resolve())),
-                "config": parsed.model_dump(), "media": kind, "estimated_time": round(estimate, 1)}
+        else:
+            _check_image(source, max_pixels=self.settings.max_image_pixels, max_bytes=self.settings.max_image_bytes)
+        _writable_folder(target.parent, "the output folder")
+        return {"input_path": str(source.relative_to(root)), "output_path": str(target.relative_to(root)),
+                "config": parsed.model_dump(), "media": kind, "estimated_time": round(estimate, 1),
+                "overwrite": overwrite, "upload": upload}
 
-    def submit(self, input_path: str, output_path: str | None, config: Any) -> JobRecord:
-        params = self.validate(input_path, output_path, config)
+    def submit(self, input_path: str, output_path: str | None, config: Any, *, overwrite: bool = False) -> JobRecord:
+        try:
+            params = self.validate(input_path, output_path, config, overwrite=overwrite)
+        except FaceportError as exc:
+            raise _scrubbed(exc, self.root.resolve()) from None
         return self.jobs.submit(JOB_KIND, params)
 
-    def save_upload(self, filename: str, data_iter: Callable[[], bytes]) -> str:
-        """Store an uploaded file under ``uploads/`` of the media root; returns its relative path."""
+    def submit_upload(self, filename: str, stream: IO[bytes], output_path: str | None, config: Any, *,
+                      overwrite: bool = False) -> JobRecord:
+        """Store a multipart upload under ``uploads/`` and queue its job (blocking: run on the thread pool).
+
+        The bytes are copied in chunks to a hidden staging file, the size limit
+        (``max_upload_bytes``) checked while copying; a refused upload is deleted at once, an
+        accepted one when its job ends.
+
+        Raises:
+            As :meth:`validate`, and FileTooLarge over ``max_upload_bytes``.
+        """
         suffix = Path(filename or "").suffix.lower()
-        media_kind(Path(f"x{suffix}"))
+        media_kind(Path(f"x{suffix}"))  # an unsupported type is refused before copying anything
+        parse_config(config)
         folder = self.ensure_root() / UPLOAD_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        name = f"{uuid.uuid4().hex}{suffix}"
-        (folder / name).write_bytes(data_iter())
-        return f"{UPLOAD_DIR}/{name}"
+        _writable_folder(folder, "the upload folder")
+        token = uuid.uuid4().hex
+        staging = folder / f"{STAGING_PREFIX}{token}{suffix}"
+        final = folder / f"{token}{suffix}"
+        try:
+            self._copy(stream, staging)
+            params = self.validate(f"{UPLOAD_DIR}/{staging.name}", output_path, config, overwrite=overwrite,
+                                   upload=True)
+            os.replace(staging, final)
+            params["input_path"] = f"{UPLOAD_DIR}/{final.name}"
+            return self.jobs.submit(JOB_KIND, params)
+        except FaceportError as exc:
+            staging.unlink(missing_ok=True)
+            final.unlink(missing_ok=True)
+            # messages name the client's file, not the server's staging copy or its folder
+            client_name = Path(filename or "upload").name[:100] or "upload"
+            scrubbed = _scrubbed(exc, self.root.resolve(), {f"{UPLOAD_DIR}/{staging.name}": client_name,
+                                                            staging.name: client_name})
+            raise scrubbed from None
+        except BaseException:
+            staging.unlink(missing_ok=True)
+            final.unlink(missing_ok=True)
+            raise
+
+    def _copy(self, stream: IO[bytes], target: Path) -> None:
+        limit = self.settings.max_upload_bytes
+        written = 0
+        try:
+            with target.open("xb") as out:
+                while chunk := stream.read(_CHUNK):
+                    written += len(chunk)
+                    if written > limit:
+                        raise FileTooLarge(f"file exceeds the {limit // (1024 * 1024)} MB limit",
+                                           details={"field": "file", "limit_bytes": limit})
+                    out.write(chunk)
+        except OSError as exc:
+            raise _storage("the upload folder cannot be written", exc) from None
 
     def _run(self, record: JobRecord, progress: ProgressFn) -> dict[str, Any]:
         params = record.params
         root = self.root.resolve()
-        source = confine(root, params["input_path"], field_name="input_path")
-        target = confine(root, params["output_path"], field_name="output_path")
-        config = parse_config(params.get("config"))
-        speech = self.speech() if config.audio.enabled and params.get("media") in ("audio", "video") else None
-        report = redact_file(self.cache, source, target, config, progress=progress, speech=speech)
+        try:
+            source = confine(root, params["input_path"], field_name="input_path")
+            target = confine(root, params["output_path"], field_name="output_path")
+            if target.exists() and not params.get("overwrite", True):  # rows from before "overwrite" replaced
+                raise OutputExists(f"output_path {params['output_path']} appeared after the job was queued; "
+                                   "send \"overwrite\": true to replace it", details={"field": "output_path"})
+            config = parse_config(params.get("config"))
+            speech = self.speech() if config.audio.enabled and params.get("media") in ("audio", "video") else None
+            _writable_folder(target.parent, "the output folder")
+            report = redact_file(self.cache, source, target, config, progress=progress, speech=speech)
+        except StorageUnavailable:
+            raise
+        except FaceportError as exc:
+            cause = exc.__cause__
+            if isinstance(exc, ProcessingFailed) and isinstance(cause, Exception) \
+                    and getattr(cause, "errno", None) in _STORAGE_ERRNOS:  # PyAV could not write the output
+                raise _storage("the output could not be written", OSError(cause.errno, "")) from None
+            raise _scrubbed(exc, root) from None
+        except OSError as exc:
+            if exc.errno in _STORAGE_ERRNOS:
+                raise _storage("the output could not be written", exc) from None
+            raise
         if report.media == "video" and report.fps > 0:
             self._fps_measured = report.fps
         return {**report.as_dict(), "output_path": params["output_path"]}
 
     def _finished(self, record: JobRecord) -> None:
         log.info("privacy job %s %s", record.id, record.state)
+        if record.params.get("upload"):  # the stored upload served its only purpose
+            try:
+                source = confine(self.root.resolve(), str(record.params["input_path"]), field_name="input_path")
+                source.unlink(missing_ok=True)
+            except (FaceportError, OSError) as exc:
+                log.warning("privacy job %s: could not delete its upload: %s", record.id, exc)
 
     def job(self, job_id: str) -> JobRecord:
         """Raises: NotFound for an unknown id or a job of another kind."""
@@ -395,6 +648,44 @@ class PrivacyService:
         if record.kind != JOB_KIND:
             raise NotFound(f"job {job_id} not found")
         return record
+
+
+def _not_reserved(root: Path, path: Path, field_name: str) -> None:
+    relative = path.relative_to(root)
+    if relative.parts and relative.parts[0] == UPLOAD_DIR:
+        raise InvalidInput(f"{field_name} must not be inside {UPLOAD_DIR}/, the folder of multipart uploads",
+                           details={"field": field_name})
+
+
+def _scrubbed(exc: FaceportError, root: Path, names: dict[str, str] | None = None) -> FaceportError:
+    """The same error with the media root taken out of its message (no absolute server path in any error).
+
+    ``names`` maps further text to replace (a staging file's name to the client's file name).
+    """
+    message = exc.message.replace(f"{root}{os.sep}", "").replace(str(root), ROOT_SETTING)
+    for old, new in (names or {}).items():
+        message = message.replace(old, new)
+    if message == exc.message:
+        return exc
+    details = {k: v for k, v in exc.details.items() if not (isinstance(v, str) and v.startswith(os.sep))}
+    return type(exc)(message, details=details, code=exc.code)
+
+
+def _check_image(path: Path, *, max_pixels: int, max_bytes: int) -> None:
+    """Refuse an empty, truncated or undecodable image before a job is queued.
+
+    Raises:
+        InvalidImage: as :func:`~faceport.engine.imageio.decode_image`.
+        FileTooLarge: over ``max_image_bytes``.
+    """
+    try:
+        load_image_file(path, max_pixels=max_pixels, max_bytes=max_bytes)
+    except FileTooLarge:
+        raise FileTooLarge(f"the image exceeds the {max_bytes // (1024 * 1024)} MB image limit",
+                           details={"field": "input_path", "limit_bytes": max_bytes}) from None
+    except OSError as exc:
+        raise InvalidFormat(f"{path.name} cannot be read: {os.strerror(exc.errno) if exc.errno else exc}",
+                            details={"field": "input_path"}) from None
 
 
 def _check_audio(path: Path) -> None:

@@ -83,6 +83,26 @@ def test_bad_and_odd_images_over_http(client, auth_headers, make: Callable[[], b
     assert client.get("/health").status_code == 200
 
 
+@pytest.mark.parametrize(("make", "filename", "expected"), [pytest.param(m, f, e, id=i) for i, m, f, e in CASES])
+def test_bad_and_odd_images_on_the_privacy_app(privacy_client, make: Callable[[], bytes], filename: str,
+                                               expected: tuple[str, object]) -> None:
+    """The same table as multipart uploads to seed E's /api/v1/process: refused before a job is queued, and deleted."""
+    response = privacy_client.post("/api/v1/process", files={"file": (filename, io.BytesIO(make()), "image/jpeg")})
+    body = response.json()
+    uploads = privacy_client.app.state.context.privacy.root / "uploads"
+    kind, _ = expected
+    if kind == "error":
+        assert response.status_code == 400, body
+        assert set(body) == {"error", "message", "code"}
+        # .gif is not a type the privacy filter takes; the rest are undecodable images
+        assert body["code"] == ("INVALID_FORMAT" if filename.endswith(".gif") else "INVALID_IMAGE"), body
+        assert not uploads.is_dir() or list(uploads.iterdir()) == []
+    else:
+        assert response.status_code == 200, body
+        assert body["status"] == "processing"
+    assert privacy_client.get("/health").status_code == 200
+
+
 def test_server_keeps_detecting_after_the_whole_table(client, auth_headers) -> None:
     for _, make, filename, _ in CASES:
         client.post(ROUTE, files={"image": (filename, io.BytesIO(make()), "image/png")}, headers=auth_headers)

@@ -143,7 +143,7 @@ def frames(path: Path) -> Iterator[BGRImage]:
     (MJPEG_AVI, {"width": 176, "height": 144, "video_codec": "mjpeg", "has_audio": False, "container": "avi",
                  "fps": 29.97, "frame_count": 120}),
     (BUNNY, {"width": 1280, "height": 720, "audio_channels": 6, "audio_rate": 48000, "fps": 25.0}),
-    (f"../{WAV}", InvalidFormat("no video stream (audio only): use the audio endpoint")),
+    (f"../{WAV}", InvalidFormat("no video stream (audio only)")),
     ("synth_slideshow_obama_biden_cat_group.json", InvalidFormat("not a readable media file")),
     ("random.mp4", InvalidFormat("not a readable media file")),
     ("truncated_header.mp4", InvalidFormat("not a readable media file")),
