@@ -81,3 +81,9 @@ class QueueFull(FaceportError):
 
 class VramExhausted(FaceportError):
     code = "VRAM_EXHAUSTED"
+
+
+class StorageUnavailable(FaceportError):
+    """A folder the server writes to is read-only, full or missing; the message names its setting."""
+
+    code = "STORAGE_UNAVAILABLE"
