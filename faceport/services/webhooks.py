@@ -36,7 +36,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -46,7 +46,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from faceport.config import Settings
-from faceport.errors import FaceportError, InvalidInput
+from faceport.errors import FaceportError
 from faceport.store import Store
 from faceport.store.models import utcnow
 from faceport.store.webhooks import (
@@ -364,11 +364,3 @@ class WebhookDispatcher:
         with self.store.session() as session:
             return record_attempt(session=session, delivery_id=delivery.id, status=result.status,
                                   error=result.error, state=state, retry_at=retry_at)  # type: ignore[arg-type]
-
-
-def refuse_as_input(exc: WebhookRefused) -> InvalidInput:
-    return InvalidInput(exc.message, details=exc.details)
-
-
-__all__: Sequence[str] = ("AddressPolicy", "WebhookDispatcher", "WebhookRefused", "check_target", "load_secret",
-                          "send_once", "sign", "verify_signature")
