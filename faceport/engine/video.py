@@ -798,7 +798,7 @@ def process_video(
     if fps is not None:
         _target_rate(fps, Fraction(25))
     if not target.parent.is_dir():
-        raise InvalidInput(f"the folder of the output {target.name} does not exist", details={"field": "output"})
+        raise InvalidInput(f"the output directory of {target.name} does not exist", details={"field": "output"})
     if source.exists() and target.exists() and source.resolve() == target.resolve():
         raise InvalidInput("output must not overwrite the input", details={"field": "output"})
     try:

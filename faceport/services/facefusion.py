@@ -585,12 +585,12 @@ class FaceFusionService:
         problems = []
         for folder in ("outputs", "uploads"):
             try:
-                directory = self._folder(folder)  # type: ignore[arg-type]
+                directory = self._folder(folder)
                 directory.mkdir(parents=True, exist_ok=True)
                 with tempfile.NamedTemporaryFile(dir=directory, prefix=".probe-"):
                     pass
             except OSError:
-                problems.append(f"{folder}:{self.folder_setting(folder)}")  # type: ignore[arg-type]
+                problems.append(f"{folder}:{self.folder_setting(folder)}")
         return problems
 
     def _purge_loop(self) -> None:

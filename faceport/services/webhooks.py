@@ -44,6 +44,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
+from sqlalchemy.exc import IntegrityError
 
 from faceport.config import Settings
 from faceport.errors import FaceportError
@@ -53,6 +54,7 @@ from faceport.store.webhooks import (
     DeliveryRecord,
     claim_delivery,
     create_delivery,
+    delivery_for_job,
     due_deliveries,
     next_due_at,
     record_attempt,
@@ -254,7 +256,7 @@ def send_once(url: str, body: bytes, *, secret: bytes, delivery_id: str, policy:
 
 def backoff_s(base_s: float, attempt: int) -> float:
     """Seconds before retry number ``attempt`` (1 = the first retry): ``base * 2**(attempt-1)``, at most an hour."""
-    return min(MAX_BACKOFF_S, base_s * 2 ** (attempt - 1))
+    return float(min(MAX_BACKOFF_S, base_s * 2.0 ** (attempt - 1)))
 
 
 # ---- the dispatcher ---------------------------------------------------------------------------------------
@@ -306,8 +308,15 @@ class WebhookDispatcher:
 
     def enqueue(self, job_id: str, url: str, payload: dict[str, Any]) -> DeliveryRecord:
         """Record a delivery (due now) and wake the sender."""
-        with self.store.session() as session:
-            record = create_delivery(session=session, job_id=job_id, url=url, payload=payload)
+        try:
+            with self.store.session() as session:
+                record = create_delivery(session=session, job_id=job_id, url=url, payload=payload)
+        except IntegrityError:  # another process recorded it a moment ago
+            with self.store.session() as session:
+                existing = delivery_for_job(session=session, job_id=job_id)
+            if existing is None:
+                raise
+            record = existing
         self._wake.set()
         return record
 

@@ -106,7 +106,8 @@ def claim_delivery(*, session: Session, delivery: DeliveryRecord, lease: timedel
                  .where(WebhookDelivery.id == delivery.id, WebhookDelivery.state == "pending",
                         WebhookDelivery.next_attempt_at == delivery.next_attempt_at)
                  .values(next_attempt_at=utcnow() + lease, updated_at=utcnow()))
-    return session.execute(statement).rowcount == 1  # type: ignore[attr-defined]
+    claimed: int = session.execute(statement).rowcount  # type: ignore[attr-defined]
+    return claimed == 1
 
 
 def record_attempt(*, session: Session, delivery_id: str, status: int | None, error: str | None,
