@@ -8,7 +8,9 @@ stops while a job runs, the next start runs it again from its kept inputs.
 
 Outputs are written to ``$FACEPORT_HOME/outputs/<uuid>.<ext>`` (shown to clients as
 ``.api_outputs/<name>``, the seed's path) and purged after ``output_retention_hours``.
-When a request names a ``webhook_url``, the job's outcome is POSTed to it once it ends.
+When a request names a ``webhook_url``, the job's outcome is POSTed to it once it ends: a signed,
+retried delivery kept in the ``webhook_deliveries`` table (see :mod:`faceport.services.webhooks`).
+A folder that cannot be written is a ``StorageUnavailable`` naming its setting, never a path.
 
 The pure functions (:func:`render_image`, :func:`render_video`) are what the CLI uses too.
 """
