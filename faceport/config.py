@@ -73,11 +73,24 @@ class Settings(BaseSettings):
                                     "relative to and confined in this directory; default <home>/media.")
     job_queue_max: int = Field(default=16, ge=1, le=100_000,
                                description="Jobs waiting in the local runner; more are refused (QUEUE_FULL).")
-    sync_video_max_seconds: float = Field(default=10.0, ge=0.0,
+    sync_video_max_seconds: float = Field(default=120.0, ge=0.0,
                                           description="Videos up to this long are processed within the request; "
                                           "longer ones are queued as jobs.")
     output_retention_hours: float = Field(default=24.0, gt=0.0,
                                           description="Hours a /process output is kept before it is purged.")
+    output_dir: Path | None = Field(default=None, description="Seed B outputs; default <home>/outputs.")
+    upload_dir: Path | None = Field(default=None, description="Seed B uploads kept while their job runs; "
+                                    "default <home>/uploads.")
+    webhook_secret: str | None = Field(default=None, description="HMAC-SHA256 key signing webhook deliveries; "
+                                       "default <home>/webhook_secret, created (mode 0600) on first start.")
+    webhook_allow_private: bool = Field(default=False, description="Allow webhook_url on loopback, link-local, "
+                                        "private and metadata addresses (refused by default).")
+    webhook_allowed_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="CIDRs (comma-separated) a webhook may reach although they are private, "
+        "e.g. 10.1.2.0/24.")
+    webhook_max_attempts: int = Field(default=6, ge=1, le=100, description="Delivery attempts per webhook.")
+    webhook_backoff_seconds: float = Field(default=5.0, gt=0.0, le=3600.0,
+                                           description="Wait before the first retry; doubled for each next one.")
 
     # Seed A (live webcam face swap: /upload_source, /status, Socket.IO on the main app).
     live_max_fps: float = Field(default=15.0, gt=0.0, le=120.0,
@@ -142,7 +155,7 @@ class Settings(BaseSettings):
     rate_limit_key_prefix: str = Field(default="faceport", min_length=1,
                                        description="Prefix of the rate-limit keys in Redis.")
 
-    @field_validator("execution_providers", "preload_models", mode="before")
+    @field_validator("execution_providers", "preload_models", "webhook_allowed_networks", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):
@@ -162,6 +175,16 @@ class Settings(BaseSettings):
             items = []
         if len(items) != 1 or items[0].amount < 1:
             raise ValueError(f"{value!r} is not a rate limit like '100/hour' or '5 per minute' (one limit, at least 1)")
+        return value
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _parse_networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not a network like 10.1.2.0/24 or fd00::/64") from None
         return value
 
     @model_validator(mode="after")

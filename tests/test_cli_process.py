@@ -53,7 +53,7 @@ def test_process_image_scale(cli_env: dict[str, str], data_dir: Path, tmp_path: 
     (["--source", "identity/biden/fr_biden.jpg", "--processors", "face_morpher"], "unknown processor 'face_morpher'"),
     (["--processors", "face_swapper"], "face_swapper needs a source image"),
     (["--source", "negatives/pf_free-mountain-vector-01.jpg"], "no face found in source image"),
-    (["--source", "identity/biden/fr_biden.jpg", "--detector", "yoloface_8n"], "unknown face detector"),
+    (["--source", "identity/biden/fr_biden.jpg", "--detector", "yolov99"], "unknown face detector"),
     (["--source", "identity/biden/fr_biden.jpg", "--score", "1.5"], "face_detector_score"),
     (["--source", "identity/biden/missing.jpg"], "no such file"),
 ], ids=["unknown-processor", "no-source", "no-face-in-source", "unknown-detector", "bad-score", "missing-file"])

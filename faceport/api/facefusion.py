@@ -12,11 +12,12 @@ import logging
 import mimetypes
 import shutil
 from pathlib import Path
-from typing import Annotated, BinaryIO, Literal
+from typing import Annotated, Any, BinaryIO, Literal
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, GetCoreSchemaHandler
+from pydantic_core import core_schema
 from starlette.background import BackgroundTask
 
 from faceport.api.context import AppContext
@@ -41,9 +42,25 @@ def body_limit(settings: Settings) -> int:
     a body over it is refused by the framework (413, plain text) before it is read.
     """
     return settings.max_upload_bytes + MAX_SOURCES * settings.max_image_bytes + (1 << 20)
-_REQUEST_DOC = ("ProcessRequest as a JSON string, e.g. "
-                '{"processors":["face_swapper"],"execution_providers":["cpu"]}; fields: '
-                + ", ".join(ProcessRequest.model_fields))
+_REQUEST_DOC = ("A ProcessRequest (components/schemas/ProcessRequest) as a JSON string, e.g. "
+                '{"processors":["face_swapper"],"execution_providers":["cpu"]}; absent: all defaults.')
+
+
+class RequestJson(str):
+    """The ``request`` form field: a JSON string whose OpenAPI schema references ``ProcessRequest``.
+
+    It is validated by :func:`parse_process_request` (errors name the field), not by FastAPI.
+    """
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        def must_be_text(value: Any) -> str:
+            if not isinstance(value, str):
+                raise ValueError("request must be a JSON string")
+            return value
+
+        return core_schema.no_info_plain_validator_function(
+            must_be_text, json_schema_input_schema=core_schema.json_schema(handler.generate_schema(ProcessRequest)))
 
 
 class ProcessorInfo(BaseModel):
@@ -62,6 +79,23 @@ class JobError(BaseModel):
     message: str
 
 
+class WebhookAttempt(BaseModel):
+    at: str
+    status: int | None = Field(description="HTTP status the receiver answered; null: no answer")
+    error: str | None
+
+
+class WebhookDeliveryStatus(BaseModel):
+    state: Literal["pending", "delivered", "failed"] = Field(
+        description="pending: not yet delivered, retried with exponential backoff; failed: gave up")
+    attempts: int
+    last_status: int | None
+    error: str | None = Field(description="why the last attempt failed")
+    delivered_at: str | None
+    next_attempt_at: str | None
+    history: list[WebhookAttempt]
+
+
 class JobStatusResponse(BaseModel):
     job_id: str
     status: Literal["queued", "processing", "completed", "failed"]
@@ -70,6 +104,10 @@ class JobStatusResponse(BaseModel):
     error: JobError | None = None
     created_at: str
     finished_at: str | None = None
+    face_detector: str | None = Field(default=None, description="The detector that ran (or will run): "
+                                      "FaceFusion's names are mapped to the nearest one here.",
+                                      examples=["centerface"])
+    webhook: WebhookDeliveryStatus | None = Field(default=None, description="The webhook_url delivery, if any.")
 
 
 class DeleteResponse(BaseModel):
@@ -104,18 +142,22 @@ async def _process(ctx: AppContext, media: Media, target: UploadFile, sources: l
     if len(sources) > MAX_SOURCES:
         raise InvalidInput(f"at most {MAX_SOURCES} source images, got {len(sources)}",
                            details={"field": "source", "max": MAX_SOURCES})
-    service.check_request(request, source_count=len(sources))
+    # on the thread pool: the webhook check resolves its host name
+    await ctx.run(service.check_request, request, source_count=len(sources))
     staging = await ctx.run(service.new_staging_dir)
     try:
         limit = ctx.settings.max_upload_bytes
         target_name = service.upload_name("target", target.filename)
-        await ctx.run(_copy_limited, target.file, staging / target_name, field="target", max_bytes=limit)
-        source_names = []
-        for index, upload in enumerate(sources):
-            name = service.upload_name("source", upload.filename, index)
-            await ctx.run(_copy_limited, upload.file, staging / name, field="source",
-                          max_bytes=ctx.settings.max_image_bytes)
-            source_names.append(name)
+        try:
+            await ctx.run(_copy_limited, target.file, staging / target_name, field="target", max_bytes=limit)
+            source_names = []
+            for index, upload in enumerate(sources):
+                name = service.upload_name("source", upload.filename, index)
+                await ctx.run(_copy_limited, upload.file, staging / name, field="source",
+                              max_bytes=ctx.settings.max_image_bytes)
+                source_names.append(name)
+        except OSError as exc:
+            raise service.storage_unavailable("uploads", exc) from None
         accepted = await ctx.run(service.accept, media, request, staging, target_name, source_names)
     finally:
         if staging.exists():  # not accepted: nothing refers to these files
@@ -127,7 +169,7 @@ TargetFile = Annotated[UploadFile, File(description="The image or video to proce
 SourceFiles = Annotated[list[UploadFile] | None, File(
     description="Face image(s) of the person to put in; repeat the field for several images of one person. "
     "Required by face_swapper.")]
-RequestField = Annotated[str | None, Form(alias="request", description=_REQUEST_DOC)]
+RequestField = Annotated[RequestJson | None, Form(alias="request", description=_REQUEST_DOC)]
 
 
 @router.get("/processors", response_model=list[ProcessorInfo], summary="List processors")
@@ -172,6 +214,7 @@ async def delete_output(ctx: ContextDep, name: str) -> DeleteResponse:
 async def job_status(ctx: ContextDep, job_id: str) -> JobStatusResponse:
     status = await ctx.run(_service(ctx).job_status, job_id)
     error = JobError(**status.error) if status.error else None
+    webhook = WebhookDeliveryStatus.model_validate(status.webhook) if status.webhook else None
     return JobStatusResponse(job_id=status.job_id, status=status.status, progress=status.progress,
                              output_path=status.output_path, error=error, created_at=status.created_at,
-                             finished_at=status.finished_at)
+                             finished_at=status.finished_at, face_detector=status.face_detector, webhook=webhook)

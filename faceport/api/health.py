@@ -22,18 +22,25 @@ class Health(BaseModel):
     timestamp: str
     processors_available: list[str]
     database: str
+    storage: str  # "ok" | "unwritable"
+    storage_unwritable: list[str]  # "<folder>:<setting>", e.g. "outputs:FACEPORT_OUTPUT_DIR"
     uptime_seconds: float
 
 
 @router.get("/health", response_model=Health, summary="Service health")
 async def health(ctx: ContextDep) -> JSONResponse:
     database_ok = await ctx.run(ctx.store.ping)
+    # a write probe (create + delete one small file) of the output and upload folders
+    unwritable = await ctx.run(ctx.facefusion.unwritable_storage) if ctx.facefusion is not None else []
+    healthy = database_ok and not unwritable
     body = Health(
-        status="healthy" if database_ok else "degraded",
+        status="healthy" if healthy else "degraded",
         version=__version__,
         timestamp=now_iso(),
         processors_available=processors_available(ctx.models),
         database="ok" if database_ok else "unreachable",
+        storage="unwritable" if unwritable else "ok",
+        storage_unwritable=unwritable,
         uptime_seconds=round(time.time() - ctx.started_at, 3),
     )
-    return JSONResponse(body.model_dump(), status_code=200 if database_ok else 503)
+    return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)

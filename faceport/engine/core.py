@@ -34,6 +34,15 @@ class FaceEngine:
         if self.options.detector not in DETECTORS:
             raise InvalidInput(f"unknown detector {self.options.detector!r}; choose one of {', '.join(DETECTORS)}")
 
+    def with_threads(self, threads: int | None) -> FaceEngine:
+        """This engine for one job that runs its models with ``threads`` inference threads.
+
+        The sessions are the cache's ``<model>@<n>threads`` variants, so other work keeps its own.
+        """
+        if threads is None:
+            return self
+        return FaceEngine(self.cache.with_threads(threads), self.options)  # type: ignore[arg-type]
+
     def detector(self, name: str | None = None) -> FaceDetector:
         """A detector by name (``blazeface_short``, ``blazeface_full``, ``centerface``).
 

@@ -117,8 +117,10 @@ class Pipeline:
         self.engine = engine
         self.processors = list(processors)
         self.options = options or PipelineOptions()
+        self.most_faces = 0  # the most faces found in one image/frame so far (before selection)
 
     def _finish(self, frame: BGRImage, faces: Faces) -> BGRImage:
+        self.most_faces = max(self.most_faces, len(faces))
         if self.options.selector == "reference" and len(faces):
             faces = self.engine.embedder().embed(frame, faces)
         faces = select_faces(faces, self.options)
@@ -131,6 +133,10 @@ class Pipeline:
     def process_image(self, image: BGRImage) -> BGRImage:
         faces = self.engine.detect(image, detector=self.options.detector, score_threshold=self.options.detector_score,
                                    max_faces=self.options.max_faces, landmarks=True)
+        return self._finish(image, faces)
+
+    def process_faces(self, image: BGRImage, faces: Faces) -> BGRImage:
+        """Like :meth:`process_image` on faces the caller already detected (with landmarks)."""
         return self._finish(image, faces)
 
     def stream(self) -> Callable[[BGRImage], BGRImage]:

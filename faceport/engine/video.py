@@ -19,6 +19,7 @@ otherwise decoded and re-encoded to AAC at the same rate and channel layout.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -44,7 +45,7 @@ from av.video.reformatter import Colorspace, Interpolation, VideoReformatter
 from av.video.stream import VideoStream
 
 from faceport.engine.types import BGRImage
-from faceport.errors import InvalidFormat, InvalidInput, ProcessingFailed
+from faceport.errors import InvalidFormat, InvalidInput, ProcessingFailed, StorageUnavailable
 
 __all__ = [
     "OUTPUT_SUFFIXES",
@@ -220,14 +221,23 @@ class _Damage:
 # Reading
 
 
+_STORAGE_ERRNOS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                             errno.ENOENT, errno.EISDIR})
+
+
+def _reason(exc: Exception) -> str:
+    """An FFmpeg/OS error's reason without the file name it carries (an absolute server path)."""
+    return getattr(exc, "strerror", None) or type(exc).__name__
+
+
 def _open_input(path: Path) -> InputContainer:
     if not path.is_file():
-        raise InvalidInput(f"no such video file: {path.name}", details={"path": str(path)})
+        raise InvalidInput(f"no such video file: {path.name}", details={"file": path.name})
     try:
         return av.open(str(path), mode="r", metadata_errors="replace")
     except av.error.FFmpegError as exc:
         raise InvalidFormat(f"{path.name} is not a readable media file (truncated, corrupt or not audio/video): "
-                            f"{exc.strerror or exc}", details={"path": str(path)}) from exc
+                            f"{_reason(exc)}", details={"file": path.name}) from exc
 
 
 def _pick_video_stream(container: InputContainer, name: str) -> VideoStream:
@@ -788,7 +798,7 @@ def process_video(
     if fps is not None:
         _target_rate(fps, Fraction(25))
     if not target.parent.is_dir():
-        raise InvalidInput(f"output directory does not exist: {target.parent}", details={"field": "output"})
+        raise InvalidInput(f"the output directory of {target.name} does not exist", details={"field": "output"})
     if source.exists() and target.exists() and source.resolve() == target.resolve():
         raise InvalidInput("output must not overwrite the input", details={"field": "output"})
     try:
@@ -808,7 +818,10 @@ def process_video(
                                      source.name)
                     job.run()
             except av.error.FFmpegError as exc:
-                raise ProcessingFailed(f"{source.name}: encoding failed: {exc.strerror or exc}") from exc
+                if exc.errno in _STORAGE_ERRNOS:
+                    raise StorageUnavailable(f"the output video cannot be written: {_reason(exc)}",
+                                             details={"reason": _reason(exc)}) from exc
+                raise ProcessingFailed(f"{source.name}: encoding failed: {_reason(exc)}") from exc
         os.replace(partial, target)
     except BaseException:
         partial.unlink(missing_ok=True)

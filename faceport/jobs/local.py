@@ -259,7 +259,9 @@ class LocalJobRunner:
                 prepare(record)
             except Exception as exc:
                 code = exc.code if isinstance(exc, FaceportError) else ProcessingFailed.code
-                self._fail(record.id, code, f"could not prepare the job: {exc}")
+                # a FaceportError's message only: an OSError's text holds absolute server paths
+                reason = exc.message if isinstance(exc, FaceportError) else type(exc).__name__
+                self._fail(record.id, code, f"could not prepare the job: {reason}")
                 raise
         return record
 

@@ -8,28 +8,31 @@ stops while a job runs, the next start runs it again from its kept inputs.
 
 Outputs are written to ``$FACEPORT_HOME/outputs/<uuid>.<ext>`` (shown to clients as
 ``.api_outputs/<name>``, the seed's path) and purged after ``output_retention_hours``.
-When a request names a ``webhook_url``, the job's outcome is POSTed to it once it ends.
+When a request names a ``webhook_url``, the job's outcome is POSTed to it once it ends: a signed,
+retried delivery kept in the ``webhook_deliveries`` table (see :mod:`faceport.services.webhooks`).
+A folder that cannot be written is a ``StorageUnavailable`` naming its setting, never a path.
 
 The pure functions (:func:`render_image`, :func:`render_video`) are what the CLI uses too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import shutil
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import cv2
-import httpx
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
 
@@ -46,7 +49,7 @@ from faceport.engine.pipeline import (
     with_embedding_reference,
 )
 from faceport.engine.types import BGRImage, Faces
-from faceport.engine.video import VideoResult, probe_video, process_video
+from faceport.engine.video import VideoOptions, VideoResult, probe_video, process_video
 from faceport.errors import (
     FaceportError,
     InvalidFormat,
@@ -56,9 +59,12 @@ from faceport.errors import (
     NoFace,
     NotFound,
     ProcessingFailed,
+    StorageUnavailable,
 )
 from faceport.jobs import JobQueue, ProgressFn
-from faceport.store import JobRecord, JobState
+from faceport.services.webhooks import WebhookDispatcher
+from faceport.store import JobRecord, JobState, list_jobs
+from faceport.store.webhooks import delivery_for_job, job_ids_with_deliveries
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +74,18 @@ JOB_KINDS = (IMAGE_JOB_KIND, VIDEO_JOB_KIND)
 Media = Literal["image", "video"]
 
 OUTPUT_DISPLAY_DIR = ".api_outputs"
-DETECTOR_NAMES = ("blazeface_short", "blazeface_full", "centerface")
+# FaceFusion's detector names -> the nearest detector faceport has (one table: switch yunet -> yunet once
+# that detector lands). yoloface_8n, retinaface and scrfd are multi-scale detectors with 5 keypoints, good on
+# small faces: CenterFace is ours. "many" runs all of FaceFusion's and merges them: CenterFace, our most robust.
+FACEFUSION_DETECTORS: dict[str, str] = {
+    "yoloface_8n": "centerface",
+    "retinaface": "centerface",
+    "scrfd": "centerface",
+    "yunet": "centerface",
+    "many": "centerface",
+}
+NATIVE_DETECTORS = ("blazeface_short", "blazeface_full", "centerface")
+DETECTOR_NAMES = (*NATIVE_DETECTORS, *FACEFUSION_DETECTORS)
 # FaceFusion's short execution provider names -> onnxruntime's.
 PROVIDER_NAMES: dict[str, str] = {
     "cpu": "CPUExecutionProvider",
@@ -87,9 +104,8 @@ _ENCODE_FORMAT: dict[str, Literal["jpeg", "png", "webp"]] = {".jpg": "jpeg", ".j
                                                              ".webp": "webp"}
 VIDEO_OUTPUT_EXT = ".mp4"
 _PARTIAL_PREFIX = ".partial-"
+_DEFAULT_MAX_FACES = PipelineOptions().max_faces
 _STAGING_PREFIX = ".staging-"
-WEBHOOK_ATTEMPTS = 3
-WEBHOOK_TIMEOUT_S = 10.0
 
 
 # ---- the request ---------------------------------------------------------------------------------
@@ -104,13 +120,17 @@ class ProcessRequest(BaseModel):
         default_factory=lambda: ["cpu"], min_length=1, max_length=8,
         description="FaceFusion names (cpu, cuda, coreml, tensorrt, rocm, directml, openvino); each must be "
         "available on this server. The models run on the server's FACEPORT_EXECUTION_PROVIDERS.")
-    execution_thread_count: int = Field(default=1, ge=1, le=32, description="1-32 (accepted for compatibility).")
+    execution_thread_count: int | None = Field(
+        default=None, ge=1, le=32, description="1-32: inference threads of this job's models (onnxruntime "
+        "intra-op / LiteRT threads) and video codec threads; null: the server's defaults.")
     output_video_fps: float | None = Field(default=None, ge=1, le=120,
                                            description="Output FPS, 1-120; null keeps the input's.")
     output_image_scale: int = Field(default=100, ge=10, le=400, description="Output image size in percent, 10-400.")
     output_video_scale: int = Field(default=100, ge=10, le=400, description="Output video size in percent, 10-400.")
-    face_detector_model: str | None = Field(default=None, description=f"One of {', '.join(DETECTOR_NAMES)}; "
-                                            "null: the server's FACEPORT_DETECTOR.")
+    face_detector_model: str | None = Field(
+        default=None, description=f"One of {', '.join(DETECTOR_NAMES)}; FaceFusion's names run the nearest "
+        f"detector here ({', '.join(f'{k}->{v}' for k, v in FACEFUSION_DETECTORS.items())}); null: the server's "
+        "FACEPORT_DETECTOR. The detector that ran is in the response's face_detector.")
     face_detector_score: float = Field(default=0.5, ge=0.0, le=1.0, description="Detection threshold, 0.0-1.0.")
     face_selector_mode: Literal["all", "reference", "index"] = Field(
         default="all", description="all faces; the faces of the reference person; or the one at face_position.")
@@ -120,7 +140,9 @@ class ProcessRequest(BaseModel):
     face_position: int = Field(default=0, ge=0, le=1000, description="index mode: the face to process, left to right.")
     face_enhancer_blend: int = Field(default=80, ge=0, le=100, description="face_enhancer strength in percent.")
     webhook_url: HttpUrl | None = Field(
-        default=None, description="POSTed {job_id, status, output_path, error} when the job ends (http or https).")
+        default=None, description="POSTed {job_id, status, output_path, error} when the job ends (http or https, "
+        "public addresses only unless FACEPORT_WEBHOOK_ALLOW_PRIVATE); signed with X-Faceport-Signature, retried "
+        "with backoff; deliveries are shown in GET /jobs/{job_id}.")
 
     @field_validator("processors")
     @classmethod
@@ -226,14 +248,16 @@ class RenderOptions:
     image_scale: int = 100
     video_scale: int = 100
     video_fps: float | None = None
+    threads: int | None = None  # inference and codec threads of this render; None: the server's defaults
 
     @classmethod
     def from_request(cls, request: ProcessRequest) -> RenderOptions:
-        return cls(processors=tuple(request.processors), detector=request.face_detector_model,
+        return cls(processors=tuple(request.processors), detector=native_detector(request.face_detector_model),
                    detector_score=request.face_detector_score, selector=request.face_selector_mode,
                    reference_face_index=request.reference_face_index, face_position=request.face_position,
                    enhancer_blend=request.face_enhancer_blend, image_scale=request.output_image_scale,
-                   video_scale=request.output_video_scale, video_fps=request.output_video_fps)
+                   video_scale=request.output_video_scale, video_fps=request.output_video_fps,
+                   threads=request.execution_thread_count)
 
     @property
     def needs_source(self) -> bool:
@@ -242,8 +266,14 @@ class RenderOptions:
     def pipeline_options(self) -> PipelineOptions:
         # "reference" is set once the reference face is known (with_embedding_reference)
         selector: Literal["all", "index"] = "index" if self.selector == "index" else "all"
+        wanted = self.face_position if self.selector == "index" else self.reference_face_index
         return PipelineOptions(detector=self.detector, detector_score=self.detector_score, selector=selector,
-                               face_index=self.face_position)
+                               face_index=self.face_position, max_faces=max(_DEFAULT_MAX_FACES, wanted + 1))
+
+
+def native_detector(name: str | None) -> str | None:
+    """The faceport detector that runs for a request's ``face_detector_model`` (FaceFusion names mapped)."""
+    return None if name is None else FACEFUSION_DETECTORS.get(name, name)
 
 
 def require_source(options: RenderOptions, source_count: int) -> None:
@@ -315,50 +345,79 @@ def render_image(engine: FaceEngine, sources: Sequence[BGRImage], target: BGRIma
         raise InvalidInput(f"output_image_scale {options.image_scale}% makes a {out_w}x{out_h} image, over the "
                            f"limit of {max_pixels:,} pixels", details={"field": "output_image_scale"})
     processors = _build(engine, sources, options)
-    faces = engine.detect(target, detector=options.detector, score_threshold=options.detector_score)
+    base = options.pipeline_options()
+    # the faces the pipeline works on: detected once, with the pipeline's own detector, threshold and limit
+    faces = engine.detect(target, detector=base.detector, score_threshold=base.detector_score,
+                          max_faces=base.max_faces, landmarks=True)
     if not len(faces):
         raise NoFace("no face found in the target image", details={"field": "target"})
-    wanted = options.face_position if options.selector == "index" else (
-        options.reference_face_index if options.selector == "reference" else 0)
-    if wanted >= len(faces):
-        name = "face_position" if options.selector == "index" else "reference_face_index"
-        raise NoFace(f"{name} {wanted} is beyond the {len(faces)} face(s) found in the target image",
-                     details={"field": "target", "faces": len(faces)})
+    check_face_index(options, len(faces), "the target image")
     pipeline_options = (_reference_options(engine, target, faces, options) if options.selector == "reference"
-                        else options.pipeline_options())
-    result = Pipeline(engine, processors, pipeline_options).process_image(target)
+                        else base)
+    result = Pipeline(engine, processors, pipeline_options).process_faces(target, faces)
     if (out_w, out_h) != (width, height):
         interpolation = cv2.INTER_AREA if options.image_scale < 100 else cv2.INTER_CUBIC
         result = np.ascontiguousarray(cv2.resize(result, (out_w, out_h), interpolation=interpolation), np.uint8)
     return result
 
 
-def video_frame_fn(engine: FaceEngine, sources: Sequence[BGRImage], options: RenderOptions
-                   ) -> Callable[[BGRImage], BGRImage]:
+def check_face_index(options: RenderOptions, found: int, where: str) -> None:
+    """Raises: InvalidInput naming ``face_position`` / ``reference_face_index`` when it is beyond ``found`` faces."""
+    if options.selector == "all":
+        return
+    name = "face_position" if options.selector == "index" else "reference_face_index"
+    wanted = options.face_position if options.selector == "index" else options.reference_face_index
+    if wanted >= found:
+        raise InvalidInput(f"{name} {wanted} is beyond the {found} face(s) found in {where} (positions count "
+                           "from 0, left to right)", details={"field": name, "faces": found})
+
+
+class VideoFrames:
     """The per-frame function of one video: detection + tracking, selection, processors.
 
     Frames without faces pass through unchanged. In reference mode the reference person is the
     ``reference_face_index``-th face (left to right) of the first frame with enough faces.
+    ``most_faces`` and ``selected`` tell afterwards whether the selection ever matched.
+    """
+
+    def __init__(self, engine: FaceEngine, processors: Sequence[Any], options: RenderOptions) -> None:
+        self.engine = engine
+        self.processors = processors
+        self.options = options
+        self.most_faces = 0
+        self._pipeline: Pipeline | None = None
+        self._stream: Callable[[BGRImage], BGRImage] | None = None
+        if options.selector != "reference":
+            self._pipeline = Pipeline(engine, processors, options.pipeline_options())
+            self._stream = self._pipeline.stream()
+
+    def __call__(self, frame: BGRImage) -> BGRImage:
+        if self._stream is None:  # reference mode, reference person not seen yet
+            faces = self.engine.detect(frame, detector=self.options.detector,
+                                       score_threshold=self.options.detector_score)
+            self.most_faces = max(self.most_faces, len(faces))
+            if len(faces) <= self.options.reference_face_index:
+                return frame
+            self._pipeline = Pipeline(self.engine, self.processors,
+                                      _reference_options(self.engine, frame, faces, self.options))
+            self._stream = self._pipeline.stream()
+        return self._stream(frame)
+
+    def check_selection(self) -> None:
+        """Raises: InvalidInput (naming the index field) when faces were found but never as many as selected."""
+        found = max(self.most_faces, self._pipeline.most_faces if self._pipeline is not None else 0)
+        if found and not (self.options.selector == "reference" and self._stream is not None):
+            check_face_index(self.options, found, "any frame of the target video")
+
+
+def video_frame_fn(engine: FaceEngine, sources: Sequence[BGRImage], options: RenderOptions) -> VideoFrames:
+    """The per-frame function of one video (see :class:`VideoFrames`).
 
     Raises:
         MissingField, NoFace: as :func:`render_image`, for the sources.
     """
     require_source(options, len(sources))
-    processors = _build(engine, sources, options)
-    if options.selector != "reference":
-        return Pipeline(engine, processors, options.pipeline_options()).stream()
-    stream: Callable[[BGRImage], BGRImage] | None = None
-
-    def run(frame: BGRImage) -> BGRImage:
-        nonlocal stream
-        if stream is None:
-            faces = engine.detect(frame, detector=options.detector, score_threshold=options.detector_score)
-            if len(faces) <= options.reference_face_index:
-                return frame
-            stream = Pipeline(engine, processors, _reference_options(engine, frame, faces, options)).stream()
-        return stream(frame)
-
-    return run
+    return VideoFrames(engine, _build(engine, sources, options), options)
 
 
 def render_video(engine: FaceEngine, sources: Sequence[BGRImage], target: Path, output: Path,
@@ -380,10 +439,18 @@ def render_video(engine: FaceEngine, sources: Sequence[BGRImage], target: Path, 
     Raises:
         InvalidFormat: not a readable video.
         MissingField, NoFace: as :func:`video_frame_fn`.
+        InvalidInput: index/reference mode selected a face beyond those found in any frame (no output is left).
     """
     frame_fn = video_frame_fn(engine, sources, options)
-    return process_video(target, output, frame_fn, fps=options.video_fps, scale_percent=options.video_scale,
-                         progress=progress)
+    video_options = VideoOptions(threads=options.threads or 0)
+    result = process_video(target, output, frame_fn, fps=options.video_fps, scale_percent=options.video_scale,
+                           progress=progress, options=video_options)
+    try:
+        frame_fn.check_selection()
+    except InvalidInput:
+        output.unlink(missing_ok=True)
+        raise
+    return result
 
 
 def image_output_suffix(data: bytes) -> str:
@@ -432,6 +499,8 @@ class JobStatus:
     error: dict[str, Any] | None
     created_at: str
     finished_at: str | None
+    face_detector: str | None = None
+    webhook: dict[str, Any] | None = None  # the delivery of the job's webhook, if it has one
 
 
 _STATUS = {JobState.QUEUED: "queued", JobState.RUNNING: "processing", JobState.COMPLETED: "completed",
@@ -452,9 +521,10 @@ class FaceFusionService:
         self.settings = settings
         self.engine = engine
         self.jobs = jobs
-        self.outputs_dir = settings.home / "outputs"
-        self.uploads_dir = settings.home / "uploads"
+        self.outputs_dir = settings.output_dir or settings.home / "outputs"
+        self.uploads_dir = settings.upload_dir or settings.home / "uploads"
         self.retention_s = settings.output_retention_hours * 3600.0
+        self.webhooks = WebhookDispatcher(settings, jobs.store)  # type: ignore[attr-defined]
         self._stop = threading.Event()
         self._janitor: threading.Thread | None = None
         for kind in JOB_KINDS:
@@ -462,10 +532,20 @@ class FaceFusionService:
 
     # ---- life cycle -----------------------------------------------------------------------
     def start(self) -> None:
-        """Create the directories, purge expired outputs and stale uploads, start the periodic purge."""
-        self.outputs_dir.mkdir(parents=True, exist_ok=True)
-        self.uploads_dir.mkdir(parents=True, exist_ok=True)
-        self.purge()
+        """Create the directories, purge expired outputs and stale uploads, start the periodic purge and
+        the webhook sender (pending deliveries of earlier runs resume; ended jobs whose notice was never
+        recorded get one)."""
+        for folder in ("outputs", "uploads"):
+            try:
+                self._folder(folder).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # keep serving: /health says degraded, requests say STORAGE_UNAVAILABLE
+                log.error("%s", self.storage_unavailable(folder, exc))
+        try:
+            self.purge()
+        except OSError as exc:
+            log.warning("output purge failed: %s", exc)
+        self._enqueue_missed_webhooks()
+        self.webhooks.start()
         if self._janitor is None:
             self._stop.clear()
             self._janitor = threading.Thread(target=self._purge_loop, name="faceport-output-purge", daemon=True)
@@ -473,9 +553,47 @@ class FaceFusionService:
 
     def close(self) -> None:
         self._stop.set()
+        self.webhooks.close()
         if self._janitor is not None:
             self._janitor.join(timeout=5)
             self._janitor = None
+
+    # ---- storage ----------------------------------------------------------------------------
+    def _folder(self, folder: Literal["outputs", "uploads"]) -> Path:
+        return self.outputs_dir if folder == "outputs" else self.uploads_dir
+
+    def folder_setting(self, folder: Literal["outputs", "uploads"]) -> str:
+        """The setting that places ``folder``: its own (when set), else FACEPORT_HOME."""
+        own = self.settings.output_dir if folder == "outputs" else self.settings.upload_dir
+        if own is not None:
+            return "FACEPORT_OUTPUT_DIR" if folder == "outputs" else "FACEPORT_UPLOAD_DIR"
+        return "FACEPORT_HOME"
+
+    def storage_unavailable(self, folder: Literal["outputs", "uploads"], exc: OSError | StorageUnavailable
+                            ) -> StorageUnavailable:
+        """The error for a failed write in ``folder``: names its setting and the reason, never a path."""
+        setting = self.folder_setting(folder)
+        if isinstance(exc, StorageUnavailable):
+            reason = str(exc.details.get("reason") or "not writable")
+        else:
+            reason = exc.strerror or type(exc).__name__
+        where = f"the {folder} folder ({setting}" + ("" if setting != "FACEPORT_HOME" else f"/{folder}") + ")"
+        return StorageUnavailable(f"{where} cannot be written: {reason}; check that it exists, is a writable "
+                                  "folder and has free space", details={"setting": setting, "folder": folder,
+                                                                         "reason": reason})
+
+    def unwritable_storage(self) -> list[str]:
+        """Folders that fail a write probe (create and delete a small file), as ``<folder>:<setting>``."""
+        problems = []
+        for folder in ("outputs", "uploads"):
+            try:
+                directory = self._folder(folder)
+                directory.mkdir(parents=True, exist_ok=True)
+                with tempfile.NamedTemporaryFile(dir=directory, prefix=".probe-"):
+                    pass
+            except OSError:
+                problems.append(f"{folder}:{self.folder_setting(folder)}")
+        return problems
 
     def _purge_loop(self) -> None:
         interval = max(1.0, min(600.0, self.retention_s / 4))
@@ -528,12 +646,17 @@ class FaceFusionService:
         check_providers(request.execution_providers)
         options = RenderOptions.from_request(request)
         require_source(options, source_count)
+        if request.webhook_url is not None:
+            self.webhooks.check(str(request.webhook_url))
         return options
 
     def new_staging_dir(self) -> Path:
         """A fresh directory for one request's uploads (moved to ``uploads/<job id>`` once accepted)."""
         path = self.uploads_dir / f"{_STAGING_PREFIX}{uuid.uuid4().hex}"
-        path.mkdir(parents=True)
+        try:
+            path.mkdir(parents=True)
+        except OSError as exc:
+            raise self.storage_unavailable("uploads", exc) from None
         return path
 
     @staticmethod
@@ -571,7 +694,10 @@ class FaceFusionService:
         kind = IMAGE_JOB_KIND if media == "image" else VIDEO_JOB_KIND
 
         def move_inputs(record: JobRecord) -> None:
-            os.replace(staging, self.uploads_dir / record.id)
+            try:
+                os.replace(staging, self.uploads_dir / record.id)
+            except OSError as exc:
+                raise self.storage_unavailable("uploads", exc) from None
 
         if sync:
             record = self.jobs.run_inline(kind, params, prepare=move_inputs)
@@ -613,35 +739,64 @@ class FaceFusionService:
         if not inputs.is_dir():
             raise ProcessingFailed(f"the inputs of job {public_job_id(record)} are gone; submit it again")
         options = RenderOptions.from_request(validate_process_request(params["request"]))
+        engine = self.engine.with_threads(options.threads)  # sessions of this thread count, not shared ones
         sources = [self._load_source(inputs / name, index) for index, name in enumerate(params["sources"])]
         name = params["output_name"]
-        self.outputs_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.outputs_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self.storage_unavailable("outputs", exc) from None
         if params["media"] == "image":
             target = self._decode_target((inputs / params["target"]).read_bytes())
-            result = render_image(self.engine, sources, target, options, max_pixels=self.settings.max_image_pixels)
+            result = render_image(engine, sources, target, options, max_pixels=self.settings.max_image_pixels)
             partial = self.outputs_dir / f"{_PARTIAL_PREFIX}{name}"  # hidden: no valid output name starts with "."
             try:
                 partial.write_bytes(encode_for_suffix(result, Path(name).suffix))
                 os.replace(partial, self.outputs_dir / name)
+            except OSError as exc:
+                raise self.storage_unavailable("outputs", exc) from None
             finally:
-                partial.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    partial.unlink(missing_ok=True)
         else:
             try:  # process_video writes atomically (a hidden partial file renamed at the end)
-                render_video(self.engine, sources, inputs / params["target"], self.outputs_dir / name, options,
+                render_video(engine, sources, inputs / params["target"], self.outputs_dir / name, options,
                              progress=progress)
             except (InvalidFormat, InvalidImage) as exc:
                 exc.details.setdefault("field", "target")
                 raise
-        return {"output_name": name, "output_path": output_display_path(name)}
+            except (StorageUnavailable, OSError) as exc:
+                raise self.storage_unavailable("outputs", exc) from None
+        return {"output_name": name, "output_path": output_display_path(name),
+                "face_detector": options.detector or self.settings.detector,
+                "execution_thread_count": options.threads}
 
     def _on_finish(self, record: JobRecord) -> None:
         shutil.rmtree(self.uploads_dir / record.id, ignore_errors=True)
+        self._enqueue_webhook(record)
+
+    def _enqueue_webhook(self, record: JobRecord) -> None:
         url = record.params.get("request", {}).get("webhook_url")
         if url:
-            payload = self._status(record)
-            body = {"job_id": payload.job_id, "status": payload.status, "output_path": payload.output_path,
-                    "error": payload.error}
-            threading.Thread(target=deliver_webhook, args=(url, body), name="faceport-webhook", daemon=True).start()
+            status = self._status(record)
+            body = {"job_id": status.job_id, "status": status.status, "output_path": status.output_path,
+                    "error": status.error}
+            self.webhooks.enqueue(record.id, url, body)
+
+    def _enqueue_missed_webhooks(self, window_s: float = 86_400.0) -> None:
+        """Ended jobs (of the last day) whose webhook was never recorded: the process died in between."""
+        store = self.webhooks.store
+        cutoff = time.time() - window_s
+        with store.session() as session:
+            ended = [record for kind in JOB_KINDS for state in (JobState.COMPLETED, JobState.FAILED)
+                     for record in list_jobs(session=session, kind=kind, state=state, limit=200)
+                     if record.finished_at is not None and record.finished_at.timestamp() > cutoff
+                     and record.params.get("request", {}).get("webhook_url")]
+            known = job_ids_with_deliveries(session=session, job_ids=[record.id for record in ended])
+        for record in ended:
+            if record.id not in known:
+                log.warning("job %s ended without its webhook being recorded; sending it now", record.id)
+                self._enqueue_webhook(record)
 
     def job_status(self, job_id: str) -> JobStatus:
         """The status of a job by its public id.
@@ -653,20 +808,34 @@ class FaceFusionService:
         if match:
             for record in self.jobs.find_by_id_prefix(match.group(3), kinds=JOB_KINDS):
                 if public_job_id(record) == job_id:
-                    return self._status(record)
+                    return replace(self._status(record), webhook=self._webhook_status(record.id))
         raise NotFound(f"job {job_id!r} not found", details={"job_id": job_id})
 
-    @staticmethod
-    def _status(record: JobRecord) -> JobStatus:
+    def _status(self, record: JobRecord) -> JobStatus:
         result = record.result if isinstance(record.result, dict) else {}
         status = _STATUS[record.state]
         error = record.error
         if record.state == JobState.CANCELLED:
             error = {"code": "CANCELLED", "message": "the job was cancelled"}
+        request = record.params.get("request", {})
+        detector = (result.get("face_detector") or native_detector(request.get("face_detector_model"))
+                    or self.settings.detector)
         return JobStatus(job_id=public_job_id(record), status=status,  # type: ignore[arg-type]
                          progress=round(record.progress, 1), output_path=result.get("output_path"), error=error,
                          created_at=record.created_at.isoformat(),
-                         finished_at=record.finished_at.isoformat() if record.finished_at else None)
+                         finished_at=record.finished_at.isoformat() if record.finished_at else None,
+                         face_detector=detector)
+
+    def _webhook_status(self, job_id: str) -> dict[str, Any] | None:
+        with self.webhooks.store.session() as session:
+            delivery = delivery_for_job(session=session, job_id=job_id)
+        if delivery is None:
+            return None
+        return {"state": delivery.state, "attempts": delivery.attempts, "last_status": delivery.last_status,
+                "error": delivery.error,
+                "delivered_at": delivery.delivered_at.isoformat() if delivery.delivered_at else None,
+                "next_attempt_at": delivery.next_attempt_at.isoformat() if delivery.state == "pending" else None,
+                "history": delivery.history}
 
     # ---- outputs ------------------------------------------------------------------------------
     def output_file(self, name: str) -> Path:
@@ -694,25 +863,3 @@ class FaceFusionService:
         except FileNotFoundError:
             raise NotFound(f"output {name!r} not found", details={"name": name}) from None
         log.info("deleted output %s", name)
-
-
-def deliver_webhook(url: str, payload: dict[str, Any], *, attempts: int = WEBHOOK_ATTEMPTS,
-                    timeout: float = WEBHOOK_TIMEOUT_S, backoff_s: float = 1.0) -> bool:
-    """POST ``payload`` as JSON to ``url``; retried with exponential backoff; never raises.
-
-    Returns:
-        Whether a 2xx answer came back.
-    """
-    for attempt in range(1, attempts + 1):
-        try:
-            response = httpx.post(url, json=payload, timeout=timeout)
-            if response.is_success:
-                log.info("webhook %s answered %d for job %s", url, response.status_code, payload.get("job_id"))
-                return True
-            log.warning("webhook %s answered %d (attempt %d/%d)", url, response.status_code, attempt, attempts)
-        except httpx.HTTPError as exc:
-            log.warning("webhook %s failed (attempt %d/%d): %s", url, attempt, attempts, exc)
-        if attempt < attempts:
-            time.sleep(backoff_s * 2 ** (attempt - 1))
-    log.error("webhook %s gave up after %d attempts for job %s", url, attempts, payload.get("job_id"))
-    return False

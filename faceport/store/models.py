@@ -1,6 +1,6 @@
 """SQLAlchemy 2 typed declarative models of the store.
 
-Tables: ``jobs``; ``users``, ``refresh_tokens``, ``revoked_tokens``, ``api_keys`` (auth);
+Tables: ``jobs``, ``webhook_deliveries``; ``users``, ``refresh_tokens``, ``revoked_tokens``, ``api_keys`` (auth);
 ``subjects`` and ``subject_faces`` (the recognition gallery). Columns are portable between SQLite and
 PostgreSQL: JSON is ``sqlalchemy.JSON`` and timestamps go through :class:`UTCDateTime`,
 which always hands back timezone-aware UTC datetimes (SQLite keeps no offset).
@@ -120,6 +120,31 @@ class Job(Base):
 
     def __repr__(self) -> str:
         return f"Job(id={self.id!r}, kind={self.kind!r}, state={self.state!r}, progress={self.progress!r})"
+
+
+class WebhookDelivery(Base):
+    """The notice of one ended job to its ``webhook_url``: pending until delivered or out of attempts.
+
+    Rows survive restarts, so a delivery pending or retrying when the process stops resumes on the
+    next start. ``history`` is the list of attempts ``{"at", "status", "error"}`` (last ones kept).
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (CheckConstraint("state IN ('pending', 'delivered', 'failed')", name="state_valid"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(32), ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), index=True, default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    history: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Role(StrEnum):

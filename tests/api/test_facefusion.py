@@ -4,7 +4,10 @@ restart safety of the job runner, output retention."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import http.client
+import ipaddress
 import json
 import re
 import shutil
@@ -12,16 +15,19 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import cv2
 import httpx
 import numpy as np
 import pytest
 
-from faceport.services.facefusion import VIDEO_JOB_KIND, public_job_id
+from faceport.services.facefusion import FACEFUSION_DETECTORS, IMAGE_JOB_KIND, VIDEO_JOB_KIND, public_job_id
 from tests.api.conftest import LiveServer, serving
 
 OBAMA = "identity/obama/fr_obama.jpg"
@@ -32,6 +38,7 @@ GROUP = "group/fr_obama_and_biden.jpg"
 SHORT_VIDEO = "video/pf_single_face.mp4"  # 2.4 s, mp3 audio
 NO_FACE_VIDEO = "video/pf_no_face.mp4"  # 3.95 s, aac audio
 AUDIO_ONLY = "audio/tts_personal_data_en_16k.wav"
+LONG_VIDEO = "video/pf_WolfgangLanger_Pexels.mp4"  # 19.7 s, one face
 
 
 def _files(data_dir: Path, target: str | tuple[str, bytes], *sources: str) -> list[tuple[str, Any]]:
@@ -69,6 +76,21 @@ def _assert_serving(url: str) -> None:
     assert httpx.get(f"{url}/health", timeout=10).json()["status"] == "healthy"
 
 
+def _only_job_id(server: LiveServer, kind: str = VIDEO_JOB_KIND) -> str:
+    from faceport.store import list_jobs
+
+    with server.context.store.session() as session:
+        (record,) = list_jobs(session=session, kind=kind)
+    return public_job_id(record)
+
+
+def _assert_no_server_path(server: LiveServer, text: str) -> None:
+    """Error bodies never show where the server keeps its files."""
+    for root in {str(server.settings.home), str(server.settings.home.resolve()), str(Path.home())}:
+        assert root not in text, text
+    assert not re.search(r"(^|[\s'\"(=])/(tmp|home|root|var|usr|etc)/", text), text
+
+
 # ---- request validation: error and passing cases in one table -------------------------------------------------
 VALIDATION = [
     ("threads-0", {"execution_thread_count": 0}, "execution_thread_count"),
@@ -81,7 +103,7 @@ VALIDATION = [
     ("fps-121", {"output_video_fps": 121}, "output_video_fps"),
     ("score-1.5", {"face_detector_score": 1.5}, "face_detector_score"),
     ("score-negative", {"face_detector_score": -0.1}, "face_detector_score"),
-    ("detector-yoloface", {"face_detector_model": "yoloface_8n"}, "face_detector_model"),
+    ("detector-unknown", {"face_detector_model": "yolov99"}, "face_detector_model"),
     ("unknown-processor", {"processors": ["face_swapper", "frame_colorizer"]}, "processors"),
     ("no-processors", {"processors": []}, "processors"),
     ("unknown-provider", {"execution_providers": ["tpu"]}, "execution_providers"),
@@ -90,6 +112,15 @@ VALIDATION = [
     ("blend-101", {"face_enhancer_blend": 101}, "face_enhancer_blend"),
     ("webhook-ftp", {"webhook_url": "ftp://127.0.0.1/x"}, "webhook_url"),
     ("webhook-file", {"webhook_url": "file:///etc/passwd"}, "webhook_url"),
+    # webhooks may only reach public addresses (checked after DNS resolution) unless allowed
+    ("webhook-loopback", {"webhook_url": "http://127.0.0.1:9/hook"}, "webhook_url"),
+    ("webhook-localhost-name", {"webhook_url": "http://localhost:9/hook"}, "webhook_url"),
+    ("webhook-metadata", {"webhook_url": "http://169.254.169.254/latest/meta-data/"}, "webhook_url"),
+    ("webhook-private-10", {"webhook_url": "http://10.20.30.40/hook"}, "webhook_url"),
+    ("webhook-private-192", {"webhook_url": "https://192.168.1.1/hook"}, "webhook_url"),
+    ("webhook-ipv6-loopback", {"webhook_url": "http://[::1]:9/hook"}, "webhook_url"),
+    ("webhook-ipv4-mapped", {"webhook_url": "http://[::ffff:10.0.0.1]/hook"}, "webhook_url"),
+    ("webhook-unspecified", {"webhook_url": "http://0.0.0.0:9/hook"}, "webhook_url"),
     ("extra-field", {"processors": ["face_swapper"], "frame_enhancer_model": "x"}, "frame_enhancer_model"),
     ("malformed-json", '{"processors": ["face_swapper"', "request"),
     ("json-array", '["face_swapper"]', "request"),
@@ -98,6 +129,9 @@ VALIDATION = [
                                           "face_detector_model": "centerface", "face_detector_score": 0.4,
                                           "output_image_scale": 50, "face_enhancer_blend": 100}, None),
     ("ok-empty-request", "", None),
+    ("ok-threads-3", {"execution_thread_count": 3}, None),
+    # FaceFusion's detector names run the nearest detector here
+    *[(f"ok-detector-{name}", {"face_detector_model": name}, None) for name in FACEFUSION_DETECTORS],
 ]
 
 
@@ -110,6 +144,9 @@ def test_process_request_validation(live_server: LiveServer, data_dir: Path, req
     if field is None:
         assert response.status_code == 200, body
         assert body["status"] == "completed"
+        asked = request_body.get("face_detector_model") if isinstance(request_body, dict) else None
+        ran = httpx.get(f"{live_server.url}/jobs/{body['job_id']}", timeout=10).json()["face_detector"]
+        assert ran == (FACEFUSION_DETECTORS.get(asked, asked) if asked else live_server.settings.detector)
         output = cv2.imread(str(live_server.settings.home / "outputs" / body["output_path"].split("/")[-1]))
         target = cv2.imread(str(data_dir / OBAMA))
         scale = (request_body or {}).get("output_image_scale", 100) if isinstance(request_body, dict) else 100
@@ -119,7 +156,11 @@ def test_process_request_validation(live_server: LiveServer, data_dir: Path, req
     assert body["code"] == "INVALID_INPUT" and body["details"]["field"] == field, body
     assert field in body["detail"], body
     if field == "face_detector_model":
-        assert "blazeface_short, blazeface_full, centerface" in body["detail"]
+        assert "blazeface_short, blazeface_full, centerface, yoloface_8n, retinaface, scrfd, yunet, many" in body[
+            "detail"]
+    if field == "webhook_url" and "://" in request_body["webhook_url"] and "ftp" not in request_body["webhook_url"] \
+            and "file" not in request_body["webhook_url"]:
+        assert "FACEPORT_WEBHOOK_ALLOW_PRIVATE" in body["detail"] and body["details"]["reason"], body
     if field == "processors" and request_body["processors"]:
         assert "'frame_colorizer'" in body["detail"] and "face_swapper, face_enhancer" in body["detail"]
     if field == "frame_enhancer_model":
@@ -152,6 +193,16 @@ def test_openapi_documents_the_seed_routes(live_server: LiveServer) -> None:
     props = schema["components"]["schemas"][form["$ref"].split("/")[-1]]["properties"] if "$ref" in form else form[
         "properties"]
     assert {"target", "source", "request"} <= set(props)
+    # the request field is a JSON string whose schema is the ProcessRequest component, not a description
+    request_schema = next(s for s in props["request"].get("anyOf", [props["request"]]) if s.get("type") == "string")
+    assert request_schema["contentMediaType"] == "application/json"
+    assert request_schema["contentSchema"] == {"$ref": "#/components/schemas/ProcessRequest"}
+    component = schema["components"]["schemas"]["ProcessRequest"]
+    assert {"processors", "execution_providers", "execution_thread_count", "output_video_fps", "output_image_scale",
+            "output_video_scale", "face_detector_model", "face_detector_score", "webhook_url"} <= set(component[
+                "properties"])
+    assert component["additionalProperties"] is False
+    assert component["properties"]["execution_thread_count"]["anyOf"][0]["maximum"] == 32
 
 
 # ---- sources, selection ------------------------------------------------------------------------------
@@ -181,10 +232,25 @@ def test_selector_changes_only_the_chosen_face(live_server: LiveServer, data_dir
             return float(np.abs(output[y1:y2, x1:x2].astype(np.int16) - target[y1:y2, x1:x2]).mean())
 
         assert change(int(order[chosen])) > 3 * max(change(int(order[other])), 1.0)
-    beyond = _post(live_server.url, "image", _files(data_dir, GROUP, BIDEN_2),
-                   {"face_selector_mode": mode, index_field: 40})
-    assert beyond.status_code == 400 and beyond.json()["code"] == "NO_FACE"
-    assert beyond.json()["details"]["field"] == "target"
+    for position in (len(faces), 40):  # just past the last face, and far beyond
+        beyond = _post(live_server.url, "image", _files(data_dir, GROUP, BIDEN_2),
+                       {"face_selector_mode": mode, index_field: position})
+        assert beyond.status_code == 400 and beyond.json()["code"] == "INVALID_INPUT", beyond.text
+        assert beyond.json()["details"] == {"field": index_field, "faces": len(faces)}
+        assert index_field in beyond.json()["detail"]
+
+
+@pytest.mark.parametrize(("mode", "index_field"), [("index", "face_position"), ("reference", "reference_face_index")])
+def test_video_selector_beyond_the_faces_is_a_400_not_an_unchanged_video(live_server: LiveServer, data_dir: Path,
+                                                                         mode: str, index_field: str) -> None:
+    response = _post(live_server.url, "video", _files(data_dir, SHORT_VIDEO, BIDEN),
+                     {"face_selector_mode": mode, index_field: 3, "output_video_scale": 50})
+    body = response.json()
+    assert response.status_code == 400, body
+    assert body["code"] == "INVALID_INPUT" and body["details"] == {"field": index_field, "faces": 1}, body
+    assert not [p for p in (live_server.settings.home / "outputs").iterdir() if p.suffix == ".mp4"]
+    polled = httpx.get(f"{live_server.url}/jobs/{_only_job_id(live_server)}", timeout=10).json()
+    assert polled["status"] == "failed" and polled["error"]["code"] == "INVALID_INPUT"
 
 
 # ---- path confinement ------------------------------------------------------------------------------------
@@ -268,6 +334,7 @@ def test_bad_uploads(live_server: LiveServer, data_dir: Path, endpoint: str, tar
     assert response.status_code == 400, body
     assert set(body) == {"detail", "code", "details"}
     assert body["code"] == code and body["details"]["field"] == field, body
+    _assert_no_server_path(live_server, response.text)
     if endpoint == "video" and "wav" in target(data_dir)[0]:
         assert "no video stream" in body["detail"]
     _assert_serving(live_server.url)
@@ -328,40 +395,95 @@ def test_api_key_is_required_when_configured(settings: Any, data_dir: Path) -> N
 
 
 # ---- queued videos: polling and webhooks -----------------------------------------------------------------
-class _Hook(BaseHTTPRequestHandler):
-    received: ClassVar[list[dict[str, Any]]] = []
+@dataclass
+class Receiver:
+    """A real HTTP webhook receiver: records each request; answers from ``answers`` (then 204)."""
 
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length", 0))
-        type(self).received.append(json.loads(self.rfile.read(length)))
-        self.send_response(204)
-        self.end_headers()
+    url: str
+    received: list[dict[str, Any]] = field(default_factory=list)  # {"body", "raw", "headers", "path"}
+    answers: list[tuple[int, dict[str, str]]] = field(default_factory=list)
 
-    def log_message(self, *args: Any) -> None:
-        return
+    def wait(self, count: int = 1, timeout: float = 60) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while len(self.received) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.received
 
 
-@pytest.fixture
-def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    received: list[dict[str, Any]] = []
-    handler = type("Hook", (_Hook,), {"received": received})
-    server = HTTPServer(("127.0.0.1", 0), handler)
+@contextmanager
+def receiving(host: str = "127.0.0.1") -> Iterator[Receiver]:
+    receiver = Receiver(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            receiver.received.append({"raw": raw, "body": json.loads(raw), "headers": dict(self.headers),
+                                      "path": self.path})
+            status, headers = receiver.answers.pop(0) if receiver.answers else (204, {})
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = HTTPServer((host, 0), Handler)
+    receiver.url = f"http://{host}:{server.server_address[1]}/callback"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/callback", received
+        yield receiver
     finally:
         server.shutdown()
         server.server_close()
 
 
-def test_long_video_is_queued_polled_downloaded_and_webhooked(settings: Any, data_dir: Path, webhook: Any) -> None:
+@pytest.fixture
+def webhook() -> Iterator[Receiver]:
+    with receiving() as receiver:
+        yield receiver
+
+
+def _private_ok(settings: Any, **update: Any) -> Any:
+    return settings.model_copy(update={"webhook_allow_private": True, **update})
+
+
+def _wait_delivery(url: str, job_id: str, state: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        hook = httpx.get(f"{url}/jobs/{job_id}", timeout=10).json()["webhook"]
+        if hook is not None and hook["state"] == state:
+            return hook
+        time.sleep(0.1)
+    pytest.fail(f"the webhook of {job_id} is not {state}: {hook}")
+
+
+def _assert_signed(home: Path, request: dict[str, Any]) -> None:
+    """What a receiver does (README): HMAC-SHA256 of "<timestamp>.<raw body>" with the secret, fresh timestamp."""
+    from faceport.services.webhooks import verify_signature
+
+    secret_file = home / "webhook_secret"
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    secret = secret_file.read_text().strip().encode()
+    headers = {k.lower(): v for k, v in request["headers"].items()}
+    timestamp, signature = headers["x-faceport-timestamp"], headers["x-faceport-signature"]
+    expected = hmac.new(secret, f"{timestamp}.".encode() + request["raw"], hashlib.sha256).hexdigest()
+    assert signature == f"sha256={expected}"
+    assert verify_signature(secret, timestamp, request["raw"], signature)
+    assert not verify_signature(b"another secret", timestamp, request["raw"], signature)
+    assert not verify_signature(secret, timestamp, request["raw"] + b" ", signature)  # body tampered
+    assert not verify_signature(secret, timestamp, request["raw"], signature, now=int(timestamp) + 3600)  # replay
+
+
+def test_long_video_is_queued_polled_downloaded_and_webhooked(settings: Any, data_dir: Path,
+                                                              webhook: Receiver) -> None:
     from faceport.engine.video import probe_video
 
-    hook_url, received = webhook
-    with serving(settings.model_copy(update={"sync_video_max_seconds": 0.0})) as server:
+    with serving(_private_ok(settings, sync_video_max_seconds=0.0)) as server:
         response = _post(server.url, "video", _files(data_dir, SHORT_VIDEO, BIDEN),
-                         {"processors": ["face_swapper"], "execution_providers": ["cpu"], "webhook_url": hook_url})
+                         {"processors": ["face_swapper"], "execution_providers": ["cpu"], "webhook_url": webhook.url})
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["status"] == "queued" and body["output_path"] is None
@@ -377,19 +499,18 @@ def test_long_video_is_queued_polled_downloaded_and_webhooked(settings: Any, dat
         saved.write_bytes(download.content)
         info = probe_video(saved)
         assert info.has_audio and abs(info.duration_s - 2.42) < 0.3
-        deadline = time.monotonic() + 30
-        while not received and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert received == [{"job_id": body["job_id"], "status": "completed", "output_path": status["output_path"],
-                             "error": None}]
+        (delivered,) = webhook.wait(1)
+        assert delivered["body"] == {"job_id": body["job_id"], "status": "completed",
+                                     "output_path": status["output_path"], "error": None}
+        _assert_signed(server.settings.home, delivered)
+        hook = _wait_delivery(server.url, body["job_id"], "delivered")
+        assert hook["attempts"] == 1 and hook["last_status"] == 204 and hook["delivered_at"] and hook["error"] is None
         assert not any((server.settings.home / "uploads").iterdir())  # inputs go once the job ends
-        received.clear()
-        refused = _post(server.url, "image", _files(data_dir, NO_FACE_IMAGE, BIDEN), {"webhook_url": hook_url})
+        webhook.received.clear()
+        refused = _post(server.url, "image", _files(data_dir, NO_FACE_IMAGE, BIDEN), {"webhook_url": webhook.url})
         assert refused.status_code == 400 and refused.json()["code"] == "NO_FACE"
-        deadline = time.monotonic() + 30
-        while not received and time.monotonic() < deadline:
-            time.sleep(0.1)
-        (failed,) = received  # a failed job is reported too, with its stable code
+        (failed,) = webhook.wait(1)  # a failed job is reported too, with its stable code
+        failed = failed["body"]
         assert failed["status"] == "failed" and failed["output_path"] is None
         assert failed["error"]["code"] == "NO_FACE" and re.fullmatch(r"api_\d{8}_\d{6}_[0-9a-f]{6}", failed["job_id"])
         polled = httpx.get(f"{server.url}/jobs/{failed['job_id']}", timeout=10).json()
@@ -398,15 +519,81 @@ def test_long_video_is_queued_polled_downloaded_and_webhooked(settings: Any, dat
         assert missing.status_code == 404 and missing.json()["code"] == "NOT_FOUND"
 
 
+def test_webhook_retries_with_backoff_recorded_on_the_job(settings: Any, data_dir: Path, webhook: Receiver) -> None:
+    webhook.answers = [(503, {}), (500, {})]  # then 204
+    with serving(_private_ok(settings, webhook_backoff_seconds=0.3, webhook_secret="s3cret")) as server:
+        response = _post(server.url, "image", _files(data_dir, OBAMA, BIDEN), {"webhook_url": webhook.url})
+        assert response.status_code == 200, response.text
+        job_id = response.json()["job_id"]
+        hook = _wait_delivery(server.url, job_id, "delivered")
+        assert hook["attempts"] == 3 and hook["last_status"] == 204 and hook["error"] is None
+        assert [a["status"] for a in hook["history"]] == [503, 500, 204]
+        assert hook["history"][0]["error"] == "answered HTTP 503"
+        at = [datetime.fromisoformat(a["at"]) for a in hook["history"]]
+        assert (at[1] - at[0]).total_seconds() >= 0.3 and (at[2] - at[1]).total_seconds() >= 0.6  # doubled
+        assert len(webhook.received) == 3
+        ids = {r["headers"]["X-Faceport-Delivery"] for r in webhook.received}
+        assert len(ids) == 1  # one delivery id across retries: receivers can de-duplicate
+        for request in webhook.received:  # signed with FACEPORT_WEBHOOK_SECRET when it is set
+            stamp = request["headers"]["X-Faceport-Timestamp"]
+            digest = hmac.new(b"s3cret", f"{stamp}.".encode() + request["raw"], hashlib.sha256).hexdigest()
+            assert request["headers"]["X-Faceport-Signature"] == f"sha256={digest}"
+        assert not (server.settings.home / "webhook_secret").exists()
+
+
+def test_webhook_redirect_to_a_private_address_is_refused(settings: Any, data_dir: Path) -> None:
+    with receiving("127.0.0.2") as inside, receiving() as outside:
+        outside.answers = [(307, {"Location": inside.url})]
+        allowed = {"webhook_allowed_networks": ["127.0.0.1/32"]}  # the first hop only
+        with serving(settings.model_copy(update=allowed)) as server:
+            direct = _post(server.url, "image", _files(data_dir, OBAMA, BIDEN), {"webhook_url": inside.url})
+            assert direct.status_code == 400 and direct.json()["details"]["field"] == "webhook_url"
+            response = _post(server.url, "image", _files(data_dir, OBAMA, BIDEN), {"webhook_url": outside.url})
+            assert response.status_code == 200, response.text
+            hook = _wait_delivery(server.url, response.json()["job_id"], "failed")
+            assert hook["attempts"] == 1 and hook["last_status"] is None  # refused: not retried
+            assert hook["error"].startswith("refused: webhook_url host '127.0.0.2' resolves to a loopback address")
+            assert len(outside.received) == 1 and inside.received == []
+
+
+def test_webhook_goes_to_the_address_that_was_checked(webhook: Receiver) -> None:
+    """The host name is resolved once per hop and the request sent to that address (no DNS rebinding)."""
+    from faceport.services.webhooks import AddressPolicy, WebhookRefused, check_target, send_once
+
+    port = int(webhook.url.rsplit(":", 1)[1].split("/")[0])
+    policy = AddressPolicy(allowed=(ipaddress.ip_network("127.0.0.1/32"),))
+    lookups: list[str] = []
+
+    def resolver(host: str, _port: int) -> list[str]:
+        lookups.append(host)
+        return {"hooks.example.test": ["127.0.0.1"], "mixed.example.test": ["127.0.0.1", "10.0.0.7"]}[host]
+
+    attempt = send_once(f"http://hooks.example.test:{port}/cb?x=1", b'{"a":1}', secret=b"k", delivery_id="d1",
+                        policy=policy, resolver=resolver)
+    assert attempt.error is None and attempt.status == 204
+    (request,) = webhook.received
+    assert request["headers"]["Host"] == f"hooks.example.test:{port}" and request["path"] == "/cb?x=1"
+    assert lookups == ["hooks.example.test"]
+    with pytest.raises(WebhookRefused) as refused:  # every address of the name is checked, not just the first
+        check_target("http://mixed.example.test/", policy, resolver)
+    assert refused.value.details == {"field": "webhook_url", "reason": "private"}
+
+
 def test_unreachable_webhook_never_fails_the_job(settings: Any, data_dir: Path) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/hook"
-    with serving(settings) as server:
+    with serving(_private_ok(settings)) as server:
         response = _post(server.url, "image", _files(data_dir, OBAMA, BIDEN), {"webhook_url": dead})
         assert response.status_code == 200 and response.json()["status"] == "completed"
-        status = httpx.get(f"{server.url}/jobs/{response.json()['job_id']}", timeout=10).json()
+        job_id = response.json()["job_id"]
+        status = httpx.get(f"{server.url}/jobs/{job_id}", timeout=10).json()
         assert status["status"] == "completed"
+        deadline = time.monotonic() + 30
+        while (hook := httpx.get(f"{server.url}/jobs/{job_id}", timeout=10).json()["webhook"])["attempts"] < 1:
+            assert time.monotonic() < deadline, hook
+            time.sleep(0.1)
+        assert hook["state"] == "pending" and hook["next_attempt_at"] and "ConnectError" in hook["error"]
 
 
 # ---- restart safety ------------------------------------------------------------------------------------------
@@ -440,6 +627,117 @@ def test_jobs_interrupted_by_a_restart_run_again(settings: Any, data_dir: Path) 
         with server.context.store.session() as session:
             records = [r for i in ids for r in server.context.jobs.find_by_id_prefix(i[-6:])]
             assert all(get_job(session=session, job_id=r.id).state.value == "completed" for r in records)
+
+
+def test_webhook_deliveries_resume_after_a_restart(settings: Any, webhook: Receiver) -> None:
+    """A delivery left pending by a dead process, and a job that ended before its delivery was recorded,
+    are both sent by the next start."""
+    from faceport.store import complete_job, create_job, open_store, start_job
+    from faceport.store.webhooks import create_delivery, record_attempt
+
+    store = open_store(settings.resolved_database_url)
+    ids = []
+    for name in ("pending-retry", "never-recorded"):
+        params = {"media": "image", "request": {"processors": ["face_swapper"], "webhook_url": webhook.url},
+                  "target": "target.jpg", "sources": ["source_0.jpg"], "output_name": f"{name}.jpg"}
+        with store.session() as session:
+            record = create_job(session=session, kind=IMAGE_JOB_KIND, params=params)
+            start_job(session=session, job_id=record.id)
+            record = complete_job(session=session, job_id=record.id,
+                                  result={"output_name": f"{name}.jpg", "output_path": f".api_outputs/{name}.jpg"})
+            if name == "pending-retry":  # one attempt failed before the process died
+                delivery = create_delivery(session=session, job_id=record.id, url=webhook.url, payload={
+                    "job_id": public_job_id(record), "status": "completed",
+                    "output_path": f".api_outputs/{name}.jpg", "error": None})
+                record_attempt(session=session, delivery_id=delivery.id, status=502, error="answered HTTP 502",
+                               state="pending", retry_at=delivery.next_attempt_at)
+        ids.append(public_job_id(record))
+    store.dispose()
+
+    with serving(_private_ok(settings)) as server:
+        received = webhook.wait(2)
+        assert sorted(r["body"]["job_id"] for r in received) == sorted(ids)
+        assert {r["body"]["output_path"] for r in received} == {".api_outputs/pending-retry.jpg",
+                                                                 ".api_outputs/never-recorded.jpg"}
+        first = _wait_delivery(server.url, ids[0], "delivered")
+        assert first["attempts"] == 2 and [a["status"] for a in first["history"]] == [502, 204]
+        assert _wait_delivery(server.url, ids[1], "delivered")["attempts"] == 1
+    with serving(_private_ok(settings)):  # delivered ones are not sent again
+        time.sleep(0.5)
+        assert len(webhook.received) == 2
+
+
+# ---- execution threads, detectors, synchronous videos --------------------------------------------------------
+def test_execution_thread_count_sets_the_jobs_inference_threads(live_server: LiveServer, data_dir: Path) -> None:
+    cache = live_server.context.cache
+    for threads in (3, None):
+        request = {"face_detector_model": "retinaface", **({"execution_thread_count": threads} if threads else {})}
+        response = _post(live_server.url, "image", _files(data_dir, OBAMA, BIDEN), request)
+        assert response.status_code == 200, response.text
+    loaded = {m.name for m in cache.info()}
+    # the job with 3 threads ran its own sessions: CenterFace (onnxruntime) and FaceMesh (LiteRT) with 3 threads
+    assert {"centerface@3threads", "facemesh@3threads", "centerface", "facemesh"} <= loaded, loaded
+    centerface = cache.get("centerface", threads=3)
+    assert centerface.native.get_session_options().intra_op_num_threads == 3
+    assert cache.get("facemesh", threads=3).num_threads == 3
+    # the shared sessions other jobs use keep the server's settings
+    assert cache.get("centerface").native.get_session_options().intra_op_num_threads == 0
+    assert cache.get("facemesh").num_threads == 2
+    with live_server.context.store.session() as session:
+        from faceport.store import list_jobs
+
+        results = [job.result for job in list_jobs(session=session)]
+    assert sorted(r["execution_thread_count"] or 0 for r in results) == [0, 3]
+    assert {r["face_detector"] for r in results} == {"centerface"}
+
+
+def test_a_20_second_video_answers_completed_by_default(live_server: LiveServer, data_dir: Path) -> None:
+    from faceport.engine.video import probe_video
+
+    assert live_server.settings.sync_video_max_seconds == 120
+    assert 19 < probe_video(data_dir / LONG_VIDEO).duration_s < 20
+    response = _post(live_server.url, "video", _files(data_dir, LONG_VIDEO),
+                     {"processors": ["face_enhancer"], "output_video_fps": 2, "output_video_scale": 25,
+                      "execution_thread_count": 2})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "completed" and body["output_path"], body
+    output = probe_video(live_server.settings.home / "outputs" / body["output_path"].split("/")[-1])
+    assert abs(output.duration_s - 19.7) < 1.0 and output.width == 160
+
+
+# ---- storage that cannot be written --------------------------------------------------------------------------
+STORAGE = [
+    ("outputs-image", "output_dir", "image", "FACEPORT_OUTPUT_DIR", "outputs"),
+    ("outputs-video", "output_dir", "video", "FACEPORT_OUTPUT_DIR", "outputs"),
+    ("uploads-image", "upload_dir", "image", "FACEPORT_UPLOAD_DIR", "uploads"),
+]
+
+
+@pytest.mark.parametrize(("setting", "endpoint", "env", "folder"), [c[1:] for c in STORAGE],
+                         ids=[c[0] for c in STORAGE])
+def test_unwritable_storage_is_503_storage_unavailable(settings: Any, data_dir: Path, tmp_path: Path, setting: str,
+                                                       endpoint: str, env: str, folder: str) -> None:
+    # a regular file where a parent folder should be: writes fail even for root (chmod would not stop it)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file")
+    with serving(settings.model_copy(update={setting: blocker / folder})) as server:
+        target = OBAMA if endpoint == "image" else SHORT_VIDEO
+        response = _post(server.url, endpoint, _files(data_dir, target, BIDEN))
+        body = response.json()
+        assert response.status_code == 503, body
+        assert body["code"] == "STORAGE_UNAVAILABLE" and body["details"]["setting"] == env, body
+        assert env in body["detail"] and "target" not in body["detail"], body
+        assert str(tmp_path) not in response.text
+        _assert_no_server_path(server, response.text)
+        health = httpx.get(f"{server.url}/health", timeout=10)
+        assert health.status_code == 503
+        assert health.json()["status"] == "degraded" and health.json()["storage"] == "unwritable"
+        assert health.json()["storage_unwritable"] == [f"{folder}:{env}"]
+        assert health.json()["database"] == "ok"
+        blocker.unlink()  # the folder can be made again: healthy, and requests work
+        assert httpx.get(f"{server.url}/health", timeout=10).json()["storage"] == "ok"
+        assert _post(server.url, endpoint, _files(data_dir, target, BIDEN)).json()["status"] == "completed"
 
 
 def test_expired_outputs_are_purged(live_server: LiveServer, data_dir: Path) -> None:

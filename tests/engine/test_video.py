@@ -468,9 +468,11 @@ def test_bad_requests_are_refused_before_any_work(video_dir: Path, tmp_path: Pat
     if error is None:
         assert call().audio == "none"
         return
-    with pytest.raises(error, match=message):
+    with pytest.raises(error, match=message) as raised:
         call()
     assert leftovers(tmp_path, {path.name}) == []
+    for where in {str(tmp_path), str(video_dir), str(video_dir.resolve())}:  # no server path in what users see
+        assert where not in str(raised.value) and where not in repr(getattr(raised.value, "details", {}))
 
 
 def test_pcm_cannot_be_copied_into_mp4(pcm_mov: Path, tmp_path: Path) -> None:

@@ -159,3 +159,18 @@ def test_stop_interrupts_and_the_next_start_runs_the_job_again(store: Store) -> 
     finally:
         second.stop()
     assert runs == [job.id, job.id, waiting.id]
+
+
+def test_a_failed_prepare_records_no_server_path(store: Store) -> None:
+    runner = LocalJobRunner(store)
+    runner.register("test", lambda job, progress: None)
+
+    def prepare(job: JobRecord) -> None:
+        raise FileNotFoundError(2, "No such file or directory", "/srv/faceport/uploads/.staging-1234")
+
+    with pytest.raises(FileNotFoundError):
+        runner.submit("test", {}, prepare=prepare)
+    with store.session() as session:
+        (failed,) = list_jobs(session=session, kind="test")
+    assert failed.state == JobState.FAILED and failed.error is not None
+    assert failed.error == {"code": "PROCESSING_FAILED", "message": "could not prepare the job: FileNotFoundError"}

@@ -96,7 +96,7 @@ def test_migrations_create_jobs_table(store: Store, store_target: StoreTarget) -
     assert inspector.get_pk_constraint("jobs", schema=schema)["constrained_columns"] == ["id"]
     indexed = {tuple(index["column_names"]) for index in inspector.get_indexes("jobs", schema=schema)}
     assert {("kind",), ("state",)} <= indexed
-    assert store.revision() == head_revision() == "0004"
+    assert store.revision() == head_revision() == "0005"
     assert store.ping() is True
 
 
@@ -478,3 +478,51 @@ def test_normalize_url(given: str, expected: str | type[Exception]) -> None:
     else:
         with pytest.raises(expected):
             normalize_url(given)
+
+
+def test_webhook_deliveries_claim_retry_deliver_and_cascade(store: Store) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import delete
+
+    from faceport.store.models import Job, utcnow
+    from faceport.store.webhooks import (
+        claim_delivery,
+        create_delivery,
+        delivery_for_job,
+        due_deliveries,
+        next_due_at,
+        record_attempt,
+    )
+
+    with store.session() as session:
+        job = create_job(session=session, kind="facefusion.image", params={})
+        first = create_delivery(session=session, job_id=job.id, url="https://hooks.example.com/x",
+                                payload={"job_id": "api_x", "status": "completed"})
+        again = create_delivery(session=session, job_id=job.id, url="https://other.example.com/", payload={})
+    assert again.id == first.id and again.url == first.url  # one delivery per job
+    with store.session() as session:
+        (due,) = due_deliveries(session=session, now=utcnow() + timedelta(seconds=1))
+    lease = timedelta(seconds=30)
+    with store.session() as session:
+        assert claim_delivery(session=session, delivery=due, lease=lease)
+    with store.session() as session:  # a second sender with the same view loses the race
+        assert not claim_delivery(session=session, delivery=due, lease=lease)
+        assert due_deliveries(session=session) == []  # leased
+    retry_at = utcnow() + timedelta(minutes=5)
+    with store.session() as session:
+        pending = record_attempt(session=session, delivery_id=due.id, status=503, error="answered HTTP 503",
+                                 state="pending", retry_at=retry_at)
+        assert pending.attempts == 1 and pending.last_status == 503 and pending.delivered_at is None
+        assert next_due_at(session=session) == retry_at
+        assert due_deliveries(session=session) == []
+        assert [d.id for d in due_deliveries(session=session, now=retry_at)] == [due.id]
+    with store.session() as session:
+        done = record_attempt(session=session, delivery_id=due.id, status=200, error=None, state="delivered")
+    assert done.state == "delivered" and done.attempts == 2 and done.delivered_at is not None
+    assert [h["status"] for h in done.history] == [503, 200]
+    with store.session() as session:
+        assert next_due_at(session=session) is None
+        session.execute(delete(Job).where(Job.id == job.id))
+    with store.session() as session:
+        assert delivery_for_job(session=session, job_id=job.id) is None  # deleted with its job

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -59,12 +60,21 @@ def _rss() -> int:
         return 0
 
 
-def load_model(spec: ModelSpec, store: ModelStore, providers: Sequence[str], threads: int) -> Any:
-    """Build the runtime object for a model from its installed files."""
+THREADED_RUNTIMES = ("onnxruntime", "litert")
+"""Runtimes whose sessions take a thread count (``ModelCache.get(name, threads=n)`` loads a variant)."""
+
+
+def load_model(spec: ModelSpec, store: ModelStore, providers: Sequence[str], threads: int,
+               intra_op_threads: int = 0) -> Any:
+    """Build the runtime object for a model from its installed files.
+
+    ``threads``: LiteRT interpreter threads; ``intra_op_threads``: onnxruntime's (0: one per core).
+    """
     directory = store.model_dir(spec.name)
     first = directory / spec.files[0].name
     if spec.runtime == "onnxruntime":
-        return OrtSession(first, providers=providers, dynamic_shapes=spec.extra.get("dynamic_shapes") == "true")
+        return OrtSession(first, providers=providers, dynamic_shapes=spec.extra.get("dynamic_shapes") == "true",
+                          intra_op_threads=intra_op_threads)
     if spec.runtime == "litert":
         return LiteRTSession(first, num_threads=threads)
     if spec.runtime == "dlib":
@@ -75,6 +85,10 @@ def load_model(spec: ModelSpec, store: ModelStore, providers: Sequence[str], thr
         return CascadeSet([directory / f.name for f in spec.files])
     # Tree models (CTranslate2, spaCy) are loaded by their own modules from the directory.
     return directory
+
+
+def _load_threaded(spec: ModelSpec, store: ModelStore, *, providers: Sequence[str], threads: int) -> Any:
+    return load_model(spec, store, providers, threads, intra_op_threads=threads)
 
 
 class ModelCache:
@@ -96,6 +110,7 @@ class ModelCache:
         self.providers = validate_providers(providers)
         self.idle_ttl = idle_ttl
         self._threads = threads
+        self._custom_loader = loader
         self._loader = loader or (lambda spec, st: load_model(spec, st, self.providers, self._threads))
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
@@ -109,28 +124,44 @@ class ModelCache:
         with self._guard:
             return self._locks.setdefault(name, threading.Lock())
 
-    def get(self, name: str) -> Any:
+    def get(self, name: str, *, threads: int | None = None) -> Any:
         """Return the loaded model, loading it first if needed.
+
+        Args:
+            name: The model.
+            threads: Inference threads of the session (onnxruntime intra-op, LiteRT); ``None`` shares
+                the default session. Another value loads (and caches, under ``<name>@<n>threads``) a
+                session of its own, so one job's thread count never changes another job's sessions.
 
         Raises:
             ModelUnavailable: the model is not installed (message names the pull command).
             ModelLoadFailed: the files are corrupt and a single re-fetch did not help.
         """
-        entry = self._entries.get(name)
+        key = name
+        if threads is not None and self.store.spec(name).runtime in THREADED_RUNTIMES:
+            key = f"{name}@{threads}threads"
+        entry = self._entries.get(key)
         if entry is None:
-            with self._lock_for(name):
-                entry = self._entries.get(name)
+            with self._lock_for(key):
+                entry = self._entries.get(key)
                 if entry is None:
-                    entry = self._load(name)
+                    entry = self._load(name, threads if key != name else None)
                     with self._guard:
-                        self._entries[name] = entry
+                        self._entries[key] = entry
         with self._guard:  # several request threads share an entry; keep the use count exact
             entry.last_used = self._clock()
             entry.uses += 1
         return entry.model
 
-    def _load(self, name: str) -> _Entry:
+    def with_threads(self, threads: int | None) -> ModelCache | CacheView:
+        """This cache as seen by work that runs with ``threads`` inference threads (itself for ``None``)."""
+        return self if threads is None else CacheView(self, threads)
+
+    def _load(self, name: str, threads: int | None = None) -> _Entry:
         spec = self.store.spec(name)
+        load = self._loader
+        if threads is not None and self._custom_loader is None:
+            load = functools.partial(_load_threaded, providers=self.providers, threads=threads)
         directory = self.store.model_dir(name)
         if not any((directory / f.name).is_file() for f in spec.files):
             # Never installed: say how to install it. A file that is present but truncated or
@@ -142,14 +173,14 @@ class ModelCache:
             status = self.store.verify(name)
             if not status.installed:
                 raise ValueError("; ".join(status.problems))
-            model = self._loader(spec, self.store)
+            model = load(spec, self.store)
         except FaceportError:
             raise
         except Exception as first_error:
             log.warning("model %s failed to load (%s); re-fetching once", name, first_error)
             try:
                 self.store.repair(name)
-                model = self._loader(spec, self.store)
+                model = load(spec, self.store)
             except Exception as exc:
                 # STYLE §4: a corrupt file is deleted; the next use then says how to install it.
                 self.store.remove(name)
@@ -219,3 +250,17 @@ class ModelCache:
             self._janitor.join(timeout=5)
             self._janitor = None
         self.clear()
+
+
+class CacheView:
+    """A :class:`ModelCache` whose ``get`` loads sessions with ``threads`` inference threads."""
+
+    def __init__(self, cache: ModelCache, threads: int) -> None:
+        self.cache = cache
+        self.threads = threads
+
+    def get(self, name: str) -> Any:
+        return self.cache.get(name, threads=self.threads)
+
+    def __getattr__(self, attribute: str) -> Any:  # store, providers, info, ... of the shared cache
+        return getattr(self.cache, attribute)

@@ -94,6 +94,7 @@ class OrtSession:
         import onnxruntime as ort
 
         self.providers = validate_providers(providers)
+        self.intra_op_threads = intra_op_threads
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = intra_op_threads
@@ -126,6 +127,7 @@ class LiteRTSession:
     def __init__(self, model: Path | bytes, *, num_threads: int = 2) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
+        self.num_threads = num_threads
         if isinstance(model, bytes):
             self._interp = Interpreter(model_content=model, num_threads=num_threads)
         else:
