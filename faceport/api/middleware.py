@@ -113,7 +113,9 @@ class CorsMiddleware:
             return
 
         async def send_with_cors(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            # Socket.IO answers CORS itself (same setting): no second Access-Control-Allow-Origin
+            if message["type"] == "http.response.start" and not any(
+                    k.lower() == b"access-control-allow-origin" for k, _ in message.get("headers", [])):
                 out = MutableHeaders(scope=message)
                 out["Access-Control-Allow-Origin"] = origin
                 out["Access-Control-Expose-Headers"] = CORS_EXPOSED_HEADERS
