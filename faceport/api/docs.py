@@ -50,6 +50,11 @@ from faceport.config import Settings
 ASSETS_DIR = Path(fastapi_offline.__file__).resolve().parent / "static"
 ASSETS_URL = "/docs/assets"
 OAUTH2_REDIRECT_URL = "/docs/oauth2-redirect"
+# The pages may load nothing but this server's assets: ReDoc's bundle would otherwise fetch its
+# sidebar logo from a CDN. Inline scripts and styles are the pages' own (FastAPI's templates).
+DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
+            "frame-ancestors 'self'")
 # Routers whose requests queue jobs: they may answer 503 (QUEUE_FULL, MODEL_UNAVAILABLE, ...), as may every
 # operation taking an image upload (multipart), which runs a model.
 JOB_TAGS = frozenset({"facefusion", "privacy"})
@@ -219,6 +224,11 @@ def document_errors(schema: dict[str, Any], app: FastAPI, settings: Settings, ap
             components.pop(unused, None)
 
 
+def _offline(page: HTMLResponse) -> HTMLResponse:
+    page.headers["Content-Security-Policy"] = DOCS_CSP
+    return page
+
+
 def install_docs(app: FastAPI, settings: Settings, surface: Surface) -> None:
     """Serve ``/docs``, ``/redoc``, ``/docs/openapi.json`` from local assets and install the truthful schema.
 
@@ -243,13 +253,13 @@ def install_docs(app: FastAPI, settings: Settings, surface: Surface) -> None:
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
         base = root(request)
-        return get_swagger_ui_html(openapi_url=f"{base}{openapi_url}", title=f"{app.title} - Swagger UI",
+        return _offline(get_swagger_ui_html(openapi_url=f"{base}{openapi_url}", title=f"{app.title} - Swagger UI",
                                    swagger_js_url=f"{base}{ASSETS_URL}/swagger-ui-bundle.js",
                                    swagger_css_url=f"{base}{ASSETS_URL}/swagger-ui.css",
                                    swagger_favicon_url=f"{base}{ASSETS_URL}/favicon.png",
                                    oauth2_redirect_url=f"{base}{OAUTH2_REDIRECT_URL}",
                                    # no badge that would ask swagger.io to validate the schema
-                                   swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": True})
+                                   swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": True}))
 
     @app.get(OAUTH2_REDIRECT_URL, include_in_schema=False)
     async def swagger_ui_redirect() -> HTMLResponse:
@@ -258,9 +268,9 @@ def install_docs(app: FastAPI, settings: Settings, surface: Surface) -> None:
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         base = root(request)
-        return get_redoc_html(openapi_url=f"{base}{openapi_url}", title=f"{app.title} - ReDoc",
-                              redoc_js_url=f"{base}{ASSETS_URL}/redoc.standalone.js",
-                              redoc_favicon_url=f"{base}{ASSETS_URL}/favicon.png", with_google_fonts=False)
+        return _offline(get_redoc_html(openapi_url=f"{base}{openapi_url}", title=f"{app.title} - ReDoc",
+                                       redoc_js_url=f"{base}{ASSETS_URL}/redoc.standalone.js",
+                                       redoc_favicon_url=f"{base}{ASSETS_URL}/favicon.png", with_google_fonts=False))
 
     @app.get("/docs/openapi.json", include_in_schema=False)
     async def docs_openapi() -> JSONResponse:

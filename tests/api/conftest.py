@@ -28,8 +28,9 @@ class LiveServer:
 
 
 @contextmanager
-def serving(settings: Any) -> Iterator[LiveServer]:
-    """Serve ``create_app(settings)`` with uvicorn in a background thread until the block ends.
+def serving(settings: Any, factory: Any = None) -> Iterator[LiveServer]:
+    """Serve ``create_app(settings)`` (or ``factory(settings)``) with uvicorn in a background thread until the
+    block ends.
 
     The listening socket is bound before the server starts (port 0), so no other process can
     take the port in between.
@@ -38,7 +39,7 @@ def serving(settings: Any) -> Iterator[LiveServer]:
 
     from faceport.api.app import create_app
 
-    app = create_app(settings)
+    app = (factory or create_app)(settings)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
