@@ -245,3 +245,12 @@ def test_settings_refuse_a_malformed_cors_origin(tmp_path: Path) -> None:
         Settings(home=tmp_path, cors_origins="app.example.com")
     assert Settings(home=tmp_path, cors_origins=f"{ALLOWED}/, http://LOCALHOST:3000").cors_origins == [
         ALLOWED, "http://localhost:3000"]
+
+
+def test_masking_docstring_examples() -> None:
+    import doctest
+
+    import faceport.api.audit
+
+    result = doctest.testmod(faceport.api.audit)
+    assert result.attempted > 0 and result.failed == 0

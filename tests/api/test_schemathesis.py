@@ -26,6 +26,9 @@ def test_no_server_errors_anywhere_in_the_schema(live_server, tmp_path: Path, ca
         capture_output=True, text=True, timeout=1200, check=False, cwd=tmp_path,  # its cache stays out of the repo
     )
     summary = re.search(r"Test cases:\s*\n\s*(.+)", result.stdout)
+    phases = [line.strip() for line in result.stdout.splitlines()
+              if re.match(r"^\W*(Examples|Coverage|Fuzzing|Stateful)\b", line.strip())]
     with capsys.disabled():
         print(f"\n[schemathesis] {summary.group(1).strip() if summary else result.stdout[-300:]}")
+        print("[schemathesis] phases: " + " | ".join(phases))
     assert result.returncode == 0, result.stdout[-4000:]
