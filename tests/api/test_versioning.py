@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import doctest
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
