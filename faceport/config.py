@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -13,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DetectorName = Literal["blazeface_short", "blazeface_full", "centerface"]
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:]+\](:[0-9]{1,5})?$")
 
 
 def _default_home() -> Path:
@@ -39,6 +41,14 @@ class Settings(BaseSettings):
     insecure: bool = Field(default=False, description="Allow a non-loopback bind without an API key.")
     api_key: str | None = Field(default=None,
                                 description="Static service key (X-API-Key): user role on /api/v1, and /metrics.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Browser origins (scheme://host[:port], comma-separated, or *) allowed "
+        "cross-origin on every app and on Socket.IO; empty: no CORS headers, Socket.IO same-origin only.")
+    audit_log: str | None = Field(default=None, description="Audit log file (one JSON line per request, both apps); "
+                                  "default <home>/audit.log; 'off' disables it.")
+    audit_log_max_bytes: int = Field(default=10 * 1024 * 1024, ge=0,
+                                     description="Size at which the audit log rotates; 0 never rotates.")
+    audit_log_backups: int = Field(default=5, ge=0, le=1000, description="Rotated audit log files kept.")
 
     # Seed D authentication: RS256 JWTs (access + rotating refresh tokens).
     jwt_private_key_path: Path | None = Field(
@@ -155,7 +165,8 @@ class Settings(BaseSettings):
     rate_limit_key_prefix: str = Field(default="faceport", min_length=1,
                                        description="Prefix of the rate-limit keys in Redis.")
 
-    @field_validator("execution_providers", "preload_models", "webhook_allowed_networks", mode="before")
+    @field_validator("execution_providers", "preload_models", "webhook_allowed_networks", "cors_origins",
+                     mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):
@@ -163,6 +174,17 @@ class Settings(BaseSettings):
                 return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        origins = []
+        for origin in value:
+            origin = origin.strip().rstrip("/")
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ValueError(f"{origin!r} is not an origin like https://app.example.com or http://localhost:3000")
+            origins.append(origin.lower())
+        return origins
 
     @field_validator("rate_limit_user", "rate_limit_face", "rate_limit_batch", "rate_limit_ip")
     @classmethod
@@ -203,6 +225,15 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'faceport.db'}"
+
+    @property
+    def audit_log_path(self) -> Path | None:
+        """Where the audit log goes, ``None`` when ``FACEPORT_AUDIT_LOG=off``."""
+        if self.audit_log is None or not self.audit_log.strip():
+            return self.home / "audit.log"
+        if self.audit_log.strip().lower() in ("off", "none", "false", "0"):
+            return None
+        return Path(self.audit_log).expanduser()
 
 
 def _is_loopback(host: str) -> bool:

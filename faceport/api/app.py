@@ -11,11 +11,13 @@ from starlette.types import ASGIApp
 
 from faceport import __version__
 from faceport.api import facefusion, health
+from faceport.api.audit import AuditLog, AuditMiddleware
 from faceport.api.context import AppContext
+from faceport.api.docs import install_docs
 from faceport.api.errors import install_error_handlers
 from faceport.api.live_swap import install_live_swap
 from faceport.api.metrics import install_metrics
-from faceport.api.middleware import TracingMiddleware
+from faceport.api.middleware import CorsMiddleware, TracingMiddleware
 from faceport.api.ratelimit import RateLimiter, RateLimitHeadersMiddleware
 from faceport.api.v1 import auth as auth_v1
 from faceport.api.v1 import face as face_v1
@@ -46,6 +48,7 @@ def _lifespan(settings: Settings, context: AppContext | None):  # type: ignore[n
             yield
         finally:
             await app.state.rate_limiter.aclose()
+            app.state.audit.close()
             if owned:
                 ctx.close()
 
@@ -58,7 +61,7 @@ def _base_app(title: str, description: str, settings: Settings, context: AppCont
     # Starlette's body limit answers a plain-text 413; an app that limits bodies in its routes
     # (own_body_limits) answers its own error body instead
     app = FastAPI(title=title, description=description, version=__version__,
-                  lifespan=_lifespan(settings, context), docs_url="/docs", redoc_url="/redoc",
+                  lifespan=_lifespan(settings, context), docs_url=None, redoc_url=None,  # local assets: see docs.py
                   openapi_url="/openapi.json", max_body_size=None if own_body_limits else settings.max_upload_bytes,
                   # a base64 image field may be as large as the largest image upload, plus encoding
                   form_limits={"max_part_size": settings.max_image_bytes * 4 // 3 + 4096})
@@ -67,7 +70,11 @@ def _base_app(title: str, description: str, settings: Settings, context: AppCont
     install_error_handlers(app)
     for middleware in inner_middleware:  # inside tracing: their responses carry the request id
         app.add_middleware(middleware)
+    app.add_middleware(CorsMiddleware, origins=settings.cors_origins)  # inside tracing: preflights carry the id
     app.add_middleware(TracingMiddleware)
+    app.state.audit = AuditLog(settings, "privacy" if surface == "privacy" else "main")
+    app.add_middleware(AuditMiddleware, audit=app.state.audit)  # outermost: sees the final status
+    install_docs(app, settings, surface)
     app.include_router(health.router)
     return app
 

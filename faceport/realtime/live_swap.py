@@ -22,7 +22,7 @@ import contextlib
 import hmac
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from typing import Any, Final
@@ -111,6 +111,26 @@ def error_form(error: str, frame: Any, *, max_chars: int) -> dict[str, Any]:
     return {"success": False, "error": error, "processed": echo}
 
 
+def socketio_origins(origins: list[str]) -> Callable[[str | None, dict[str, Any]], bool] | None:
+    """Socket.IO's ``cors_allowed_origins``: same-origin always, plus ``FACEPORT_CORS_ORIGINS``.
+
+    ``None`` (no configured origins) keeps python-engineio's same-origin check.
+    """
+    if not origins:
+        return None
+    any_origin = "*" in origins
+    allowed = frozenset(origins)
+
+    def allow(origin: str | None, environ: dict[str, Any]) -> bool:
+        if origin is None:
+            return True
+        origin = origin.rstrip("/").lower()
+        same = f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}".lower()
+        return any_origin or origin == same or origin in allowed
+
+    return allow
+
+
 class LiveSwapSocket:
     """The Socket.IO server of seed A; mount :meth:`asgi_app` at ``/socket.io`` on the main app."""
 
@@ -121,6 +141,7 @@ class LiveSwapSocket:
             manager = socketio.AsyncRedisManager(settings.redis_url, channel=f"{settings.live_redis_prefix}:socketio")
         # always_connect: the CONNECT reply goes out before the handler runs, so the handler can emit
         self.sio = socketio.AsyncServer(async_mode="asgi", client_manager=manager, always_connect=True,
+                                        cors_allowed_origins=socketio_origins(settings.cors_origins),
                                         max_http_buffer_size=settings.live_message_max_bytes,
                                         logger=False, engineio_logger=False)
         self.sessions: dict[str, LiveSession] = {}

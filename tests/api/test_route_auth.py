@@ -24,7 +24,7 @@ PUBLIC_API_ROUTES = {
     ("POST", "/api/v1/auth/refresh"),
 }
 # Outside /api/v1: health and the API documentation stay open.
-OPEN_PATHS = {"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+OPEN_PATHS = {"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/docs/openapi.json"}
 # Reachable with an API key only.
 API_KEY_PATHS = {"/metrics"}
 DUMMY_PATH_VALUE = "1"  # valid for str and int path parameters alike

@@ -1,4 +1,5 @@
-"""Property-based fuzzing of the whole OpenAPI schema with schemathesis: no request may cause a 5xx."""
+"""Property-based fuzzing of the whole OpenAPI schema with schemathesis, every phase (examples, coverage,
+fuzzing, stateful): no request may cause a 5xx."""
 
 from __future__ import annotations
 
@@ -19,13 +20,17 @@ def _fuzz(url: str, tmp_path: Path, capsys, *extra: str, label: str = "schemathe
         pytest.fail("schemathesis is a test dependency: pip install -e '.[test]'")
     result = subprocess.run(
         [cli, "run", f"{url}/openapi.json", *extra, "--checks", "not_a_server_error",
+         "--phases", "examples,coverage,fuzzing,stateful",
          "--max-examples", "15", "--seed", "1", "--generation-deterministic", "--request-timeout", "60",
          "--report-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=1200, check=False, cwd=tmp_path,  # its cache stays out of the repo
     )
     summary = re.search(r"Test cases:\s*\n\s*(.+)", result.stdout)
+    phases = [line.strip() for line in result.stdout.splitlines()
+              if re.match(r"^\W*(Examples|Coverage|Fuzzing|Stateful) \(in ", line.strip())]
     with capsys.disabled():
         print(f"\n[{label}] {summary.group(1).strip() if summary else result.stdout[-300:]}")
+        print(f"[{label}] phases: " + " | ".join(phases))
     assert result.returncode == 0, result.stdout[-4000:]
 
 

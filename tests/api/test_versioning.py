@@ -5,6 +5,8 @@ from __future__ import annotations
 import doctest
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
@@ -47,12 +49,12 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
     ("/api/v1/plain", "v1", 200, None),
     ("/api/v1/plain", "1", 200, None),
     ("/api/v1/plain", " V1 ", 200, None),
-    ("/api/v1/plain", "v0", 400, "API version v0 is deprecated and has been removed; supported versions: v1"),
-    ("/api/v1/plain", "0", 400, "API version v0 is deprecated and has been removed; supported versions: v1"),
-    ("/api/v1/plain", "v2", 400, "unsupported API version 'v2'; supported versions: v1"),
-    ("/api/v1/plain", "banana", 400, "unsupported API version 'banana'; supported versions: v1"),
-    ("/api/v1/plain", "", 400, "unsupported API version ''; supported versions: v1"),
-    ("/api/v1/no/such/route", "v2", 400, "unsupported API version 'v2'; supported versions: v1"),
+    ("/api/v1/plain", "v0", 200, None),  # seed D's deprecated version: served, with Deprecation/Sunset/Link
+    ("/api/v1/plain", "0", 200, None),
+    ("/api/v1/plain", "v2", 400, "unsupported API version 'v2'; supported versions: v1, v0 (deprecated)"),
+    ("/api/v1/plain", "banana", 400, "unsupported API version 'banana'; supported versions: v1, v0 (deprecated)"),
+    ("/api/v1/plain", "", 400, "unsupported API version ''; supported versions: v1, v0 (deprecated)"),
+    ("/api/v1/no/such/route", "v2", 400, "unsupported API version 'v2'; supported versions: v1, v0 (deprecated)"),
     ("/health", "v2", 200, None),  # the header is seed D's: other surfaces ignore it
 ])
 def test_api_version_header(client: TestClient, path: str, version: str | None, status: int,
@@ -61,14 +63,23 @@ def test_api_version_header(client: TestClient, path: str, version: str | None, 
     response = client.get(path, headers=headers)
     assert response.status_code == status
     assert response.headers["x-request-id"] == "req-version"
+    deprecated = version is not None and version.strip().lower() in ("v0", "0") and path.startswith("/api/v1")
+    assert ("deprecation" in response.headers) == deprecated
+    assert ("sunset" in response.headers) == deprecated
+    if deprecated:
+        assert response.headers["x-api-version"] == "v0"
+        assert re.fullmatch(r"@\d+", response.headers["deprecation"])  # RFC 9745: a structured-field date
+        assert parsedate_to_datetime(response.headers["sunset"]) > datetime.fromtimestamp(
+            int(response.headers["deprecation"][1:]), UTC)  # RFC 8594: an HTTP-date after the deprecation
+        assert '</docs>; rel="deprecation"' in response.headers["link"]
     if message is None:
         return
     body = response.json()
     assert body["success"] is False
     assert body["error"]["code"] == "UNSUPPORTED_VERSION"
     assert body["error"]["message"] == message
-    assert body["error"]["details"]["supported"] == ["v1"]
-    assert body["error"]["details"].get("deprecated", False) == ("deprecated" in message)
+    assert body["error"]["details"]["supported"] == ["v1", "v0"]
+    assert body["error"]["details"]["deprecated"] == ["v0"]
     assert body["meta"]["request_id"] == "req-version"
     assert response.headers["x-api-version"] == "v1"  # tells the client what it should ask for
 
@@ -91,8 +102,11 @@ def test_model_used_header_when_the_route_names_its_models(client: TestClient) -
 def test_the_main_app_applies_versioning(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path / "home", pull_on_start=False, model_idle_ttl=0)
     with TestClient(create_app(settings)) as c:
-        refused = c.get("/api/v1/face/detect", headers={"X-API-Version": "v0"})
+        refused = c.get("/api/v1/face/subjects", headers={"X-API-Version": "v7"})
         assert refused.status_code == 400 and refused.json()["error"]["code"] == "UNSUPPORTED_VERSION"
+        legacy = c.get("/api/v1/face/subjects", headers={"X-API-Version": "v0"})  # same route, deprecated version
+        assert legacy.status_code == 401 and legacy.json()["error"]["code"] == "AUTH_REQUIRED"
+        assert legacy.headers["x-api-version"] == "v0" and legacy.headers["deprecation"].startswith("@")
         missing = c.get("/api/v1/no/such/route")
         assert missing.status_code == 404 and missing.headers["x-api-version"] == "v1"
 
