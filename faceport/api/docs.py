@@ -212,8 +212,11 @@ def document_errors(schema: dict[str, Any], app: FastAPI, settings: Settings, ap
             responses.pop("422", None)
             for status in statuses:
                 responses.setdefault(str(status), {
-                    "description": f"{_SUMMARY[status]}: {', '.join(_codes(status, surface))}",
-                    "content": {"application/json": {"schema": ref}}})
+                    "description": f"{_SUMMARY[status]}: {', '.join(_codes(status, surface))}"})
+            for status, response in responses.items():
+                # a route's own error entries (409, 503 ...) get the surface's envelope model too
+                if status[:1] in "45" and "content" not in response:
+                    response["content"] = {"application/json": {"schema": ref}}
             if surface == "platform":
                 params = operation.setdefault("parameters", [])
                 if not any(p.get("name", "").lower() == "x-api-version" for p in params):
