@@ -45,6 +45,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "MODEL_UNAVAILABLE": 503,
     "VRAM_EXHAUSTED": 503,
     "QUEUE_FULL": 503,
+    "STATE_UNAVAILABLE": 503,
 }
 
 _SUMMARY = {
