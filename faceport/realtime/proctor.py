@@ -35,6 +35,7 @@ CLOSE_NETWORK_ERROR = 4000
 CLOSE_AUTHENTICATION_FAILED = 4001
 CLOSE_CONNECTION_REFUSED = 4002
 CLOSE_BLOCKED = 1008
+_NOT_JSON = object()
 
 
 def _clock() -> str:
@@ -73,6 +74,23 @@ def _error(reason: str, message: str, send_time: str) -> dict[str, Any]:
             "send_time": send_time, "finish_time": _clock()}
 
 
+async def _receive_text(websocket: WebSocket) -> str | None:
+    """The next message as text; a binary message is read as UTF-8 (``None`` when it is not UTF-8).
+
+    Raises:
+        WebSocketDisconnect: the client went away.
+    """
+    message = await websocket.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    if message.get("text") is not None:
+        return str(message["text"])
+    try:
+        return bytes(message.get("bytes") or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 async def proctor_socket(websocket: WebSocket) -> None:
     """Serve one proctoring connection."""
     app = websocket.app
@@ -101,7 +119,7 @@ async def proctor_socket(websocket: WebSocket) -> None:
     handshake_deadline = loop.time() + settings.proctor_handshake_timeout
     try:
         while True:
-            receive = asyncio.ensure_future(websocket.receive_text())
+            receive = asyncio.ensure_future(_receive_text(websocket))
             waiter = asyncio.ensure_future(changed.wait())
             timeout = None if authenticated else max(0.0, handshake_deadline - loop.time())
             done, _ = await asyncio.wait({receive, waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -128,8 +146,10 @@ async def proctor_socket(websocket: WebSocket) -> None:
             text = receive.result()
             send_time = _clock()
             try:
-                message = json.loads(text)
+                message = json.loads(text) if text is not None else _NOT_JSON
             except ValueError:
+                message = _NOT_JSON
+            if message is _NOT_JSON:
                 await websocket.send_json(_error("INVALID_IMAGE_FORMAT", "message is not JSON", send_time))
                 continue
             if not isinstance(message, dict):

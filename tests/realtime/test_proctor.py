@@ -194,8 +194,13 @@ def test_bad_messages_keep_the_connection_usable(server, data_dir: Path) -> None
                 reply = await exchange(ws, "obama", bad)
                 assert (reply["action"], reply["reason"]) == ("ACTION_ERROR", "INVALID_IMAGE_FORMAT")
                 assert reply["message"] and words in reply["message"]
-            await ws.send("{not json")
-            assert json.loads(await ws.recv())["reason"] == "INVALID_IMAGE_FORMAT"
+            for raw, message in (("{not json", "not JSON"), (b"\xff\xfe binary, not UTF-8", "not JSON"),
+                                 ("[1, 2]", "JSON object"), ("null", "JSON object")):
+                await ws.send(raw)
+                reply = json.loads(await ws.recv())
+                assert reply["reason"] == "INVALID_IMAGE_FORMAT" and message in reply["message"], (raw, reply)
+            await ws.send(json.dumps({"user_name": "obama", "image": good}).encode())  # UTF-8 JSON in a binary frame
+            assert json.loads(await ws.recv())["action"] == "NO_ACTION"
             assert (await exchange(ws, "obama", good))["action"] == "NO_ACTION"
 
     asyncio.run(scenario())
@@ -219,14 +224,22 @@ def test_the_151st_connection_is_refused(server) -> None:  # type: ignore[no-unt
     asyncio.run(scenario())
 
 
-def test_python_client_on_a_video(server, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("token", ["none", "the client's", "a wrong one"])
+def test_python_client_on_a_video(server, data_dir: Path, token: str) -> None:  # type: ignore[no-untyped-def]
     from faceport.clients.proctor import FaceRecognitionClient
 
     url, ctx = server
     enrol(ctx, "carphone", None)
-    replies = asyncio.run(FaceRecognitionClient(url, "carphone").run(
+    sent = None
+    if token != "none":
+        issued = ctx.proctor.set_token("carphone")[1]
+        sent = issued if token == "the client's" else "not-the-token-0000"
+    replies = asyncio.run(FaceRecognitionClient(url, "carphone", sent).run(
         str(data_dir / "video/skv_carphone_pristine.mp4"), interval=0.0, limit=3))
-    assert [r["action"] for r in replies] == ["NO_ACTION"] * 3
+    if token == "a wrong one":
+        assert replies == [{"error": "AUTHENTICATION_FAILED", "message": "Wrong or missing client token", "code": 4001}]
+    else:
+        assert [r["action"] for r in replies] == ["NO_ACTION"] * 3
 
 
 async def _closed_with(ws: Any) -> tuple[dict[str, Any], int | None]:
