@@ -105,7 +105,8 @@ def _fail(status: int, message: str) -> JSONResponse:
 
 def _unavailable(exc: StateUnavailable) -> JSONResponse:
     log.warning("live swap: %s", exc)
-    return JSONResponse(StateUnavailableResult(message=exc.message).model_dump(), status_code=503)
+    return JSONResponse(StateUnavailableResult(message=exc.message, code=exc.code).model_dump(),
+                        status_code=status_for(exc.code))
 
 
 async def _session_problem(request: Request, service: LiveSwapService) -> JSONResponse | None:
