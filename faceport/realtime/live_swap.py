@@ -299,10 +299,9 @@ class LiveSwapSocket:
     def _defer(self, session: LiveSession, sequence: int, frame: Any, wait: float) -> None:
         """Over the rate: keep only the newest such frame, for the next slot; older ones are dropped silently."""
         if session.deferred is not None:
-            if session.deferred[0] > sequence:  # a newer frame already waits
-                self._drop_rate_limited(session)
+            self._drop_rate_limited(session)  # of two frames over the rate only the newer one waits
+            if session.deferred[0] > sequence:  # this one is the older (its handler ran late)
                 return
-            self._drop_rate_limited(session)
         session.deferred = (sequence, frame)
         if session.deferral is None or session.deferral.done():
             session.deferral = asyncio.get_running_loop().create_task(self._release_deferred(session, wait))
