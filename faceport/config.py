@@ -136,6 +136,18 @@ class Settings(BaseSettings):
     # Seed C (proctoring WebSocket /ws on the main app).
     proctor_max_connections: int = Field(default=150, ge=1, le=100_000,
                                          description="Concurrent /ws connections; more are closed with 4002.")
+    proctor_max_connections_per_ip: int = Field(
+        default=50, ge=0, le=100_000,
+        description="Concurrent /ws connections from one IP address (an exam room behind one NAT shares one); "
+                    "more are closed with 4002; 0 = no per-address cap.")
+    proctor_handshake_timeout: float = Field(
+        default=30.0, gt=0.0,
+        description="Seconds a /ws connection may stay without a valid first message (a registered client, "
+                    "and its token where one is needed) before it is closed with 4001.")
+    proctor_require_token: bool = Field(
+        default=False,
+        description="Refuse /ws clients that have no token set in the admin API (a client that has one must "
+                    "always present it).")
     proctor_processing_timeout: float = Field(default=30.0, gt=0.0,
                                               description="Seconds a frame may take before PROCESSING_TIMEOUT.")
     proctor_debounce_frames: int = Field(default=2, ge=1, le=1000,

@@ -91,5 +91,11 @@ class QueueFull(FaceportError):
     code = "QUEUE_FULL"
 
 
+class StateUnavailable(FaceportError):
+    """The shared state (Redis) cannot be reached; retrying shortly may succeed."""
+
+    code = "STATE_UNAVAILABLE"
+
+
 class VramExhausted(FaceportError):
     code = "VRAM_EXHAUSTED"

@@ -47,6 +47,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "VRAM_EXHAUSTED": 503,
     "QUEUE_FULL": 503,
     "STORAGE_UNAVAILABLE": 503,
+    "STATE_UNAVAILABLE": 503,
 }
 
 _SUMMARY = {

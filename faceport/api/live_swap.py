@@ -5,10 +5,16 @@ its Socket.IO server (``/socket.io``, default namespace) and static files (``/we
 outcome (not the plain ``{"detail", "code", "details"}`` body of the other routes): a source image
 over ``live_source_max_bytes`` (10 MB) is a 400, a request over ``live_request_max_bytes`` (16 MB)
 a 413, an image without a face ``{"success": false, "message": "No face detected"}``.
+
+While someone is streaming, only the active user's session may replace the source: the page sends its
+Socket.IO sid in ``X-SocketIO-SID``; anyone else gets ``{"success": false, "message": "Another user is
+active (single user mode)"}`` (409). With the shared state (Redis) unreachable, ``/upload_source`` and
+``/status`` answer 503 ``{"success": false, "message": ..., "code": "STATE_UNAVAILABLE"}``.
 """
 
 from __future__ import annotations
 
+import hmac
 import html
 import logging
 from collections.abc import AsyncIterator
@@ -26,8 +32,15 @@ from starlette.types import Message
 
 from faceport.api.errors import status_for
 from faceport.config import Settings
-from faceport.errors import FaceportError
-from faceport.realtime.live_swap import API_KEY_COOKIE, KEY_REQUIRED, LiveSwapSocket, key_problem, presented_key
+from faceport.errors import FaceportError, StateUnavailable
+from faceport.realtime.live_swap import (
+    API_KEY_COOKIE,
+    KEY_REQUIRED,
+    NOT_ACTIVE,
+    LiveSwapSocket,
+    key_problem,
+    presented_key,
+)
 from faceport.services.live_swap import LiveSwapService
 
 log = logging.getLogger(__name__)
@@ -36,6 +49,7 @@ WEB_DIR: Final = Path(__file__).resolve().parent.parent / "web"
 ALLOWED_EXTENSIONS: Final = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 SOURCE_READY: Final = "Source face ready!"
 NO_FACE: Final = "No face detected"
+SESSION_HEADER: Final = "X-SocketIO-SID"  # the uploading page's Socket.IO sid (socket.id)
 
 router = APIRouter(tags=["live swap"])
 
@@ -55,6 +69,14 @@ class UploadSourceResult(BaseModel):
 
     success: bool
     message: str
+
+
+class StateUnavailableResult(BaseModel):
+    """Seed A's error form with a stable code: the shared state (Redis) cannot be reached."""
+
+    success: bool = False
+    message: str
+    code: str = "STATE_UNAVAILABLE"
 
 
 class LiveStatus(BaseModel):
@@ -79,6 +101,23 @@ def _mb(n: int) -> str:
 
 def _fail(status: int, message: str) -> JSONResponse:
     return JSONResponse({"success": False, "message": message}, status_code=status)
+
+
+def _unavailable(exc: StateUnavailable) -> JSONResponse:
+    log.warning("live swap: %s", exc)
+    return JSONResponse(StateUnavailableResult(message=exc.message, code=exc.code).model_dump(),
+                        status_code=status_for(exc.code))
+
+
+async def _session_problem(request: Request, service: LiveSwapService) -> JSONResponse | None:
+    """While someone streams, only that session (``X-SocketIO-SID``) may replace the source."""
+    active = await service.state.active_user()
+    if active is None:
+        return None
+    given = request.headers.get(SESSION_HEADER, "")
+    if given and hmac.compare_digest(given.encode(), active.encode()):
+        return None
+    return _fail(409, NOT_ACTIVE)
 
 
 def _live(request: Request) -> tuple[LiveSwapService, LiveSwapSocket]:
@@ -139,7 +178,10 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
 @router.post("/upload_source", response_model=UploadSourceResult, summary="Upload the source face",
              dependencies=[LiveKeyDep],
              responses={400: {"model": UploadSourceResult, "description": "Not an image, over 10 MB, no face"},
-                        413: {"model": UploadSourceResult, "description": "Request over 16 MB"}},
+                        409: {"model": UploadSourceResult,
+                              "description": "Someone else is streaming (send your Socket.IO sid in X-SocketIO-SID)"},
+                        413: {"model": UploadSourceResult, "description": "Request over 16 MB"},
+                        503: {"model": StateUnavailableResult, "description": "Shared state (Redis) unreachable"}},
              openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                  "type": "object", "required": ["image"],
                  "properties": {"image": {"type": "string", "format": "binary"}}}}}}})
@@ -147,6 +189,11 @@ async def upload_source(request: Request) -> JSONResponse:
     """Multipart field ``image`` (.jpg .jpeg .png .bmp .webp, content checked): the face put on every frame."""
     service, socket = _live(request)
     settings = service.settings
+    try:
+        if (refused := await _session_problem(request, service)) is not None:
+            return refused
+    except StateUnavailable as exc:
+        return _unavailable(exc)
     body = await _read_body(request, settings.live_request_max_bytes)
     if body is None:
         return _fail(413, f"Request too large (max {_mb(settings.live_request_max_bytes)})")
@@ -172,6 +219,8 @@ async def upload_source(request: Request) -> JSONResponse:
         return _fail(400, "The image file is empty")
     try:
         await service.upload_source(data)
+    except StateUnavailable as exc:
+        return _unavailable(exc)
     except FaceportError as exc:
         if exc.code == "NO_FACE":
             return _fail(400, NO_FACE)
@@ -179,14 +228,21 @@ async def upload_source(request: Request) -> JSONResponse:
             return _fail(400, f"Invalid image: {exc.message}")
         log.warning("upload_source failed: %s", exc)
         return _fail(status_for(exc.code), exc.message)
-    await socket.notify_active(SOURCE_READY)
+    try:
+        await socket.notify_active(SOURCE_READY)
+    except StateUnavailable as exc:  # stored, but the active user cannot be looked up: it sees it on /status
+        log.warning("live swap: cannot tell the active user about the new source: %s", exc)
     return JSONResponse({"success": True, "message": SOURCE_READY})
 
 
-@router.get("/status", response_model=LiveStatus, summary="Live swap statistics", dependencies=[LiveKeyDep])
-async def status(request: Request) -> LiveStatus:
+@router.get("/status", response_model=LiveStatus, summary="Live swap statistics", dependencies=[LiveKeyDep],
+            responses={503: {"model": StateUnavailableResult, "description": "Shared state (Redis) unreachable"}})
+async def status(request: Request) -> LiveStatus | JSONResponse:
     service, _ = _live(request)
-    return LiveStatus(**await service.status())
+    try:
+        return LiveStatus(**await service.status())
+    except StateUnavailable as exc:
+        return _unavailable(exc)
 
 
 def install_live_swap(app: FastAPI, settings: Settings) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import json
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,9 +49,10 @@ def frames(source: str | int) -> Iterator[np.ndarray]:
 class FaceRecognitionClient:
     """Mirrors the seed's example: connect, send frames, handle each action."""
 
-    def __init__(self, server_url: str, username: str) -> None:
+    def __init__(self, server_url: str, username: str, token: str | None = None) -> None:
         self.server_url = server_url
         self.username = username
+        self.token = token  # the client's token from the admin API, when the server wants one
         self.replies: list[dict[str, Any]] = []
 
     async def run(self, source: str | int, *, interval: float = 1.0, limit: int | None = None) -> list[dict[str, Any]]:
@@ -62,7 +64,10 @@ class FaceRecognitionClient:
                 if limit is not None and index >= limit:
                     break
                 try:
-                    await websocket.send(json.dumps({"user_name": self.username, "image": encode_frame(frame)}))
+                    message = {"user_name": self.username, "image": encode_frame(frame)}
+                    if self.token:
+                        message["token"] = self.token
+                    await websocket.send(json.dumps(message))
                     reply = json.loads(await websocket.recv())
                 except websockets.ConnectionClosed as closed:
                     code = closed.rcvd.code if closed.rcvd else 1006
@@ -96,10 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--camera", type=int)
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between frames")
     parser.add_argument("--limit", type=int, default=None, help="stop after this many frames")
+    parser.add_argument("--token", default=os.environ.get("FACEPORT_PROCTOR_TOKEN"),
+                        help="the client's token (default: $FACEPORT_PROCTOR_TOKEN)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     source: str | int = args.video if args.video is not None else args.camera
-    replies = asyncio.run(FaceRecognitionClient(args.url, args.user).run(source, interval=args.interval,
+    replies = asyncio.run(FaceRecognitionClient(args.url, args.user, args.token).run(source, interval=args.interval,
                                                                          limit=args.limit))
     for reply in replies:
         print(json.dumps(reply))  # the CLI's output: one JSON reply per line

@@ -8,9 +8,13 @@ Rules:
 
 - single user: a new connection becomes the active user; the previous one gets a
   ``status_update`` and is disconnected (across processes too, through the Redis manager);
-- at most ``live_max_fps`` frames per second per user: excess frames are dropped without a reply;
+- at most ``live_max_fps`` frames per second per user: excess frames are dropped without a reply,
+  except the newest, which waits for the next slot: the last frame of a burst is always answered;
 - backpressure: one frame is rendered at a time per connection (on the thread pool); while it
   renders only the newest waiting frame is kept, older ones are dropped and counted;
+- shared state unreachable (Redis down): frames get the error form, new connections a
+  ``status_update`` saying so before being disconnected; when Redis comes back empty the session
+  that held the single-user lock takes it back;
 - a session lasts at most ``live_session_timeout`` seconds and ends after ``live_idle_timeout``
   seconds without an event; the user is told why before being disconnected.
 """
@@ -33,7 +37,7 @@ import socketio
 from faceport.config import Settings
 from faceport.engine.landmarks import FaceMeshTracker
 from faceport.errors import FaceportError
-from faceport.services.live_swap import NO_FACE_IN_FRAME, LiveSwapService, RateWindow
+from faceport.services.live_swap import NO_FACE_IN_FRAME, STATE_UNAVAILABLE_MESSAGE, LiveSwapService, RateWindow
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,7 @@ NO_SOURCE: Final = "No source face uploaded: upload one first"
 NOT_ACTIVE: Final = "Another user is active (single user mode)"
 REPLACED: Final = "Another user connected; this session has ended (single user mode)"
 PROCESSING_FAILED: Final = "Processing failed; see the server log"
-STATE_UNAVAILABLE: Final = "The server cannot reach its shared state; try again shortly"
+STATE_UNAVAILABLE: Final = STATE_UNAVAILABLE_MESSAGE
 API_KEY_COOKIE: Final = "faceport_api_key"
 KEY_REQUIRED: Final = "API key required: send X-API-Key, or open the page once as /?api_key=KEY"
 
@@ -92,6 +96,9 @@ class LiveSession:
     tracker: asyncio.Task[FaceMeshTracker] | None = None
     worker: asyncio.Task[None] | None = None
     watchdog: asyncio.Task[None] | None = None
+    deferral: asyncio.Task[None] | None = None
+    holds_lock: bool = False  # claimed the single-user lock and was not replaced: may take it back after an outage
+    deferred: tuple[int, Any] | None = None  # (sequence, frame): the newest frame over the rate, for the next slot
     pending: tuple[int, str, str | None] | None = None  # (sequence, frame, source version)
     sequence: int = 0  # frames received, numbered on arrival so that late handlers cannot reorder them
     newest_queued: int = 0
@@ -166,7 +173,7 @@ class LiveSwapSocket:
 
     async def aclose(self) -> None:
         for session in list(self.sessions.values()):
-            for task in (session.worker, session.watchdog):
+            for task in (session.worker, session.watchdog, session.deferral):
                 if task is not None:
                     task.cancel()
         self.sessions.clear()
@@ -174,8 +181,12 @@ class LiveSwapSocket:
             await self.sio.shutdown()
 
     async def status_update(self, sid: str, message: str) -> None:
-        """Send ``status_update`` to ``sid``, wherever it is connected (through the queue with Redis)."""
-        await self.sio.emit("status_update", {"message": message}, to=sid)
+        """Send ``status_update`` to ``sid``, wherever it is connected (through the queue with Redis).
+
+        A connection of this process is sent to directly, so that it hears even while Redis is down.
+        """
+        local = sid in self.sessions or self.sio.manager.is_connected(sid, "/")
+        await self.sio.emit("status_update", {"message": message}, to=sid, ignore_queue=local)
 
     async def notify_active(self, message: str) -> None:
         """Send ``status_update`` to the active user, if any."""
@@ -203,10 +214,12 @@ class LiveSwapSocket:
         self.sessions[sid] = session
         try:
             previous = await service.state.claim(sid)
-        except Exception:
-            log.exception("live swap: cannot record %s as the active user; refusing it", sid)
+        except Exception as exc:  # Redis down: say why before the connection is refused
+            log.warning("live swap: cannot record %s as the active user; refusing it: %s", sid, exc)
             self.sessions.pop(sid, None)
+            await self.status_update(sid, STATE_UNAVAILABLE)
             return False
+        session.holds_lock = True
         log.info("live swap: %s connected from %s", sid, (environ.get("asgi.scope") or {}).get("client"))
         if previous is not None and previous != sid:
             log.info("live swap: %s replaces %s (single user mode)", sid, previous)
@@ -218,7 +231,10 @@ class LiveSwapSocket:
         session.tracker = loop.create_task(service.run(service.new_tracker))  # loads the models early
         session.tracker.add_done_callback(_log_tracker_failure)
         session.watchdog = loop.create_task(self._watch(session))
-        source = await service.source_loaded()
+        try:
+            source = await service.source_loaded()
+        except FaceportError:
+            source = False
         await self.status_update(sid, "Connected. " + ("Source face ready!" if source
                                                         else "Upload a source face to start."))
         return True
@@ -229,13 +245,13 @@ class LiveSwapSocket:
             return
         session.ending = True
         current = asyncio.current_task()
-        for task in (session.worker, session.watchdog, session.tracker):
+        for task in (session.worker, session.watchdog, session.tracker, session.deferral):
             if task is not None and task is not current:
                 task.cancel()
         try:
             await self.service.state.release(sid)
-        except Exception:  # Redis down: the lock expires by itself
-            log.exception("live swap: cannot release %s in the shared state", sid)
+        except Exception as exc:  # Redis down: the lock expires by itself
+            log.warning("live swap: cannot release %s in the shared state: %s", sid, exc)
         log.info("live swap: %s disconnected (%s); %d frames dropped over the rate, %d stale",
                  sid, reason, session.dropped_rate_limited, session.dropped_stale)
 
@@ -244,22 +260,41 @@ class LiveSwapSocket:
         if session is None or session.ending:
             return
         session.sequence += 1
-        sequence = session.sequence
         session.last_event = time.monotonic()
+        await self._submit(session, session.sequence, data.get("frame") if isinstance(data, dict) else None)
+
+    async def _is_active(self, session: LiveSession) -> bool:
+        """``session`` is the active user, taking the lock back if the shared state lost it.
+
+        Raises:
+            StateUnavailable: the shared state cannot be reached.
+        """
+        current = await self.service.state.active_user()
+        if current == session.sid:
+            return True
+        if current is None and session.holds_lock and await self.service.reclaim(session.sid):
+            log.info("live swap: %s took the single-user lock back (the shared state had lost it)", session.sid)
+            return True
+        session.holds_lock = False
+        return False
+
+    async def _submit(self, session: LiveSession, sequence: int, frame: Any) -> None:
+        """Admit one frame: active user, frame rate (the newest excess frame waits), checks; then queue it."""
+        sid = session.sid
         service = self.service
-        frame = data.get("frame") if isinstance(data, dict) else None
         try:
             admission = await service.state.admit(sid)
-        except Exception:  # Redis down: answer rather than leave the page waiting
-            log.exception("live swap: cannot check a frame from %s against the shared state", sid)
+            if not admission.active and session.holds_lock and await self._is_active(session):
+                admission = await service.state.admit(sid)
+        except Exception as exc:  # Redis down: answer rather than leave the page waiting
+            log.warning("live swap: cannot check a frame from %s against the shared state: %s", sid, exc)
             await self._reply(sid, self._error(STATE_UNAVAILABLE, None))
             return
         if not admission.active:
             await self._reply(sid, self._error(NOT_ACTIVE, frame))
             return
         if not admission.allowed:
-            session.dropped_rate_limited += 1
-            service.stats.dropped_rate_limited += 1
+            self._defer(session, sequence, frame, admission.retry_after)
             return
         if not isinstance(frame, str) or not frame:
             service.stats.record(swapped=False, processing_ms=None)
@@ -272,10 +307,37 @@ class LiveSwapSocket:
             await self._reply(sid, self._error(exc.message, frame))
             return
         if admission.source_version is None:
+            service.forget_source()
             service.stats.record(swapped=False, processing_ms=None)
             await self._reply(sid, self._error(NO_SOURCE, frame))
             return
         self._enqueue(session, sequence, frame, admission.source_version)
+
+    def _drop_rate_limited(self, session: LiveSession) -> None:
+        session.dropped_rate_limited += 1
+        self.service.stats.dropped_rate_limited += 1
+
+    def _defer(self, session: LiveSession, sequence: int, frame: Any, wait: float) -> None:
+        """Over the rate: keep only the newest such frame, for the next slot; older ones are dropped silently."""
+        if session.deferred is not None:
+            self._drop_rate_limited(session)  # of two frames over the rate only the newer one waits
+            if session.deferred[0] > sequence:  # this one is the older (its handler ran late)
+                return
+        session.deferred = (sequence, frame)
+        if session.deferral is None or session.deferral.done():
+            session.deferral = asyncio.get_running_loop().create_task(self._release_deferred(session, wait))
+
+    async def _release_deferred(self, session: LiveSession, wait: float) -> None:
+        await asyncio.sleep(max(wait, 0.001))
+        session.deferral = None  # a frame deferred again below schedules a new release
+        if session.ending or session.deferred is None:
+            return
+        sequence, frame = session.deferred
+        session.deferred = None
+        if sequence < session.newest_queued:  # a newer frame got a slot meanwhile
+            self._drop_rate_limited(session)
+            return
+        await self._submit(session, sequence, frame)
 
     def _enqueue(self, session: LiveSession, sequence: int, frame: str, version: str) -> None:
         """Keep only the newest waiting frame; start the worker when idle."""
@@ -336,10 +398,14 @@ class LiveSwapSocket:
         if session is None:
             return
         session.last_event = time.monotonic()
-        if await self.service.state.active_user() != sid:
-            await self.status_update(sid, NOT_ACTIVE)
+        try:
+            if not await self._is_active(session):
+                await self.status_update(sid, NOT_ACTIVE)
+                return
+            await self.service.clear_source()
+        except FaceportError as exc:  # Redis down
+            await self.status_update(sid, exc.message)
             return
-        await self.service.clear_source()
         await self.status_update(sid, "Source cleared")
 
     # ---- timeouts --------------------------------------------------------------------

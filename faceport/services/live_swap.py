@@ -13,6 +13,10 @@ user and one source face:
 - the source image's bytes and a version id are stored together; each process builds its
   swapper once per version.
 
+When Redis cannot be reached every state call raises :class:`StateUnavailable`; when it comes
+back empty (restarted without persistence), the session that held the lock takes it back
+(:meth:`LiveSwapService.reclaim`) and the source this process last used is stored again.
+
 Rendering (decode, track, swap, encode) is blocking and runs on the thread pool; the
 service's async methods never block the event loop.
 """
@@ -20,6 +24,7 @@ service's async methods never block the event loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -35,7 +40,12 @@ from faceport.engine.landmarks import FaceMeshTracker
 from faceport.engine.models import ModelStore
 from faceport.engine.pipeline import Processor
 from faceport.engine.swap import build_swapper
-from faceport.errors import FileTooLarge, InvalidImage, NoFace
+from faceport.errors import FileTooLarge, InvalidImage, NoFace, StateUnavailable
+
+try:
+    from redis.exceptions import RedisError as _RedisError
+except ImportError:  # pragma: no cover - redis is only needed with FACEPORT_REDIS_URL
+    _RedisError = OSError  # type: ignore[assignment,misc]
 
 log = logging.getLogger(__name__)
 Runner = Callable[..., Coroutine[Any, Any, Any]]  # AppContext.run: blocking work on the thread pool
@@ -44,6 +54,7 @@ STATS_WINDOW: Final = 30  # seed A: "statistics updated every 30 frames"
 FRAME_FORMATS: Final = ("jpeg", "png", "webp")  # seed A frames are JPEG/PNG/WebP data URLs
 _FRAME_MEDIA_TYPES: Final = frozenset({"image/jpeg", "image/jpg", "image/png", "image/webp"})
 NO_FACE_IN_FRAME: Final = "No face detected in frame"
+STATE_UNAVAILABLE_MESSAGE: Final = "The server cannot reach its shared state; try again shortly"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +65,13 @@ class Admission:
         active: the sender is the active user.
         allowed: within the frame rate (always False when not active).
         source_version: id of the current source face, ``None`` when none is loaded.
+        retry_after: when not allowed, seconds until a frame from the sender would be.
     """
 
     active: bool
     allowed: bool
     source_version: str | None
+    retry_after: float = 0.0
 
 
 class LiveState(Protocol):
@@ -72,6 +85,9 @@ class LiveState(Protocol):
 
     async def active_user(self) -> str | None:
         """The active user's sid."""
+
+    async def reclaim(self, sid: str) -> bool:
+        """Make ``sid`` the active user only if nobody is (the lock was lost); True when ``sid`` now is."""
 
     async def admit(self, sid: str) -> Admission:
         """Check one frame from ``sid``: active user, frame rate (consumes a slot when allowed), source."""
@@ -87,6 +103,9 @@ class LiveState(Protocol):
 
     async def clear_source(self) -> bool:
         """Remove the source image; True when there was one."""
+
+    async def restore_source(self, version: str, data: bytes) -> bool:
+        """Store a source image under ``version`` only if none is stored; True when it was stored."""
 
     async def aclose(self) -> None:
         """Release connections."""
@@ -116,6 +135,11 @@ class MemoryLiveState:
     async def active_user(self) -> str | None:
         return self._active
 
+    async def reclaim(self, sid: str) -> bool:
+        if self._active is None:
+            self._active = sid
+        return self._active == sid
+
     async def admit(self, sid: str) -> Admission:
         version = self._source[0] if self._source else None
         if self._active != sid:
@@ -123,7 +147,7 @@ class MemoryLiveState:
         now = time.monotonic()
         tat = self._tat.get(sid, now)
         if now < tat - self._tolerance:
-            return Admission(True, False, version)
+            return Admission(True, False, version, tat - self._tolerance - now)
         self._tat[sid] = max(tat, now) + self._interval
         return Admission(True, True, version)
 
@@ -142,6 +166,12 @@ class MemoryLiveState:
         had, self._source = self._source is not None, None
         return had
 
+    async def restore_source(self, version: str, data: bytes) -> bool:
+        if self._source is not None:
+            return False
+        self._source = (version, data)
+        return True
+
     async def aclose(self) -> None:
         return None
 
@@ -150,21 +180,34 @@ class MemoryLiveState:
 # Redis' own clock (TIME) so that processes on several machines agree.
 _ADMIT_LUA: Final = """
 local version = redis.call('GET', KEYS[3]) or ''
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, 0, version} end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, 0, version, 0} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
-if tat > 0 and now < tat - tonumber(ARGV[3]) then return {1, 0, version} end
+if tat > 0 and now < tat - tonumber(ARGV[3]) then return {1, 0, version, tat - tonumber(ARGV[3]) - now} end
 if tat < now then tat = now end
 tat = tat + interval
 redis.call('SET', KEYS[2], string.format('%.0f', tat), 'PX', math.ceil(2 * interval / 1000) + 1000)
-return {1, 1, version}
+return {1, 1, version, 0}
 """
 _RELEASE_LUA: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+def _shared(method: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Coroutine[Any, Any, Any]]:
+    """Turn a Redis failure of ``method`` into :class:`StateUnavailable` (a 503, never a 500)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(self, *args, **kwargs)
+        except (_RedisError, OSError) as exc:
+            raise StateUnavailable(STATE_UNAVAILABLE_MESSAGE, details={"reason": type(exc).__name__}) from exc
+
+    return wrapper
 
 
 class RedisLiveState:
@@ -185,25 +228,44 @@ class RedisLiveState:
         self._admit = self._redis.register_script(_ADMIT_LUA)
         self._release = self._redis.register_script(_RELEASE_LUA)
 
+    @_shared
     async def claim(self, sid: str) -> str | None:
         previous = await self._redis.set(self._active_key, sid, px=self._lock_ttl_ms, get=True)
         return previous.decode() if isinstance(previous, bytes) else previous
 
+    @_shared
     async def release(self, sid: str) -> bool:
         await self._redis.delete(self._tat_prefix + sid)
         return bool(await self._release(keys=[self._active_key], args=[sid]))
 
+    @_shared
     async def active_user(self) -> str | None:
         value = await self._redis.get(self._active_key)
         return value.decode() if isinstance(value, bytes) else value
 
+    @_shared
     async def admit(self, sid: str) -> Admission:
-        active, allowed, version = await self._admit(
+        active, allowed, version, wait_us = await self._admit(
             keys=[self._active_key, self._tat_prefix + sid, self._version_key],
             args=[sid, self._interval_us, self._tolerance_us])
         text = version.decode() if isinstance(version, bytes) else str(version)
-        return Admission(bool(active), bool(allowed), text or None)
+        return Admission(bool(active), bool(allowed), text or None, max(0, int(wait_us)) / 1_000_000)
 
+    @_shared
+    async def reclaim(self, sid: str) -> bool:
+        if await self._redis.set(self._active_key, sid, px=self._lock_ttl_ms, nx=True):
+            return True
+        return await self.active_user() == sid
+
+    @_shared
+    async def restore_source(self, version: str, data: bytes) -> bool:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._source_key, data, nx=True)
+            pipe.set(self._version_key, version, nx=True)
+            stored = await pipe.execute()
+        return bool(stored[1])
+
+    @_shared
     async def set_source(self, data: bytes) -> str:
         version = uuid.uuid4().hex
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -212,6 +274,7 @@ class RedisLiveState:
             await pipe.execute()
         return version
 
+    @_shared
     async def load_source(self) -> tuple[str, bytes] | None:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.get(self._version_key)
@@ -221,10 +284,12 @@ class RedisLiveState:
             return None
         return version.decode(), bytes(data)
 
+    @_shared
     async def source_version(self) -> str | None:
         value = await self._redis.get(self._version_key)
         return value.decode() if value else None
 
+    @_shared
     async def clear_source(self) -> bool:
         return bool(await self._redis.delete(self._source_key, self._version_key))
 
@@ -323,6 +388,7 @@ class LiveSwapService:
         self.state = state or build_live_state(settings)
         self.stats = LiveStats()
         self._swapper: tuple[str, Processor] | None = None
+        self._source_data: tuple[str, bytes] | None = None  # the source last used here, to restore after an outage
         self._swapper_lock = asyncio.Lock()
 
     @property
@@ -363,6 +429,7 @@ class LiveSwapService:
         version = await self.state.set_source(data)
         async with self._swapper_lock:
             self._swapper = (version, swapper)
+            self._source_data = (version, data)
         log.info("live swap: new source face (%d bytes, version %s)", len(data), version)
 
     async def clear_source(self) -> bool:
@@ -370,7 +437,28 @@ class LiveSwapService:
         had = await self.state.clear_source()
         async with self._swapper_lock:
             self._swapper = None
+            self._source_data = None
         return had
+
+    def forget_source(self) -> None:
+        """The shared state says no source is loaded (cleared elsewhere): nothing to restore after an outage."""
+        self._source_data = None
+
+    async def reclaim(self, sid: str) -> bool:
+        """Take back the active-user lock for ``sid`` when the shared state lost it (Redis restarted empty).
+
+        The source face this process last used is stored again when the state has none.
+
+        Raises:
+            StateUnavailable: the shared state cannot be reached.
+        """
+        if not await self.state.reclaim(sid):
+            return False
+        saved = self._source_data
+        if saved is not None and await self.state.source_version() is None:
+            await self.state.restore_source(*saved)
+            log.info("live swap: restored source version %s in the shared state", saved[0])
+        return True
 
     async def swapper_for(self, version: str | None) -> Processor | None:
         """The swapper of source ``version``, built here once when another process stored it."""
@@ -385,6 +473,7 @@ class LiveSwapService:
             current, data = loaded
             swapper: Processor = await self.run(self._build_swapper, data)
             self._swapper = (current, swapper)
+            self._source_data = (current, data)
             return swapper
 
     async def source_loaded(self) -> bool:
@@ -409,17 +498,20 @@ class LiveSwapService:
                                f"{limit // (1024 * 1024)} MB", details={"size": len(frame), "max_bytes": limit})
 
     def decode_frame(self, frame: str) -> Any:
-        """Decode a ``data:image/(jpeg|png|webp);base64,...`` frame (blocking).
+        """Decode a ``data:image/(jpeg|png|webp);base64,...`` frame, or its raw base64 (blocking).
 
         Returns:
             (H, W, 3) uint8 BGR image.
 
         Raises:
-            InvalidImage: not a data URL, bad base64, not a JPEG/PNG/WebP image, or too many pixels.
+            InvalidImage: bad base64, not a JPEG/PNG/WebP image, or too many pixels.
             FileTooLarge: over ``live_frame_max_bytes``.
         """
         self.check_frame_size(frame)
-        media_type, payload = parse_data_url(frame)
+        if frame.lstrip()[:5].lower() == "data:":
+            media_type, payload = parse_data_url(frame)
+        else:  # raw base64 without the "data:" prefix (as seed C's clients send images) is accepted too
+            media_type, payload = parse_data_url("data:;base64," + frame)
         if media_type is not None and media_type not in _FRAME_MEDIA_TYPES:
             raise InvalidImage(f"frame must be a JPEG, PNG or WebP data URL, not {media_type}",
                                details={"media_type": media_type})

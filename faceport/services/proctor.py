@@ -9,7 +9,10 @@ other than NO_ACTION are kept, as JPEG evidence rows in the database.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -78,6 +81,7 @@ class _Client:
     state: str
     violations: int
     embeddings: NDArray[np.float32]
+    token_hash: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     liveness: LivenessTracker = field(default_factory=LivenessTracker)
     streak_reason: Reason | None = None
@@ -130,11 +134,53 @@ class ProctorService:
         with self.store.session() as session:
             records = repo.list_clients(session=session)
         with self._lock:
-            self._clients = {r.user_name: _Client(r.user_name, r.state, r.violations, r.embeddings) for r in records}
+            self._clients = {r.user_name: _Client(r.user_name, r.state, r.violations, r.embeddings, r.token_hash)
+                             for r in records}
 
     def client(self, user_name: str) -> _Client | None:
         with self._lock:
             return self._clients.get(user_name)
+
+    def set_token(self, user_name: str, token: str | None = None) -> tuple[repo.ClientRecord, str]:
+        """Give a client a token (``token``, or a new random one); returns the record and the token in clear.
+
+        Only the SHA-256 digest is stored: the token is shown once, to the admin who set it.
+
+        Raises:
+            NotFound: unknown client. InvalidInput: a given token shorter than 16 or longer than 256 characters.
+        """
+        if token is None:
+            token = secrets.token_urlsafe(32)
+        elif not 16 <= len(token) <= 256:
+            from faceport.errors import InvalidInput
+
+            raise InvalidInput("token must be 16 to 256 characters", details={"field": "token"})
+        digest = token_digest(token)
+        with self.store.session() as session:
+            record = repo.set_token(session=session, user_name=user_name, token_hash=digest)
+        with self._lock:
+            client = self._clients.get(user_name)
+            if client is not None:
+                client.token_hash = digest
+        return record, token
+
+    def clear_token(self, user_name: str) -> repo.ClientRecord:
+        """Remove a client's token. Raises: NotFound."""
+        with self.store.session() as session:
+            record = repo.set_token(session=session, user_name=user_name, token_hash=None)
+        with self._lock:
+            client = self._clients.get(user_name)
+            if client is not None:
+                client.token_hash = None
+        return record
+
+    def token_accepted(self, client: _Client, presented: object) -> bool:
+        """A client with a token must present it; one without is served unless ``proctor_require_token``."""
+        if client.token_hash is None:
+            return not self.settings.proctor_require_token
+        if not isinstance(presented, str) or not presented or len(presented) > 256:
+            return False
+        return hmac.compare_digest(token_digest(presented), client.token_hash)
 
     def create_client(self, user_name: str) -> repo.ClientRecord:
         with self.store.session() as session:
@@ -165,7 +211,8 @@ class ProctorService:
             NotFound: unknown client. NoFace: no face. InvalidInput: several faces.
         """
         if self.client(user_name) is None:
-            raise NotFound(f"proctoring client {user_name!r} not found", details={"user_name": user_name})
+            raise NotFound(f"proctoring client {repo.shown_name(user_name)} not found",
+                           details={"user_name": user_name if repo.valid_user_name(user_name) else None})
         faces = self.engine.detect(image)
         if len(faces) == 0:
             raise NoFace("no face detected in the image")
@@ -348,6 +395,11 @@ class ProctorService:
         if removed:
             log.info("purged %d proctoring evidence frames", removed)
         return removed
+
+
+def token_digest(token: str) -> str:
+    """SHA-256 hex of a client token (tokens are random or at least 16 characters: no slow hash needed)."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _jsonable(value: Any) -> Any:

@@ -8,6 +8,7 @@ Evidence rows hold the JPEG of a frame that triggered an action, its decision an
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +26,18 @@ logger = logging.getLogger(__name__)
 
 CLIENT_STATES = ("active", "paused", "blocked")
 _DTYPE = np.dtype("<f4")
+# user_name: a safe charset and length, so that a name is never a path, markup or a megabyte echoed back
+USER_NAME_PATTERN = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+USER_NAME_RULE = "user_name must be 1 to 64 characters from A-Z a-z 0-9 . _ @ -"
+
+
+def valid_user_name(name: object) -> bool:
+    return isinstance(name, str) and USER_NAME_PATTERN.fullmatch(name) is not None
+
+
+def shown_name(name: object) -> str:
+    """``name`` for a message: itself when valid, else a placeholder (an invalid value is never echoed)."""
+    return repr(name) if valid_user_name(name) else "(invalid user_name)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +51,7 @@ class ClientRecord:
     embeddings: NDArray[np.float32]
     created_at: datetime
     updated_at: datetime
+    token_hash: str | None = None  # SHA-256 hex of the client's token; None: the client has none
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,21 +73,25 @@ def _client_record(session: Session, row: ProctorClient) -> ClientRecord:
                             .order_by(ProctorFace.created_at)).all()
     emb = (np.stack([np.frombuffer(f.embedding, _DTYPE).astype(np.float32) for f in faces])
            if faces else np.zeros((0, 128), np.float32))
-    return ClientRecord(row.id, row.user_name, row.state, row.violations, emb, row.created_at, row.updated_at)
+    return ClientRecord(row.id, row.user_name, row.state, row.violations, emb, row.created_at, row.updated_at,
+                        row.token_hash)
 
 
 def _get_row(session: Session, user_name: str) -> ProctorClient:
-    row = session.scalar(select(ProctorClient).where(ProctorClient.user_name == user_name))
+    row = None
+    if valid_user_name(user_name):
+        row = session.scalar(select(ProctorClient).where(ProctorClient.user_name == user_name))
     if row is None:
-        raise NotFound(f"proctoring client {user_name!r} not found", details={"user_name": user_name})
+        raise NotFound(f"proctoring client {shown_name(user_name)} not found",
+                       details={"user_name": user_name if valid_user_name(user_name) else None})
     return row
 
 
 def create_client(*, session: Session, user_name: str) -> ClientRecord:
-    """Raises: InvalidInput when the name is taken or empty."""
-    name = user_name.strip()
-    if not name or len(name) > 255:
-        raise InvalidInput("user_name must be 1 to 255 characters", details={"field": "user_name"})
+    """Raises: InvalidInput when the name is taken or outside ``USER_NAME_PATTERN`` (the name is not echoed)."""
+    name = user_name.strip() if isinstance(user_name, str) else user_name
+    if not valid_user_name(name):
+        raise InvalidInput(USER_NAME_RULE, details={"field": "user_name", "pattern": USER_NAME_PATTERN.pattern})
     if session.scalar(select(ProctorClient.id).where(ProctorClient.user_name == name)) is not None:
         raise InvalidInput(f"proctoring client {name!r} already exists", details={"user_name": name})
     row = ProctorClient(id=uuid.uuid4().hex, user_name=name, state="active", violations=0,
@@ -119,6 +137,15 @@ def set_state(*, session: Session, user_name: str, state: str, reset_violations:
     row.state = state
     if reset_violations:
         row.violations = 0
+    row.updated_at = utcnow()
+    session.flush()
+    return _client_record(session, row)
+
+
+def set_token(*, session: Session, user_name: str, token_hash: str | None) -> ClientRecord:
+    """Set (or with ``None`` remove) the SHA-256 hex digest of a client's token. Raises: NotFound."""
+    row = _get_row(session, user_name)
+    row.token_hash = token_hash
     row.updated_at = utcnow()
     session.flush()
     return _client_record(session, row)

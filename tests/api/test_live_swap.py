@@ -120,3 +120,27 @@ def test_with_an_api_key_the_page_takes_it_once_and_keeps_it_in_a_cookie(setting
         keyed.cookies.clear()
         assert keyed.get("/status", headers={"X-API-Key": "operator-key"}).status_code == 200
         assert keyed.get("/status", headers={"X-API-Key": "nope"}).json()["code"] == "AUTH_INVALID"
+
+
+def _dead_redis_url() -> str:
+    """A Redis URL where nothing listens (a port just freed)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"redis://127.0.0.1:{s.getsockname()[1]}/0"
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/status"), ("POST", "/upload_source")])
+def test_unreachable_redis_is_a_503_in_the_seed_form(settings, method, path) -> None:
+    from fastapi.testclient import TestClient
+
+    from faceport.api.app import create_app
+    from faceport.realtime.live_swap import STATE_UNAVAILABLE
+
+    with TestClient(create_app(settings.model_copy(update={"redis_url": _dead_redis_url()}))) as down:
+        files = {"image": ("grace.jpg", GRACE.read_bytes(), "image/jpeg")} if method == "POST" else None
+        response = down.request(method, path, files=files)
+        assert response.status_code == 503, response.text
+        assert response.json() == {"success": False, "message": STATE_UNAVAILABLE, "code": "STATE_UNAVAILABLE"}
+        assert down.get("/").status_code == 200  # the page itself is still served

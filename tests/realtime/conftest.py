@@ -35,12 +35,17 @@ class LiveSwapServer:
         """The app's ``LiveSwapService`` (its statistics and drop counters)."""
         return self.app.state.live_swap
 
-    def upload_source(self, path: Path = FIXTURES / "mpl_grace_hopper.jpg") -> dict[str, Any]:
-        with path.open("rb") as handle:
-            response = httpx.post(f"{self.url}/upload_source", files={"image": (path.name, handle, "image/jpeg")},
-                                  timeout=60)
+    def upload_source(self, path: Path = FIXTURES / "mpl_grace_hopper.jpg", sid: str | None = None) -> dict[str, Any]:
+        """Upload a source face; ``sid``: the uploading page's Socket.IO session (needed while someone streams)."""
+        response = self.post_source(path, sid)
         assert response.status_code == 200, response.text
         return response.json()
+
+    def post_source(self, path: Path = FIXTURES / "mpl_grace_hopper.jpg", sid: str | None = None) -> httpx.Response:
+        headers = {"X-SocketIO-SID": sid} if sid is not None else {}
+        with path.open("rb") as handle:
+            return httpx.post(f"{self.url}/upload_source", files={"image": (path.name, handle, "image/jpeg")},
+                              headers=headers, timeout=60)
 
     def status(self) -> dict[str, Any]:
         response = httpx.get(f"{self.url}/status", timeout=10)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import textwrap
 import threading
 import time
 from typing import Any
@@ -22,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faceport.realtime.live_swap import NO_SOURCE, REPLACED
+from faceport.realtime.live_swap import NO_SOURCE, NOT_ACTIVE, REPLACED
 from tests.realtime.conftest import LiveClient, from_data_url, to_data_url
 
 STATS_KEYS = {"frame_count", "swap_count", "avg_processing_time", "fps"}
@@ -130,7 +131,8 @@ BAD_FRAMES = {
                                  "not a JPEG, PNG or WebP", True),
     "GIF": (_gif_data_url(), "image/gif", True),
     "GIF content declared JPEG": (_gif_data_url().replace("image/gif", "image/jpeg"), "it is GIF", True),
-    "not a data URL": ("just some text", "data URL", True),
+    "text, not a data URL": ("just some text", "not a JPEG, PNG or WebP", True),
+    "neither a data URL nor base64": ("%%% not base64 %%%", "not valid base64", True),
     "30 MB frame": ("data:image/jpeg;base64," + "A" * 30_000_000, "over the limit", False),
     "number": (42, "frame is required", False),
 }
@@ -254,8 +256,86 @@ def test_clear_source(live_server, live_client, clip_frames) -> None:
 def test_upload_tells_the_active_user(live_server, live_client) -> None:
     client = live_client(live_server.url)
     client.status_message("Upload a source face")
-    live_server.upload_source()
+    live_server.upload_source(sid=client.sio.get_sid())
     assert client.status_message("Source face ready!") == "Source face ready!"
+
+
+# who uploads a source while someone streams: (X-SocketIO-SID sent, accepted)
+UPLOADERS = {
+    "the streaming session": ("active", True),
+    "no session header": (None, False),
+    "a made-up session": ("not-a-session-id", False),
+    "the session it replaced": ("replaced", False),
+}
+
+
+@pytest.mark.parametrize("who", list(UPLOADERS))
+def test_while_streaming_only_the_active_session_replaces_the_source(who, live_server, live_client,
+                                                                     clip_frames) -> None:
+    first = live_client(live_server.url)
+    first.status_message("Connected")
+    replaced_sid = first.sio.get_sid()
+    client = live_client(live_server.url)  # takes over: the active user now
+    client.status_message("Connected")
+    assert first.disconnected.wait(10)
+    sid, accepted = UPLOADERS[who]
+    sid = {"active": client.sio.get_sid(), "replaced": replaced_sid}.get(sid, sid)  # type: ignore[arg-type]
+    response = live_server.post_source(sid=sid)
+    if accepted:
+        assert response.status_code == 200 and response.json() == {"success": True, "message": "Source face ready!"}
+        client.send(to_data_url(clip_frames[0]))
+        assert client.reply()["success"] is True
+    else:
+        assert response.status_code == 409
+        assert response.json() == {"success": False, "message": NOT_ACTIVE}
+        assert live_server.status()["source_face_loaded"] is False
+    client.close()  # nobody streams any more: anyone may upload again
+    deadline = time.monotonic() + 10
+    while asyncio.run(live_server.service.state.active_user()) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert live_server.upload_source() == {"success": True, "message": "Source face ready!"}
+
+
+def _raw_base64(frame: np.ndarray, ext: str) -> str:
+    ok, buf = cv2.imencode(ext, frame)
+    assert ok
+    return base64.b64encode(buf.tobytes()).decode()
+
+
+FRAME_FORMS = {
+    "JPEG data URL": lambda frame: to_data_url(frame),
+    "raw base64 JPEG": lambda frame: _raw_base64(frame, ".jpg"),
+    "raw base64 PNG": lambda frame: _raw_base64(frame, ".png"),
+    "raw base64 JPEG, wrapped": lambda frame: "\n".join(textwrap.wrap(_raw_base64(frame, ".jpg"), 76)),
+}
+
+
+@pytest.mark.parametrize("form", list(FRAME_FORMS))
+def test_frame_as_data_url_or_raw_base64_is_swapped(form, live_server, live_client, clip_frames) -> None:
+    live_server.upload_source()
+    client = live_client(live_server.url)
+    client.send(FRAME_FORMS[form](clip_frames[0]))
+    reply = client.reply()
+    assert reply["success"] is True, reply.get("error")
+    assert from_data_url(reply["processed"]).shape == clip_frames[0].shape
+
+
+def test_a_burst_is_answered_for_its_newest_frame(live_server, live_client, clip_frames) -> None:
+    """60 distinct frames at once, at the default 15 fps: the excess is dropped, but never the newest."""
+    live_server.upload_source()
+    client = live_client(live_server.url)
+    client.status_message("Connected")
+    frames = [to_data_url(_marked(frame, i)) for i, frame in enumerate(clip_frames[:60])]
+    for frame in frames:
+        client.send(frame)
+    replies = client.drain(settle=3.0)
+
+    assert replies and all(reply["success"] for reply in replies), [r.get("error") for r in replies]
+    marks = [_read_mark(from_data_url(reply["processed"])) for reply in replies]
+    assert marks[-1] == len(frames) - 1, f"the burst was not answered for its newest frame: {marks}"
+    assert marks == sorted(marks) and len(replies) < len(frames) / 2, marks
+    stats = live_server.service.stats
+    assert len(replies) + stats.dropped_rate_limited + stats.dropped_stale == len(frames)
 
 
 def test_idle_timeout_fires_and_frames_keep_the_session_alive(make_live_server, live_client,

@@ -2,12 +2,14 @@
 
 Single-user mode, the source face and the 15 fps limit hold across processes: a client connected to
 process 1 is told and disconnected when another connects to process 2, which then swaps with the
-source uploaded through process 1.
+source uploaded through process 1. And a Redis outage, for real (a private ``redis-server`` killed and
+restarted empty on the same port): clear 503s and messages meanwhile, the lock back with its holder after.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,9 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from faceport.realtime.live_swap import NO_SOURCE, REPLACED
+from faceport.realtime.live_swap import NO_SOURCE, REPLACED, STATE_UNAVAILABLE
 from tests.conftest import FIXTURES
-from tests.realtime.conftest import REDIS_URL, redis_available, to_data_url
+from tests.realtime.conftest import REDIS_URL, LiveClient, redis_available, to_data_url
 
 
 def _free_port() -> int:
@@ -136,3 +138,94 @@ def test_single_user_source_and_rate_limit_hold_across_two_processes(serve, live
     frame = to_data_url(clip_frames[0])
     third.send(frame)
     assert third.reply() == {"success": False, "error": NO_SOURCE, "processed": frame}
+
+
+class PrivateRedis:
+    """A ``redis-server`` of this test's own, without persistence: killed, it restarts empty on the same port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        import redis
+
+        self.proc = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", str(self.workdir)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
+        try:
+            for _ in range(200):
+                try:
+                    client.ping()
+                    return
+                except redis.ConnectionError:
+                    if self.proc.poll() is not None:
+                        pytest.fail(f"redis-server exited with {self.proc.returncode}")
+                    time.sleep(0.05)
+            pytest.fail("redis-server did not answer")
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    if not Path(server.binary).is_file():
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    server.start()
+    yield server
+    server.kill()
+
+
+def test_redis_outage_answers_503_and_the_holder_takes_the_lock_back(private_redis, make_live_server,
+                                                                    live_client, clip_frames) -> None:
+    import redis
+
+    prefix = f"faceport-test-outage-{uuid.uuid4().hex}"
+    server = make_live_server(redis_url=private_redis.url, live_redis_prefix=prefix)
+    server.upload_source()
+    holder = live_client(server.url)
+    holder.status_message("Connected")
+    sid = holder.sio.get_sid()
+    frame = to_data_url(clip_frames[0])
+    holder.send(frame)
+    assert holder.reply()["success"] is True
+
+    private_redis.kill()
+    unavailable = {"success": False, "message": STATE_UNAVAILABLE, "code": "STATE_UNAVAILABLE"}
+    status = httpx.get(f"{server.url}/status", timeout=30)
+    assert (status.status_code, status.json()) == (503, unavailable)
+    upload = server.post_source(sid=sid)
+    assert (upload.status_code, upload.json()) == (503, unavailable)
+    holder.send(frame)
+    assert holder.reply() == {"success": False, "error": STATE_UNAVAILABLE, "processed": None}
+    newcomer = LiveClient(server.url)
+    try:
+        newcomer.connect()
+        assert newcomer.status_message("shared state") == STATE_UNAVAILABLE
+        assert newcomer.disconnected.wait(10), "a new client must be told why and disconnected"
+    finally:
+        newcomer.close()
+    assert holder.connected
+
+    private_redis.start()  # back on the same port, empty: the lock and the source are gone from Redis
+    holder.send(frame)
+    reply = holder.reply()
+    assert reply["success"] is True, reply.get("error")  # the holder took the lock back; the source was restored
+    client = redis.Redis.from_url(private_redis.url)
+    try:
+        assert client.get(f"{{{prefix}}}:active") == sid.encode()
+    finally:
+        client.close()
+    assert server.status()["source_face_loaded"] is True
+    assert server.upload_source(sid=sid) == {"success": True, "message": "Source face ready!"}

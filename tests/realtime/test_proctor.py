@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,30 @@ from tests.realtime.conftest import serve_app
 
 @pytest.fixture
 def server(settings, data_dir: Path) -> Iterator[tuple[str, Any]]:  # type: ignore[no-untyped-def]
-    settings = settings.model_copy(update={"proctor_max_connections": 150})
+    settings = settings.model_copy(update={"proctor_max_connections": 150, "proctor_max_connections_per_ip": 0})
     app = create_app(settings)
     for url in serve_app(app, settings):
         ctx = app.state.context
         ctx.cache.get("ssd_mobilenet_v3_coco")
         yield url.replace("http://", "ws://") + "/ws", ctx
+
+
+@pytest.fixture
+def make_server(settings) -> Iterator[Callable[..., tuple[str, Any]]]:  # type: ignore[no-untyped-def]
+    """Servers with some settings overridden; each returns its ``ws://.../ws`` URL and its context."""
+    runners: list[Iterator[str]] = []
+
+    def make(**overrides: Any) -> tuple[str, Any]:
+        custom = settings.model_copy(update=overrides)
+        app = create_app(custom)
+        runner = serve_app(app, custom)
+        url = next(runner)
+        runners.append(runner)
+        return url.replace("http://", "ws://") + "/ws", app.state.context
+
+    yield make
+    for runner in runners:
+        next(runner, None)
 
 
 def b64(image: np.ndarray) -> str:
@@ -176,8 +194,13 @@ def test_bad_messages_keep_the_connection_usable(server, data_dir: Path) -> None
                 reply = await exchange(ws, "obama", bad)
                 assert (reply["action"], reply["reason"]) == ("ACTION_ERROR", "INVALID_IMAGE_FORMAT")
                 assert reply["message"] and words in reply["message"]
-            await ws.send("{not json")
-            assert json.loads(await ws.recv())["reason"] == "INVALID_IMAGE_FORMAT"
+            for raw, message in (("{not json", "not JSON"), (b"\xff\xfe binary, not UTF-8", "not JSON"),
+                                 ("[1, 2]", "JSON object"), ("null", "JSON object")):
+                await ws.send(raw)
+                reply = json.loads(await ws.recv())
+                assert reply["reason"] == "INVALID_IMAGE_FORMAT" and message in reply["message"], (raw, reply)
+            await ws.send(json.dumps({"user_name": "obama", "image": good}).encode())  # UTF-8 JSON in a binary frame
+            assert json.loads(await ws.recv())["action"] == "NO_ACTION"
             assert (await exchange(ws, "obama", good))["action"] == "NO_ACTION"
 
     asyncio.run(scenario())
@@ -201,11 +224,158 @@ def test_the_151st_connection_is_refused(server) -> None:  # type: ignore[no-unt
     asyncio.run(scenario())
 
 
-def test_python_client_on_a_video(server, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("token", ["none", "the client's", "a wrong one"])
+def test_python_client_on_a_video(server, data_dir: Path, token: str) -> None:  # type: ignore[no-untyped-def]
     from faceport.clients.proctor import FaceRecognitionClient
 
     url, ctx = server
     enrol(ctx, "carphone", None)
-    replies = asyncio.run(FaceRecognitionClient(url, "carphone").run(
+    sent = None
+    if token != "none":
+        issued = ctx.proctor.set_token("carphone")[1]
+        sent = issued if token == "the client's" else "not-the-token-0000"
+    replies = asyncio.run(FaceRecognitionClient(url, "carphone", sent).run(
         str(data_dir / "video/skv_carphone_pristine.mp4"), interval=0.0, limit=3))
-    assert [r["action"] for r in replies] == ["NO_ACTION"] * 3
+    if token == "a wrong one":
+        assert replies == [{"error": "AUTHENTICATION_FAILED", "message": "Wrong or missing client token", "code": 4001}]
+    else:
+        assert [r["action"] for r in replies] == ["NO_ACTION"] * 3
+
+
+async def _closed_with(ws: Any) -> tuple[dict[str, Any], int | None]:
+    """The last message before the server closed ``ws``, and the close code."""
+    message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+    with pytest.raises(websockets.ConnectionClosed):
+        await asyncio.wait_for(ws.recv(), 30)
+    return message, ws.close_code
+
+
+def test_idle_socket_is_closed_after_the_handshake_timeout_while_others_are_served(make_server,
+                                                                                   data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    url, ctx = make_server(proctor_handshake_timeout=3.0)
+    enrol(ctx, "obama", read_bgr(data_dir / "identity/obama/fr_obama.jpg"))
+    good = b64(read_bgr(data_dir / "identity/obama/fr_obama2.jpg"))
+
+    async def scenario() -> None:
+        async with websockets.connect(url, max_size=None) as served:
+            # its first message goes out at once: the connection is authenticated when the server reads it
+            assert (await exchange(served, "obama", good))["action"] == "NO_ACTION"
+            async with websockets.connect(url) as idle, websockets.connect(url) as chatty:
+                await chatty.send("{not json")  # answered, but not a valid first message
+                assert json.loads(await chatty.recv())["reason"] == "INVALID_IMAGE_FORMAT"
+                for ws in (idle, chatty):
+                    message, code = await _closed_with(ws)
+                    assert message == {"error": "AUTHENTICATION_FAILED", "code": 4001,
+                                       "message": "No valid first message within 3 s"}
+                    assert code == 4001
+            assert (await exchange(served, "obama", good))["action"] == "NO_ACTION"  # past the timeout: still served
+
+    asyncio.run(scenario())
+
+
+def test_connections_per_address_are_capped_and_a_freed_slot_is_reused(make_server) -> None:  # type: ignore[no-untyped-def]
+    url, _ = make_server(proctor_max_connections_per_ip=3)
+
+    async def usable(ws: Any) -> bool:
+        await ws.send("[]")
+        return json.loads(await asyncio.wait_for(ws.recv(), 10))["reason"] == "INVALID_IMAGE_FORMAT"
+
+    async def scenario() -> None:
+        sockets = [await websockets.connect(url) for _ in range(3)]
+        try:
+            assert all([await usable(ws) for ws in sockets])
+            extra = await websockets.connect(url)
+            message, code = await _closed_with(extra)
+            assert message == {"error": "CONNECTION_REFUSED", "message": "Too many connections from this address",
+                               "code": 4002}
+            assert code == 4002
+            await sockets.pop().close()
+            await asyncio.sleep(0.2)  # the server notices the close
+            sockets.append(await websockets.connect(url))
+            assert await usable(sockets[-1])
+        finally:
+            await asyncio.gather(*(s.close() for s in sockets))
+
+    asyncio.run(scenario())
+
+
+# (require_token setting, the client's token set in the admin API, where a token is sent, what is sent, served)
+TOKEN_CASES = {
+    "off by default, client without token": (None, False, None, None, True),
+    "off, client with token, none sent": (False, True, None, None, False),
+    "off, client with token, wrong one in the message": (False, True, "message", "wrong-token-000000", False),
+    "off, client with token, right one in the message": (False, True, "message", "RIGHT", True),
+    "off, client with token, right one in ?token=": (False, True, "query", "RIGHT", True),
+    "on, client without token": (True, False, "message", "any-token-0000000", False),
+    "on, client with token, none sent": (True, True, None, None, False),
+    "on, client with token, wrong one in ?token=": (True, True, "query", "wrong-token-000000", False),
+    "on, client with token, right one in the message": (True, True, "message", "RIGHT", True),
+}
+
+
+@pytest.mark.parametrize("case", list(TOKEN_CASES))
+def test_client_token(make_server, case: str) -> None:  # type: ignore[no-untyped-def]
+    require, has_token, where, sent, served = TOKEN_CASES[case]
+    url, ctx = make_server(**({} if require is None else {"proctor_require_token": require}))
+    assert ctx.settings.proctor_require_token is bool(require)
+    enrol(ctx, "student", None)
+    ctx.proctor.set_state("student", "paused")  # a paused client is answered without running the checks
+    token = ctx.proctor.set_token("student")[1] if has_token else None
+    if sent == "RIGHT":
+        sent = token
+    target = f"{url}?token={sent}" if where == "query" else url
+
+    async def scenario() -> None:
+        async with websockets.connect(target) as ws:
+            message: dict[str, Any] = {"user_name": "student", "image": "x"}
+            if where == "message":
+                message["token"] = sent
+            await ws.send(json.dumps(message))
+            if served:
+                reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert (reply["action"], reply["reason"]) == ("ACTION_WARNING", "REASON_PAUSED_CLIENT")
+                await ws.send(json.dumps({"user_name": "student", "image": "x"}))  # proven once per connection
+                assert json.loads(await asyncio.wait_for(ws.recv(), 10))["reason"] == "REASON_PAUSED_CLIENT"
+            else:
+                reply, code = await _closed_with(ws)
+                assert reply == {"error": "AUTHENTICATION_FAILED", "message": "Wrong or missing client token",
+                                 "code": 4001}
+                assert code == 4001 and (token is None or token not in json.dumps(reply))
+
+    asyncio.run(scenario())
+
+
+BAD_USER_NAMES = {
+    "path": "a/b/../c",
+    "one megabyte": "x" * 1_000_000,
+    "markup": "<script>alert(1)</script>",
+    "space": "john doe",
+    "non-ASCII": "jürgen",
+    "empty": "",
+    "number": 42,
+    "missing": None,
+}
+
+
+@pytest.mark.parametrize("name", [*BAD_USER_NAMES, "registered-looking but unknown"])
+def test_bad_or_unknown_user_name_is_refused_and_never_echoed(make_server, name: str) -> None:  # type: ignore[no-untyped-def]
+    url, _ = make_server()
+    user = BAD_USER_NAMES.get(name, "ghost.user@example.org")
+
+    async def scenario() -> None:
+        async with websockets.connect(url, max_size=None, write_limit=2**22) as ws:
+            message = {"image": "x"} if user is None else {"user_name": user, "image": "x"}
+            await ws.send(json.dumps(message))
+            raw = await asyncio.wait_for(ws.recv(), 30)
+            reply = json.loads(raw)
+            assert (reply["action"], reply["reason"]) == ("ACTION_ERROR", "REASON_CLIENT_NOT_AVAILABLE")
+            if name in BAD_USER_NAMES:
+                assert reply["actual_username"] == "" and "A-Z a-z 0-9" in reply["message"]
+                assert len(raw) < 1000 and (not isinstance(user, str) or not user or user not in raw)
+            else:
+                assert reply["actual_username"] == user  # a well-formed name is shown as sent
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            assert ws.close_code == 4001
+
+    asyncio.run(scenario())

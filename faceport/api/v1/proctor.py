@@ -1,6 +1,6 @@
 """Admin routes of the proctoring registry (seed C): clients, reference faces, state, evidence.
 
-``/api/v1/proctor/clients[/{user_name}[/faces|/pause|/resume|/block|/unblock]]`` and
+``/api/v1/proctor/clients[/{user_name}[/faces|/pause|/resume|/block|/unblock|/token]]`` and
 ``/api/v1/proctor/evidence[/{evidence_id}[/image]]``. Admin only (Bearer JWT or X-API-Key of
 an admin); seed D envelopes. A state change reaches the client's live ``/ws`` connection at once.
 """
@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from faceport.api.deps import AdminPrincipal, ContextDep
 from faceport.api.envelope import Envelope, ok
 from faceport.api.uploads import image_from_request
-from faceport.store.proctor import ClientRecord, EvidenceRecord
+from faceport.store.proctor import USER_NAME_PATTERN, ClientRecord, EvidenceRecord
 
 router = APIRouter(prefix="/api/v1/proctor", tags=["proctoring"])
 
@@ -26,7 +26,16 @@ router = APIRouter(prefix="/api/v1/proctor", tags=["proctoring"])
 class ClientCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    user_name: str = Field(min_length=1, max_length=255)
+    # the charset rule (USER_NAME_PATTERN) is checked by the repository: 400 INVALID_INPUT, value not echoed
+    user_name: str = Field(min_length=1, max_length=64,
+                           description=f"1 to 64 characters from A-Z a-z 0-9 . _ @ - (^{USER_NAME_PATTERN.pattern}$)")
+
+
+class TokenSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: str | None = Field(default=None, min_length=16, max_length=256,
+                              description="the token to set; omitted: the server makes a random one")
 
 
 class ClientPublic(BaseModel):
@@ -34,13 +43,19 @@ class ClientPublic(BaseModel):
     state: str
     violations: int
     face_count: int
+    has_token: bool
     created_at: datetime
     updated_at: datetime
 
     @classmethod
     def of(cls, record: ClientRecord) -> ClientPublic:
         return cls(user_name=record.user_name, state=record.state, violations=record.violations,
-                   face_count=len(record.embeddings), created_at=record.created_at, updated_at=record.updated_at)
+                   face_count=len(record.embeddings), has_token=record.token_hash is not None,
+                   created_at=record.created_at, updated_at=record.updated_at)
+
+
+class ClientToken(ClientPublic):
+    token: str = Field(description="the client's token in clear; shown only in this answer (only a hash is kept)")
 
 
 class ClientList(BaseModel):
@@ -105,6 +120,19 @@ async def add_face(request: Request, user_name: str, ctx: ContextDep, _: AdminPr
     decoded = await image_from_request(ctx, upload=image, base64_text=None)
     record = await ctx.run(ctx.proctor.add_face, user_name, decoded)
     return ok(request, ClientPublic.of(record).model_dump(mode="json"))
+
+
+@router.post("/clients/{user_name}/token", response_model=Envelope[ClientToken])
+async def set_token(request: Request, user_name: str, ctx: ContextDep, _: AdminPrincipal,
+                    body: TokenSet | None = None) -> dict[str, Any]:
+    """Set the client's /ws token (given, or a random one); it is returned once and stored hashed."""
+    record, token = await ctx.run(ctx.proctor.set_token, user_name, body.token if body else None)
+    return ok(request, ClientToken(**ClientPublic.of(record).model_dump(), token=token).model_dump(mode="json"))
+
+
+@router.delete("/clients/{user_name}/token", response_model=Envelope[ClientPublic])
+async def clear_token(request: Request, user_name: str, ctx: ContextDep, _: AdminPrincipal) -> dict[str, Any]:
+    return ok(request, ClientPublic.of(await ctx.run(ctx.proctor.clear_token, user_name)).model_dump(mode="json"))
 
 
 def _state_route(path: str, state: str) -> None:

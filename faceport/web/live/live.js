@@ -195,7 +195,9 @@
     var body = new FormData();
     body.append("image", file, file.name);
     showMessage("Uploading " + file.name + "…");
-    fetch("/upload_source", { method: "POST", body: body }).then(function (response) {
+    // While this page streams, the server takes a new source only from its own session: send the Socket.IO sid.
+    var headers = socket.connected && socket.id ? { "X-SocketIO-SID": socket.id } : {};
+    fetch("/upload_source", { method: "POST", body: body, headers: headers }).then(function (response) {
       return response.json().catch(function () {
         return { success: false, message: "Upload failed (HTTP " + response.status + ")" };
       });
