@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.types import ASGIApp
 
 from faceport import __version__
@@ -17,7 +18,7 @@ from faceport.api.docs import install_docs
 from faceport.api.errors import install_error_handlers
 from faceport.api.live_swap import install_live_swap
 from faceport.api.metrics import install_metrics
-from faceport.api.middleware import CorsMiddleware, TracingMiddleware
+from faceport.api.middleware import BodyTooLargeMiddleware, CorsMiddleware, TracingMiddleware
 from faceport.api.ratelimit import RateLimiter, RateLimitHeadersMiddleware
 from faceport.api.v1 import auth as auth_v1
 from faceport.api.v1 import face as face_v1
@@ -62,12 +63,17 @@ def _base_app(title: str, description: str, settings: Settings, context: AppCont
     # (own_body_limits) answers its own error body instead
     app = FastAPI(title=title, description=description, version=__version__,
                   lifespan=_lifespan(settings, context), docs_url=None, redoc_url=None,  # local assets: see docs.py
-                  openapi_url="/openapi.json", max_body_size=None if own_body_limits else settings.max_upload_bytes,
+                  openapi_url="/openapi.json", max_body_size=None,  # limited inside tracing, below
                   # a base64 image field may be as large as the largest image upload, plus encoding
                   form_limits={"max_part_size": settings.max_image_bytes * 4 // 3 + 4096})
     app.state.error_surface = surface
     app.state.settings = settings
     install_error_handlers(app)
+    if not own_body_limits:
+        # FastAPI's own app-level limit sits outside every middleware and answers plain text; this one
+        # sits inside tracing, and its plain-text 413 becomes the surface's FILE_TOO_LARGE body
+        app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_upload_bytes)
+        app.add_middleware(BodyTooLargeMiddleware, surface=surface)
     for middleware in inner_middleware:  # inside tracing: their responses carry the request id
         app.add_middleware(middleware)
     app.add_middleware(CorsMiddleware, origins=settings.cors_origins)  # inside tracing: preflights carry the id

@@ -105,6 +105,13 @@ def error_body(surface: Surface, *, code: str, message: str, details: dict[str, 
     return {"detail": message, "code": code, "details": details}
 
 
+def envelope_response(surface: Surface, *, code: str, message: str, request_id: str | None,
+                      details: dict[str, Any] | None = None) -> JSONResponse:
+    """The surface's error body for ``code``, where no ``Request`` exists (pure ASGI middleware)."""
+    body = error_body(surface, code=code, message=message, details=details or {}, request_id=request_id)
+    return JSONResponse(body, status_code=status_for(code))
+
+
 def error_response(request: Request, *, code: str, message: str, details: dict[str, Any] | None = None,
                    status: int | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
     request_id = getattr(request.state, "request_id", None)

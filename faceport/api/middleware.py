@@ -123,3 +123,44 @@ class CorsMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
+
+
+class BodyTooLargeMiddleware:
+    """Turn Starlette's plain-text body-limit 413 into the surface's error body (``FILE_TOO_LARGE``).
+
+    Starlette's ``max_body_size`` refuses an oversized body before any route runs, with a bare
+    ``Content Too Large``; clients of seeds B and D parse every error as their JSON envelope.
+    Only that one response is replaced; every other response streams through untouched.
+    """
+
+    def __init__(self, app: ASGIApp, surface: str) -> None:
+        self.app = app
+        self.surface = surface
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        replacing = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal replacing
+            if message["type"] == "http.response.start" and message["status"] == 413:
+                content_type = Headers(raw=message.get("headers", [])).get("content-type", "")
+                replacing = content_type.startswith("text/plain")
+            if not replacing:
+                await send(message)
+                return
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                await self._envelope(scope)(scope, receive, send)
+
+        await self.app(scope, receive, send_wrapper)
+
+    def _envelope(self, scope: Scope) -> Response:
+        from faceport.api.errors import envelope_response
+
+        path = scope.get("path", "")
+        surface = self.surface if self.surface == "privacy" else ("platform" if path.startswith("/api/v1") else "plain")
+        return envelope_response(surface, code="FILE_TOO_LARGE",
+                                 message="request body too large for this endpoint (see FACEPORT_MAX_UPLOAD_BYTES)",
+                                 request_id=scope.get("state", {}).get("request_id"))

@@ -129,6 +129,25 @@ def test_too_large_upload_is_413(settings, models_dir) -> None:
         assert response.status_code == 413
 
 
+def test_body_over_the_app_limit_gets_the_seed_d_envelope(settings, models_dir) -> None:
+    """Starlette refuses the body before any route runs; the client still gets seed D's error envelope."""
+    from fastapi.testclient import TestClient
+
+    from faceport.api.app import create_app
+
+    small = settings.model_copy(update={"max_upload_bytes": 100_000})
+    with TestClient(create_app(small)) as client:
+        headers = register_headers(client)
+        response = client.post(ROUTE, files={"image": ("a.png", b"\0" * 300_000, "image/png")}, headers=headers)
+        assert response.status_code == 413
+        body = response.json()
+        assert body["success"] is False and body["error"]["code"] == "FILE_TOO_LARGE"
+        assert body["meta"]["request_id"] == response.headers["X-Request-ID"]
+        ok = client.post(ROUTE, files={"image": ("h.jpg", (FIXTURES / "mpl_grace_hopper.jpg").read_bytes(),
+                                                 "image/jpeg")}, headers=headers)
+        assert ok.status_code == 200  # and it keeps serving
+
+
 @pytest.mark.parametrize(
     ("data", "code", "field"),
     [

@@ -374,6 +374,7 @@ def test_upload_over_the_limit_is_413(settings: Any, data_dir: Path) -> None:
         huge = b"\0" * (4 << 20)  # over the whole body limit: refused before it is read
         response = _post(server.url, "image", [("target", ("t.jpg", huge))])
         assert response.status_code == 413
+        assert response.json()["code"] == "FILE_TOO_LARGE"  # seed B's body, not Starlette's plain text
         _assert_serving(server.url)
         assert not any((server.settings.home / "uploads").iterdir())
 
