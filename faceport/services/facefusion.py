@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, fie
 
 from faceport.config import Settings
 from faceport.engine.core import FaceEngine
+from faceport.engine.detect import DETECTORS
 from faceport.engine.imageio import decode_image, encode_image, load_image_file, sniff_format
 from faceport.engine.models.sessions import available_providers
 from faceport.engine.pipeline import (
@@ -68,7 +69,7 @@ JOB_KINDS = (IMAGE_JOB_KIND, VIDEO_JOB_KIND)
 Media = Literal["image", "video"]
 
 OUTPUT_DISPLAY_DIR = ".api_outputs"
-DETECTOR_NAMES = ("blazeface_short", "blazeface_full", "centerface")
+DETECTOR_NAMES = DETECTORS  # the engine registry
 # FaceFusion's short execution provider names -> onnxruntime's.
 PROVIDER_NAMES: dict[str, str] = {
     "cpu": "CPUExecutionProvider",

@@ -98,6 +98,7 @@ VALIDATION = [
                                           "face_detector_model": "centerface", "face_detector_score": 0.4,
                                           "output_image_scale": 50, "face_enhancer_blend": 100}, None),
     ("ok-empty-request", "", None),
+    ("ok-yunet-detector", {"face_detector_model": "yunet"}, None),
 ]
 
 
