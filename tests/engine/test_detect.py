@@ -225,3 +225,14 @@ def test_by_eye_matching_counts_each_face_once() -> None:
     boxes = np.array([[1, 1, 9, 9], [2, 2, 8, 8], [21, 1, 29, 9], [50, 50, 60, 60]], np.float32)
     assert match_faces(boxes, faces) == (1, 1, 2)
     assert match_faces(np.zeros((0, 4), np.float32), faces) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("factor", [0.5, 4.0])
+def test_yunet_finds_the_same_faces_at_any_image_size(engine, data_dir: Path, factor: float) -> None:
+    """The longer side is scaled to 640 before inference: a 4000x2668 copy of a group photo keeps its faces."""
+    photo = load_group_faces()["group/pf_multi_face.jpg"]
+    image = read_bgr(data_dir / "group/pf_multi_face.jpg")
+    resized = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
+    faces = engine.detect(resized, detector="yunet")
+    assert match_faces(faces.xyxy / factor, photo["faces"]) == (5, 0, 0)
+    assert faces.kps is not None and float(faces.kps.max()) > 0.5 * max(resized.shape[:2])
