@@ -210,8 +210,8 @@ def _process_options(fn: Any) -> Any:
                      help="Where to write the result (its suffix picks the format)."),
         click.option("--processors", default="face_swapper", show_default=True,
                      help="Comma-separated processors, applied in order (face_swapper, face_enhancer)."),
-        click.option("--detector", default=None, help="blazeface_short, blazeface_full, centerface, or a FaceFusion "
-                     "name (yoloface_8n, retinaface, scrfd, yunet, many: the nearest detector here)."),
+        click.option("--detector", default=None, help="yunet, blazeface_short, blazeface_full, centerface, or a "
+                     "FaceFusion name (yoloface_8n, retinaface, scrfd, many: the nearest detector here)."),
         click.option("--score", type=float, default=None, help="Face detection threshold, 0-1 (default 0.5)."),
         click.option("--scale", type=int, default=None, help="Output size in percent, 10-400 (default 100)."),
     ]

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DetectorName = Literal["blazeface_short", "blazeface_full", "centerface"]
+DetectorName = Literal["blazeface_short", "blazeface_full", "centerface", "yunet"]
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:]+\](:[0-9]{1,5})?$")
 
 
@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     pull_on_start: bool = Field(default=True, description="Pull missing default models when the server starts.")
     thread_pool_size: int = Field(default_factory=lambda: max(2, min(8, os.cpu_count() or 2)), ge=1, le=64)
 
-    detector: DetectorName = "blazeface_full"
+    detector: DetectorName = "yunet"  # chosen by recall/false positives/speed: BENCHMARKS.md, issue 11
     detector_score: float = Field(default=0.5, ge=0.0, le=1.0)
     verify_threshold: float = Field(default=0.42, gt=0.0, le=2.0,
                                     description="Max L2 distance of two normalised embeddings of one person.")

@@ -50,3 +50,21 @@ def test_unknown_execution_provider_stops_start_up_listing_the_available(setting
     bad = settings.model_copy(update={"execution_providers": ["TotallyMadeUpExecutionProvider"]})
     with pytest.raises(InvalidInput, match="CPUExecutionProvider"):
         AppContext.create(bad)
+
+
+def test_every_engine_detector_is_a_setting_and_a_request_value(monkeypatch) -> None:
+    from typing import get_args
+
+    from faceport.api.v1.face import DetectorName as RequestDetectorName
+    from faceport.config import DetectorName
+    from faceport.engine.detect import DETECTORS
+    from faceport.services.facefusion import DETECTOR_NAMES, FACEFUSION_DETECTORS
+
+    assert "yunet" in DETECTORS
+    assert set(get_args(DetectorName)) == set(get_args(RequestDetectorName)) == set(DETECTORS)
+    assert set(DETECTOR_NAMES) == set(DETECTORS) | set(FACEFUSION_DETECTORS)  # seed B also takes FaceFusion's names
+    monkeypatch.setenv("FACEPORT_DETECTOR", "yunet")
+    assert Settings().detector == "yunet"
+    monkeypatch.setenv("FACEPORT_DETECTOR", "yolo")
+    with pytest.raises(ValueError, match="yunet"):
+        Settings()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from faceport.engine.detect import DETECTORS, BlazeFace, CenterFace, FaceDetector
+from faceport.engine.detect import DETECTORS, BlazeFace, CenterFace, FaceDetector, YuNet
 from faceport.engine.embed import DEFAULT_THRESHOLD, Comparison, DlibEmbedder, compare
 from faceport.engine.landmarks import FaceMesh, FaceMeshTracker
 from faceport.engine.models.cache import ModelCache
@@ -18,10 +18,11 @@ from faceport.errors import InvalidInput, NoFace
 
 @dataclass(frozen=True, slots=True)
 class EngineOptions:
-    detector: str = "blazeface_full"
+    detector: str = "yunet"
     detector_score: float | None = None  # None: each detector's own default
     verify_threshold: float = DEFAULT_THRESHOLD
     centerface_max_side: int = 640
+    yunet_max_side: int = 640
     iris: bool = True  # FaceMesh 478 points (468 + iris) instead of 468
 
 
@@ -44,7 +45,7 @@ class FaceEngine:
         return FaceEngine(self.cache.with_threads(threads), self.options)  # type: ignore[arg-type]
 
     def detector(self, name: str | None = None) -> FaceDetector:
-        """A detector by name (``blazeface_short``, ``blazeface_full``, ``centerface``).
+        """A detector by name (``blazeface_short``, ``blazeface_full``, ``centerface``, ``yunet``).
 
         Raises:
             InvalidInput: unknown name (the message lists the known ones).
@@ -52,6 +53,8 @@ class FaceEngine:
         name = name or self.options.detector
         if name == "centerface":
             return CenterFace(self.cache.get("centerface"), max_side=self.options.centerface_max_side)
+        if name == "yunet":
+            return YuNet(self.cache.get("yunet"), max_side=self.options.yunet_max_side)
         if name in ("blazeface_short", "blazeface_full"):
             return BlazeFace(self.cache.get(name), name)
         raise InvalidInput(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}",

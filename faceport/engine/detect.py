@@ -1,4 +1,4 @@
-"""Face detectors: BlazeFace (short and full range) and CenterFace, selectable by name.
+"""Face detectors: BlazeFace (short and full range), CenterFace and YuNet, selectable by name.
 
 Every detector returns ``Faces`` with boxes, scores and five keypoints in the pixel
 coordinates of the image it was given (person's right eye, left eye, nose tip, right
@@ -20,7 +20,7 @@ from faceport.engine.models.sessions import Session
 from faceport.engine.types import BGRImage, Faces
 from faceport.errors import InvalidInput
 
-DETECTORS: tuple[str, ...] = ("blazeface_short", "blazeface_full", "centerface")
+DETECTORS: tuple[str, ...] = ("blazeface_short", "blazeface_full", "centerface", "yunet")
 
 # Mouth corners are not predicted by BlazeFace; they are placed from the mouth centre along
 # the eye line, with the mouth/eye width ratio of the ArcFace 112x112 template (29.2 / 35.2).
@@ -266,3 +266,87 @@ class CenterFace:
         boxes = boxes[keep] / pixel_scale
         points = points[keep] / pixel_scale[:2]
         return _limit(Faces(boxes.astype(np.float32), score[keep], points.astype(np.float32)), max_faces)
+
+
+class YuNet:
+    """YuNet 2023mar (OpenCV Zoo) through onnxruntime, with our own decoding and NMS.
+
+    The model is anchor-free over strides 8, 16 and 32: per cell it gives a class and an
+    objectness probability, a box as a cell offset plus log width/height in stride units,
+    and five keypoints as cell offsets (person's right eye first, i.e. the image-left eye of
+    a frontal face: already the ``Faces`` order). The image is scaled so its longer side is
+    at most ``max_side`` (never enlarged) and padded at the bottom/right to a multiple of
+    32; the graph is fully convolutional, so the session runs with relaxed input shapes.
+
+    The score is ``cls * obj`` (the probability that there is an object and it is a face),
+    so a threshold of 0.5 means "more likely a face than not" as for the other detectors.
+    OpenCV's ``FaceDetectorYN`` reports the geometric mean ``sqrt(cls * obj)`` instead: our
+    0.5 is its 0.707 (its own default is 0.9, our 0.81). At 0.5 on the geometric mean
+    YuNet fires on a motorcycle headlight and on background texture (BENCHMARKS.md).
+
+    Args:
+        session: an ONNX session with relaxed (dynamic) input shapes.
+        max_side: cap of the longer side before inference. Faces smaller than about 1/50
+            of the longer side (≈12 px after scaling) are lost; a larger value finds them
+            but costs time and adds false positives on textures (measured at 960 and 1280).
+        score_threshold: default minimum score.
+        nms_iou: IoU above which the weaker of two boxes is dropped.
+    """
+
+    name = "yunet"
+    strides = (8, 16, 32)
+
+    def __init__(self, session: Session, *, max_side: int = 640, score_threshold: float = 0.5,
+                 nms_iou: float = 0.3) -> None:
+        self.session = session
+        self.max_side = max_side
+        self.score_threshold = score_threshold
+        self.nms_iou = nms_iou
+        self.input_name = session.inputs[0].name
+        names = [o.name for o in session.outputs]
+        self._index = {name: i for i, name in enumerate(names)}
+
+    def detect(self, image: BGRImage, *, score_threshold: float | None = None,
+               max_faces: int | None = None) -> Faces:
+        """Detect faces; same contract as ``BlazeFace.detect`` (five real keypoints)."""
+        _check_image(image)
+        h, w = image.shape[:2]
+        scale = min(1.0, self.max_side / max(h, w))
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        resized = image if (nw, nh) == (w, h) else cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+        pw, ph = max(32, math.ceil(nw / 32) * 32), max(32, math.ceil(nh / 32) * 32)
+        canvas = np.zeros((ph, pw, 3), np.float32)
+        canvas[:nh, :nw] = resized
+        outputs = self.session.run({self.input_name: canvas.transpose(2, 0, 1)[None]})
+        threshold = self.score_threshold if score_threshold is None else score_threshold
+        boxes, scores, points = [], [], []
+        for stride in self.strides:
+            cls = outputs[self._index[f"cls_{stride}"]][0, :, 0]
+            obj = outputs[self._index[f"obj_{stride}"]][0, :, 0]
+            score = np.clip(cls, 0, 1) * np.clip(obj, 0, 1)
+            keep = np.nonzero(score >= threshold)[0]
+            if keep.size == 0:
+                continue
+            cols = pw // stride
+            cell = np.stack([keep % cols, keep // cols], axis=1).astype(np.float32)
+            bbox = outputs[self._index[f"bbox_{stride}"]][0, keep]
+            kps = outputs[self._index[f"kps_{stride}"]][0, keep].reshape(-1, 5, 2)
+            centre = (cell + bbox[:, :2]) * stride
+            size = np.exp(np.clip(bbox[:, 2:4], -10, 10)) * stride
+            boxes.append(np.concatenate([centre - size / 2, centre + size / 2], axis=1))
+            points.append((kps + cell[:, None, :]) * stride)
+            scores.append(score[keep])
+        if not boxes:
+            return Faces.empty()
+        all_boxes = np.concatenate(boxes).astype(np.float32)
+        all_scores = np.concatenate(scores).astype(np.float32)
+        all_points = np.concatenate(points).astype(np.float32)
+        keep_idx = hard_nms(all_boxes, all_scores, self.nms_iou)
+        sx, sy = nw / w, nh / h
+        pixel_scale = np.array([sx, sy, sx, sy], np.float32)
+        out_boxes = all_boxes[keep_idx] / pixel_scale
+        out_boxes[:, [0, 2]] = out_boxes[:, [0, 2]].clip(0, w)
+        out_boxes[:, [1, 3]] = out_boxes[:, [1, 3]].clip(0, h)
+        out_points = all_points[keep_idx] / pixel_scale[:2]
+        return _limit(Faces(out_boxes.astype(np.float32), all_scores[keep_idx], out_points.astype(np.float32)),
+                      max_faces)

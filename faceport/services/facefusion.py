@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, fie
 
 from faceport.config import Settings
 from faceport.engine.core import FaceEngine
+from faceport.engine.detect import DETECTORS
 from faceport.engine.imageio import decode_image, encode_image, load_image_file, sniff_format
 from faceport.engine.models.sessions import available_providers
 from faceport.engine.pipeline import (
@@ -74,17 +75,17 @@ JOB_KINDS = (IMAGE_JOB_KIND, VIDEO_JOB_KIND)
 Media = Literal["image", "video"]
 
 OUTPUT_DISPLAY_DIR = ".api_outputs"
-# FaceFusion's detector names -> the nearest detector faceport has (one table: switch yunet -> yunet once
-# that detector lands). yoloface_8n, retinaface and scrfd are multi-scale detectors with 5 keypoints, good on
-# small faces: CenterFace is ours. "many" runs all of FaceFusion's and merges them: CenterFace, our most robust.
+# FaceFusion's detector names -> the nearest detector faceport has (one table). yoloface_8n, FaceFusion's
+# default, is a fast 5-keypoint detector: YuNet is ours (and FaceFusion's "yunet" is the same model).
+# retinaface and scrfd are multi-scale detectors good on small faces, and "many" runs all of FaceFusion's and
+# merges them: CenterFace, our most robust on small faces.
 FACEFUSION_DETECTORS: dict[str, str] = {
-    "yoloface_8n": "centerface",
+    "yoloface_8n": "yunet",
     "retinaface": "centerface",
     "scrfd": "centerface",
-    "yunet": "centerface",
     "many": "centerface",
 }
-NATIVE_DETECTORS = ("blazeface_short", "blazeface_full", "centerface")
+NATIVE_DETECTORS = DETECTORS  # the engine registry
 DETECTOR_NAMES = (*NATIVE_DETECTORS, *FACEFUSION_DETECTORS)
 # FaceFusion's short execution provider names -> onnxruntime's.
 PROVIDER_NAMES: dict[str, str] = {

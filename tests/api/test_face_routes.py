@@ -67,7 +67,7 @@ def test_recognize_names_each_person_in_a_group_photo(fp: FaceportClient, data_d
     assert [f["subject"]["subject"] for f in by_x] == ["obama", "biden"]  # obama left, biden right
     assert all(len(f["candidates"]) == 2 for f in by_x)
     assert result["gallery"] == {"subjects": 2, "faces": 2}
-    assert fp.last_response is not None and fp.last_response.headers["x-model-used"] == "blazeface_full,dlib_resnet"
+    assert fp.last_response is not None and fp.last_response.headers["x-model-used"] == "yunet,dlib_resnet"
 
 
 def test_verify_two_images_and_an_image_against_a_subject(fp: FaceportClient, data_dir: Path) -> None:
@@ -102,15 +102,16 @@ def test_analyze_reports_pose_quality_and_methods(fp: FaceportClient) -> None:
     assert "demographics" in result["not_available"]
 
 
-def test_detect_accepts_json_base64_with_the_seed_field_names(live_server, fp: FaceportClient) -> None:
+@pytest.mark.parametrize("detector", ["centerface", "yunet"])
+def test_detect_accepts_json_base64_with_the_seed_field_names(live_server, fp: FaceportClient, detector: str) -> None:
     b64 = base64.b64encode((FIXTURES / "sk_astronaut.png").read_bytes()).decode()
-    response = httpx.post(f"{live_server.url}/api/v1/face/detect", json={"image": b64, "detector": "centerface"},
+    response = httpx.post(f"{live_server.url}/api/v1/face/detect", json={"image": b64, "detector": detector},
                           headers={"Authorization": f"Bearer {fp.access_token}"})
     body = response.json()
     assert response.status_code == 200, body
     face = body["data"]["faces"][0]
     assert set(face["bbox"]) == {"x1", "y1", "x2", "y2"} and len(face["keypoints"]) == 5
-    assert body["data"]["detector"] == "centerface"
+    assert body["data"]["detector"] == detector
     assert response.headers["x-api-version"] == "v1" and "/" in response.headers["x-vram-usage"]
 
 

