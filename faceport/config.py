@@ -161,6 +161,16 @@ class Settings(BaseSettings):
         description="Action per reason (JSON object in FACEPORT_PROCTOR_ACTIONS).")
     proctor_phone_score: float = Field(default=0.5, ge=0.0, le=1.0,
                                        description="SSD 'cell phone' confidence that counts as a phone.")
+    proctor_phone_reuse_frames: int = Field(
+        default=4, ge=0, le=1000,
+        description="Frames in a row that may reuse a client's last 'no phone' answer when the frame barely "
+                    "changed since the last checked one; 0 runs the phone detector on every frame.")
+    proctor_phone_reuse_seconds: float = Field(default=2.0, ge=0.0,
+                                               description="A 'no phone' answer older than this is never reused.")
+    proctor_phone_change: float = Field(
+        default=0.005, ge=0.0, le=1.0,
+        description="Share of changed pixels (64x48 grey thumbnail, shift-tolerant) above which a frame is "
+                    "always checked for phones.")
     proctor_liveness: bool = Field(default=True, description="Run the spoof (liveness) checks on /ws frames.")
     proctor_evidence_retention_days: float = Field(default=7.0, gt=0.0,
                                                    description="Days evidence frames are kept before the purge.")

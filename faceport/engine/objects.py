@@ -7,6 +7,8 @@ follow the 91-id COCO label map that ships with the model (1 = person, 77 = cell
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -113,3 +115,126 @@ class ObjectDetector:
     def phones(self, image: BGRImage, *, score_threshold: float = DEFAULT_PHONE_SCORE) -> Objects:
         """Mobile phones (COCO "cell phone") above ``score_threshold``."""
         return self.detect(image, score_threshold=score_threshold, classes=(CELL_PHONE,))
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneGateOptions:
+    """When a per-stream phone check may reuse its last "no phone" answer instead of running the SSD.
+
+    A phone that comes into view is found on the first frame that differs enough from the last
+    checked one, and at the latest on the frame after ``max_reuse_frames`` reused ones or the first
+    frame ``max_reuse_seconds`` after the last check, whichever comes first.
+
+    Attributes:
+        max_reuse_frames: most frames in a row that reuse an answer (0: every frame is checked).
+        max_reuse_seconds: an answer older than this is never reused.
+        change_fraction: a frame whose share of changed thumbnail pixels is above this is checked.
+        pixel_delta: how far (grey levels, 0-255) a thumbnail pixel must leave the range of its 3x3
+            neighbourhood in the last checked frame to count as changed.
+        thumb_size: (width, height) of the grey thumbnail frames are compared on.
+        hit_score: the phone score that counts as a phone; only answers below it are reused.
+    """
+
+    max_reuse_frames: int = 4
+    max_reuse_seconds: float = 2.0
+    change_fraction: float = 0.005
+    pixel_delta: int = 12
+    thumb_size: tuple[int, int] = (64, 48)
+    hit_score: float = DEFAULT_PHONE_SCORE
+
+    def __post_init__(self) -> None:
+        if self.max_reuse_frames < 0 or self.max_reuse_seconds < 0 or not 0 <= self.change_fraction <= 1:
+            raise ValueError(f"PhoneGateOptions: negative window or change_fraction outside [0, 1]: {self}")
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneCheck:
+    """One frame's phone answer from :class:`PhoneGate`.
+
+    Attributes:
+        score: highest "cell phone" score (0.0 when none), measured now or reused.
+        checked: True when the detector ran on this frame, False when the last answer was reused.
+        changed: share of thumbnail pixels that changed since the last checked frame (1.0 for the
+            first frame or a new frame size).
+        reused: frames in a row that have reused the last answer, this one included (0 when checked).
+    """
+
+    score: float
+    checked: bool
+    changed: float
+    reused: int
+
+
+_NEIGHBOURS = np.ones((3, 3), np.uint8)
+
+
+def _thumbnail(image: BGRImage, size: tuple[int, int]) -> NDArray[np.uint8]:
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    return np.asarray(cv2.resize(grey, size, interpolation=cv2.INTER_AREA), np.uint8)
+
+
+class PhoneGate:
+    """Frame-difference gate in front of a phone detector, one per stream (proctoring client).
+
+    The detector runs on a frame unless the last checked frame had no phone, this frame barely
+    differs from it (grey thumbnail difference) and the reuse window (frames and seconds) is not
+    used up; then its answer is reused. The gate looks at the whole frame, so it works the same
+    whether or not a face is in view. Not thread-safe: callers serialise the frames of one stream.
+
+    Args:
+        options: the reuse window and change measure.
+    """
+
+    def __init__(self, options: PhoneGateOptions | None = None) -> None:
+        self.options = options or PhoneGateOptions()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the last checked frame: the next frame is checked."""
+        self._lo: NDArray[np.int16] | None = None  # 3x3 minimum / maximum of the last checked thumbnail
+        self._hi: NDArray[np.int16] | None = None
+        self._shape: tuple[int, ...] = ()
+        self._score = 0.0
+        self._reused = 0
+        self._checked_at = 0.0
+
+    def changed(self, image: BGRImage) -> float:
+        """Share of thumbnail pixels of ``image`` that differ from the last checked frame (1.0 if none)."""
+        return self._change(image, _thumbnail(image, self.options.thumb_size))
+
+    def _change(self, image: BGRImage, thumb: NDArray[np.uint8]) -> float:
+        # A pixel counts as changed only when it leaves the grey range of its 3x3 neighbourhood in the
+        # last checked thumbnail: a head or camera shift of a thumbnail pixel (1/64 of the width) is not
+        # a change, something new in view (a phone, a hand) is.
+        if self._lo is None or self._hi is None or image.shape != self._shape:
+            return 1.0
+        new = thumb.astype(np.int16)
+        outside = np.maximum(self._lo - new, new - self._hi)
+        return float(np.mean(outside > self.options.pixel_delta))
+
+    def check(self, image: BGRImage, detect: Callable[[BGRImage], float], *, now: float | None = None) -> PhoneCheck:
+        """The phone score of ``image``, from ``detect`` or reused from the last checked frame.
+
+        Args:
+            image: (H, W, 3) uint8 BGR.
+            detect: returns the highest phone score of an image (e.g. ``ObjectDetector.phones(...).max_score``).
+            now: monotonic seconds; ``time.monotonic()`` when None.
+
+        Raises:
+            ValueError: the image is not (H, W, 3) uint8.
+        """
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an (H, W, 3) uint8 BGR image, got {image.shape} {image.dtype}")
+        o = self.options
+        now = time.monotonic() if now is None else now
+        thumb = _thumbnail(image, o.thumb_size)
+        changed = self._change(image, thumb)
+        if (self._lo is not None and self._score < o.hit_score and self._reused < o.max_reuse_frames
+                and now - self._checked_at < o.max_reuse_seconds and changed <= o.change_fraction):
+            self._reused += 1
+            return PhoneCheck(self._score, False, changed, self._reused)
+        score = float(detect(image))
+        self._lo = np.asarray(cv2.erode(thumb, _NEIGHBOURS), np.int16)
+        self._hi = np.asarray(cv2.dilate(thumb, _NEIGHBOURS), np.int16)
+        self._shape, self._score, self._reused, self._checked_at = image.shape, score, 0, now
+        return PhoneCheck(score, True, changed, 0)

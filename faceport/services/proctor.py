@@ -29,7 +29,7 @@ from faceport.config import Settings
 from faceport.engine.core import FaceEngine
 from faceport.engine.imageio import decode_image
 from faceport.engine.liveness import LivenessResult, LivenessTracker
-from faceport.engine.objects import ObjectDetector
+from faceport.engine.objects import ObjectDetector, PhoneCheck, PhoneGate, PhoneGateOptions
 from faceport.engine.types import BGRImage
 from faceport.errors import InvalidImage, NoFace, NotFound
 from faceport.store import Store
@@ -84,6 +84,7 @@ class _Client:
     token_hash: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     liveness: LivenessTracker = field(default_factory=LivenessTracker)
+    phone_gate: PhoneGate | None = None  # created on the first frame (needs settings)
     streak_reason: Reason | None = None
     streak: int = 0
 
@@ -291,10 +292,10 @@ class ProctorService:
         details: dict[str, Any] = {}
         faces = self._timed("face_detection+landmarks", lambda: self.engine.detect(image, landmarks=True))
         details["faces"] = len(faces)
-        phones = self._timed("phone_detection", lambda: ObjectDetector(
-            self.engine.cache.get("ssd_mobilenet_v3_coco")).phones(image, score_threshold=0.3))
-        phone_score = phones.max_score
-        details["phone"] = {"method": "ssd_mobilenet_v3_coco:cell_phone", "score": round(phone_score, 3)}
+        phone = self._phone_check(client, image)
+        phone_score = phone.score
+        details["phone"] = {"method": "ssd_mobilenet_v3_coco:cell_phone", "score": round(phone_score, 3),
+                            "checked": phone.checked, "changed": round(phone.changed, 4)}
         if len(faces) == 0:
             client.liveness.reset()
             details["decided_by"] = "face_detection:" + self.engine.options.detector
@@ -330,6 +331,17 @@ class ProctorService:
             details["decided_by"] = "face_detection:count"
             return Reason.REASON_MULTIPLE_FACES, actual, details
         return Reason.EMPTY_REASON, actual, details
+
+    def _phone_check(self, client: _Client, image: BGRImage) -> PhoneCheck:
+        """The SSD phone score of this frame, or the client's last "no phone" answer when the frame barely
+        changed (bounded by ``proctor_phone_reuse_frames`` / ``_seconds``; works with or without a face)."""
+        if client.phone_gate is None:
+            s = self.settings
+            client.phone_gate = PhoneGate(PhoneGateOptions(
+                max_reuse_frames=s.proctor_phone_reuse_frames, max_reuse_seconds=s.proctor_phone_reuse_seconds,
+                change_fraction=s.proctor_phone_change, hit_score=s.proctor_phone_score))
+        return client.phone_gate.check(image, lambda frame: self._timed("phone_detection", lambda: ObjectDetector(
+            self.engine.cache.get("ssd_mobilenet_v3_coco")).phones(frame, score_threshold=0.3).max_score))
 
     def best_match(self, vector: NDArray[np.float32]) -> str:
         """The registered client whose reference face is nearest within the threshold, else "unknown"."""

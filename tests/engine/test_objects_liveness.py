@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import cv2
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from faceport.engine.liveness import LivenessTracker, eye_aspect_ratio, single_image_liveness
-from faceport.engine.objects import CELL_PHONE, ObjectDetector
+from faceport.engine.objects import CELL_PHONE, DEFAULT_PHONE_SCORE, ObjectDetector, PhoneGate, PhoneGateOptions
 from faceport.engine.types import Faces
 from tests.conftest import FIXTURES, read_bgr
 
@@ -109,3 +110,81 @@ def test_real_clips_are_live(engine, data_dir: Path, video: str, step: int) -> N
     results = _run(engine, frames)
     assert all(r.live for r in results), [(r.method, r.details) for r in results if not r.live]
     assert results[-1].details["pairs"] >= 3
+
+
+# The cheap phone path: a per-stream frame-difference gate in front of the same SSD. --------------
+def _photo_sets(data_dir: Path) -> tuple[list[Path], list[Path]]:
+    """BENCHMARKS.md's sets: 5 phone photos (4 hits today; the miss is a wall pay phone) and 39 non-phone
+    photos (negatives, faces_misc, group, text), plus the 26 identity photos as further non-phone frames."""
+    positives = [*sorted((data_dir / "phone").glob("*.jpg")),
+                 data_dir / "synthetic/synth_phone_composite_single_face.jpg"]
+    negatives = [p for d in ("negatives", "faces_misc", "group", "text") for p in sorted((data_dir / d).iterdir())
+                 if p.suffix in (".jpg", ".png")]
+    negatives += [p for p in sorted((data_dir / "identity").rglob("*")) if p.suffix in (".jpg", ".jpeg", ".png")]
+    return positives, negatives
+
+
+class CountingDetector:
+    """The real SSD phone score, counting how often it runs."""
+
+    def __init__(self, detector: ObjectDetector) -> None:
+        self.detector, self.calls = detector, 0
+
+    def __call__(self, image: np.ndarray) -> float:
+        self.calls += 1
+        return self.detector.phones(image, score_threshold=0.3).max_score
+
+
+def test_gated_phone_check_keeps_recall_and_has_no_false_alarms(detector: ObjectDetector, data_dir: Path) -> None:
+    positives, negatives = _photo_sets(data_dir)
+    assert len(positives) == 5 and len(negatives) >= 39
+    gate, detect = PhoneGate(), CountingDetector(detector)
+    hits, alarms = [], []
+    # One stream: every photo twice (the repeat is an unchanged frame that may reuse the answer),
+    # phone photos interleaved with non-phone ones so each phone follows a "no phone" answer.
+    order = [p for pair in itertools.zip_longest(negatives, positives) for p in pair if p is not None]
+    for t, path in enumerate(order):
+        image = read_bgr(path)
+        results = [gate.check(image, detect, now=t * 1.0 + k * 0.1) for k in range(2)]
+        found = any(r.score >= DEFAULT_PHONE_SCORE for r in results)
+        if found:
+            (hits if path in positives else alarms).append(path.name)
+    assert len(hits) >= 4, hits
+    assert alarms == [], alarms
+    assert detect.calls < 2 * len(order)  # repeated non-phone frames reused their answer
+
+
+@pytest.mark.parametrize(("before", "phone", "change_fraction", "window"), [
+    # a phone pasted into the same face photo: the change alone triggers a check at once
+    ("faces_misc/pf_single_face.jpg", "synthetic/synth_phone_composite_single_face.jpg", 0.005, 0),
+    # a phone held up with no face in view, after an empty scene
+    ("negatives/sk_coffee.png", "phone/in_n02992529_cellular_telephone.jpg", 0.005, 0),
+    # change detection off: the reuse window alone bounds the delay (max_reuse_frames = 4)
+    ("faces_misc/pf_single_face.jpg", "synthetic/synth_phone_composite_single_face.jpg", 1.0, 4),
+])
+def test_a_phone_after_unchanged_frames_is_found_within_the_window(
+        detector: ObjectDetector, data_dir: Path, before: str, phone: str, change_fraction: float,
+        window: int) -> None:
+    options = PhoneGateOptions(max_reuse_frames=4, max_reuse_seconds=60.0, change_fraction=change_fraction)
+    gate, detect = PhoneGate(options), CountingDetector(detector)
+    still, held = read_bgr(data_dir / before), read_bgr(data_dir / phone)
+    if held.shape != still.shape:  # one camera: every frame has the same size
+        held = cv2.resize(held, (still.shape[1], still.shape[0]))
+    for i in range(6):  # the same frame again and again: checked, reused 4 times, checked
+        result = gate.check(still, detect, now=i * 0.2)
+        assert result.score < DEFAULT_PHONE_SCORE and result.checked is (i in (0, 5))
+    assert detect.calls == 2
+    found_at = next(i for i in range(options.max_reuse_frames + 1)
+                    if gate.check(held, detect, now=2.0 + i * 0.2).score >= DEFAULT_PHONE_SCORE)
+    assert found_at == window
+
+
+def test_the_seconds_bound_forces_a_check(detector: ObjectDetector, data_dir: Path) -> None:
+    gate = PhoneGate(PhoneGateOptions(max_reuse_frames=100, max_reuse_seconds=2.0, change_fraction=1.0))
+    detect = CountingDetector(detector)
+    still = read_bgr(data_dir / "faces_misc/pf_single_face.jpg")
+    held = read_bgr(data_dir / "synthetic/synth_phone_composite_single_face.jpg")
+    assert not gate.check(still, detect, now=0.0).score >= DEFAULT_PHONE_SCORE
+    assert not gate.check(held, detect, now=1.9).checked  # within 2 s: reused
+    result = gate.check(held, detect, now=2.0)
+    assert result.checked and result.score >= DEFAULT_PHONE_SCORE
