@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     live_jpeg_quality: int = Field(default=85, ge=1, le=100, description="JPEG quality of swapped frames.")
     live_detector: DetectorName | None = Field(default=None,
                                                description="Detector of the live tracker; default: detector.")
+    live_fallback_detector: DetectorName | None = Field(
+        default="centerface", description="Detector the live tracker runs when live_detector finds no face "
+                                          "(CenterFace: more robust on small and turned faces); unset: none.")
     live_max_faces: int = Field(default=1, ge=1, le=8, description="Faces swapped per webcam frame.")
     live_redetect_every: int = Field(default=30, ge=1, le=10_000,
                                      description="Frames between two detections; landmarks track in between.")
