@@ -190,6 +190,12 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("live_fallback_detector", mode="before")
+    @classmethod
+    def _no_fallback(cls, value: object) -> object:
+        """``FACEPORT_LIVE_FALLBACK_DETECTOR=`` (or ``none``) turns the fallback off."""
+        return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
+
     @field_validator("cors_origins")
     @classmethod
     def _check_origins(cls, value: list[str]) -> list[str]:

@@ -209,13 +209,16 @@ class FaceMeshTracker:
     (sane, and its box overlaps the detection box by IoU >= ``min_detection_iou``): FaceMesh's
     presence score is low on faces the detector finds well (heavily compressed, small,
     turned), and dropping them lost most frames of such streams. ``fallback`` (e.g.
-    CenterFace) runs when the detector finds nothing.
+    CenterFace, slower) runs when the detector finds nothing: on every such frame within
+    ``fallback_window`` frames of the last face (a face just lost: turned, blurred), otherwise
+    once per ``redetect_every`` frames, so that a scene without faces does not pay for it on
+    every frame.
     """
 
     def __init__(self, mesh: FaceMesh, detector: FaceDetector, *, max_faces: int = 1,
                  redetect_every: int = 30, min_presence: float = 0.5, score_threshold: float | None = None,
                  fallback: FaceDetector | None = None, trust_detector: bool = False,
-                 min_detection_iou: float = 0.4) -> None:
+                 min_detection_iou: float = 0.4, fallback_window: int = 15) -> None:
         self.mesh = mesh
         self.detector = detector
         self.fallback = fallback
@@ -225,14 +228,18 @@ class FaceMeshTracker:
         self.min_presence = min_presence
         self.trust_detector = trust_detector
         self.min_detection_iou = min_detection_iou
+        self.fallback_window = fallback_window
         self._tracks: list[_Track] = []
         self._frame = 0
+        self._last_face = -(10**9)  # frame number of the last frame with a face
+        self._last_fallback = -(10**9)
         self.detections_run = 0
         self.fallbacks_run = 0
 
     def reset(self) -> None:
         self._tracks = []
         self._frame = 0
+        self._last_face = self._last_fallback = -(10**9)
 
     def _keep(self, image: BGRImage, box: NDArray[np.float32], kps: NDArray[np.float32]) -> _Track | None:
         roi = roi_from_detection(box, kps)
@@ -255,8 +262,11 @@ class FaceMeshTracker:
     def _detect(self, image: BGRImage) -> list[_Track]:
         self.detections_run += 1
         faces = self.detector.detect(image, max_faces=self.max_faces, score_threshold=self.score_threshold)
-        if len(faces) == 0 and self.fallback is not None:
+        if len(faces) == 0 and self.fallback is not None and (
+                self._frame - self._last_face <= self.fallback_window
+                or self._frame - self._last_fallback >= self.redetect_every):
             self.fallbacks_run += 1
+            self._last_fallback = self._frame
             faces = self.fallback.detect(image, max_faces=self.max_faces)
         tracks = []
         for i in range(len(faces)):
@@ -288,6 +298,8 @@ class FaceMeshTracker:
         if not tracks:
             tracks = self._detect(image)
         self._tracks = tracks
+        if tracks:
+            self._last_face = self._frame
         return faces_from_tracks(tracks)
 
 
