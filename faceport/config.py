@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     live_jpeg_quality: int = Field(default=85, ge=1, le=100, description="JPEG quality of swapped frames.")
     live_detector: DetectorName | None = Field(default=None,
                                                description="Detector of the live tracker; default: detector.")
+    live_fallback_detector: DetectorName | None = Field(
+        default="centerface", description="Detector the live tracker runs when live_detector finds no face "
+                                          "(CenterFace: more robust on small and turned faces); unset: none.")
     live_max_faces: int = Field(default=1, ge=1, le=8, description="Faces swapped per webcam frame.")
     live_redetect_every: int = Field(default=30, ge=1, le=10_000,
                                      description="Frames between two detections; landmarks track in between.")
@@ -196,6 +199,12 @@ class Settings(BaseSettings):
                 return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("live_fallback_detector", mode="before")
+    @classmethod
+    def _no_fallback(cls, value: object) -> object:
+        """``FACEPORT_LIVE_FALLBACK_DETECTOR=`` (or ``none``) turns the fallback off."""
+        return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
 
     @field_validator("cors_origins")
     @classmethod

@@ -68,3 +68,16 @@ def test_every_engine_detector_is_a_setting_and_a_request_value(monkeypatch) -> 
     monkeypatch.setenv("FACEPORT_DETECTOR", "yolo")
     with pytest.raises(ValueError, match="yunet"):
         Settings()
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (None, "centerface"), ("centerface", "centerface"), ("blazeface_full", "blazeface_full"), ("", None),
+    ("none", None), ("None", None),
+])
+def test_live_fallback_detector_defaults_to_centerface_and_can_be_turned_off(monkeypatch, value: str | None,
+                                                                             expected: str | None) -> None:
+    if value is None:
+        monkeypatch.delenv("FACEPORT_LIVE_FALLBACK_DETECTOR", raising=False)
+    else:
+        monkeypatch.setenv("FACEPORT_LIVE_FALLBACK_DETECTOR", value)
+    assert Settings().live_fallback_detector == expected

@@ -97,7 +97,13 @@ class FaceEngine:
         """Are the largest faces of two images the same person?"""
         return self.compare(self.embed_largest(image_a), self.embed_largest(image_b), threshold=threshold)
 
-    def tracker(self, *, detector: str | None = None, max_faces: int = 1, redetect_every: int = 30) -> FaceMeshTracker:
-        """A landmark tracker for the frames of one video stream (not shared between streams)."""
+    def tracker(self, *, detector: str | None = None, max_faces: int = 1, redetect_every: int = 30,
+                fallback: str | None = None, trust_detector: bool = False) -> FaceMeshTracker:
+        """A landmark tracker for the frames of one video stream (not shared between streams).
+
+        ``fallback`` names a detector run when ``detector`` finds nothing; ``trust_detector``: see
+        :class:`FaceMeshTracker`.
+        """
         return FaceMeshTracker(self.facemesh(), self.detector(detector), max_faces=max_faces,
-                               redetect_every=redetect_every)
+                               redetect_every=redetect_every,
+                               fallback=self.detector(fallback) if fallback else None, trust_detector=trust_detector)

@@ -156,6 +156,39 @@ class FaceMesh:
         return replace(faces, landmarks=np.stack(meshes).astype(np.float32))
 
 
+def _mesh_box(points: NDArray[np.float32]) -> NDArray[np.float32]:
+    xy = points[:468, :2]
+    return np.concatenate([xy.min(0), xy.max(0)]).astype(np.float32)
+
+
+def _iou(a: NDArray[np.float32], b: NDArray[np.float32]) -> float:
+    w = min(float(a[2]), float(b[2])) - max(float(a[0]), float(b[0]))
+    h = min(float(a[3]), float(b[3])) - max(float(a[1]), float(b[1]))
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    union = float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def mesh_is_sane(points: NDArray[np.float32], roi: Roi) -> bool:
+    """Landmark sanity: the mesh is finite, about the size the ROI was cut for, and inside it.
+
+    The ROI is 1.5x the face (``ROI_SCALE``), so a mesh that fits its face spans about 2/3 of
+    the ROI side; one that collapsed (< 0.3) or overflows it (> 1.1), or whose centre left the
+    ROI's inner part, is following no face.
+    """
+    xy = points[:468, :2]
+    if not np.isfinite(xy).all():
+        return False
+    box = _mesh_box(points)
+    side = float(max(box[2] - box[0], box[3] - box[1]))
+    if not 0.3 * roi.size <= side <= 1.1 * roi.size:
+        return False
+    cx, cy = float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2
+    return math.hypot(cx - roi.cx, cy - roi.cy) <= 0.3 * roi.size
+
+
 @dataclass
 class _Track:
     roi: Roi
@@ -167,37 +200,86 @@ class FaceMeshTracker:
     """Landmarks over video frames: detect once, then follow each face from its previous mesh.
 
     Detection runs on the first frame, every ``redetect_every`` frames, and at once on any
-    frame where a tracked face is lost (presence below ``min_presence``), so no frame is
-    ever returned without trying detection when tracking failed.
+    frame where a tracked face is lost, so no frame is ever returned without trying detection
+    when tracking failed. A tracked face is lost when its FaceMesh presence falls below
+    ``min_presence`` or its landmarks fail :func:`mesh_is_sane`.
+
+    A fresh detection is kept when its mesh presence reaches ``min_presence``, or, with
+    ``trust_detector``, when the detector vouches for the face and the mesh agrees with it
+    (sane, and its box overlaps the detection box by IoU >= ``min_detection_iou``): FaceMesh's
+    presence score is low on faces the detector finds well (heavily compressed, small,
+    turned), and dropping them lost most frames of such streams. ``fallback`` (e.g.
+    CenterFace, slower) runs when the detector finds nothing: on every such frame within
+    ``fallback_window`` frames of the last face (a face just lost: turned, blurred), otherwise
+    once per ``redetect_every`` frames, so that a scene without faces does not pay for it on
+    every frame.
     """
 
     def __init__(self, mesh: FaceMesh, detector: FaceDetector, *, max_faces: int = 1,
-                 redetect_every: int = 30, min_presence: float = 0.5, score_threshold: float | None = None) -> None:
+                 redetect_every: int = 30, min_presence: float = 0.5, score_threshold: float | None = None,
+                 fallback: FaceDetector | None = None, trust_detector: bool = False,
+                 min_detection_iou: float = 0.4, fallback_window: int = 15) -> None:
         self.mesh = mesh
         self.detector = detector
+        self.fallback = fallback
         self.score_threshold = score_threshold
         self.max_faces = max_faces
         self.redetect_every = redetect_every
         self.min_presence = min_presence
+        self.trust_detector = trust_detector
+        self.min_detection_iou = min_detection_iou
+        self.fallback_window = fallback_window
         self._tracks: list[_Track] = []
         self._frame = 0
+        self._last_face = -(10**9)  # frame number of the last frame with a face
+        self._last_fallback = -(10**9)
         self.detections_run = 0
+        self.fallbacks_run = 0
 
     def reset(self) -> None:
         self._tracks = []
         self._frame = 0
+        self._last_face = self._last_fallback = -(10**9)
+
+    def _keep(self, image: BGRImage, box: NDArray[np.float32], kps: NDArray[np.float32]) -> _Track | None:
+        roi = roi_from_detection(box, kps)
+        points, presence = self.mesh.run_roi(image, roi)
+        if presence >= self.min_presence:
+            return _Track(roi, points, presence)
+        if not self.trust_detector:
+            return None
+        # one refinement from the mesh itself (as MediaPipe tracks): a better-centred crop
+        refined_roi = roi_from_landmarks(points[:468])
+        refined, refined_presence = self.mesh.run_roi(image, refined_roi)
+        if refined_presence > presence:
+            roi, points, presence = refined_roi, refined, refined_presence
+        if presence >= self.min_presence:
+            return _Track(roi, points, presence)
+        if mesh_is_sane(points, roi) and _iou(_mesh_box(points), box) >= self.min_detection_iou:
+            return _Track(roi, points, presence)
+        return None
 
     def _detect(self, image: BGRImage) -> list[_Track]:
         self.detections_run += 1
         faces = self.detector.detect(image, max_faces=self.max_faces, score_threshold=self.score_threshold)
+        if len(faces) == 0 and self.fallback is not None and (
+                self._frame - self._last_face <= self.fallback_window
+                or self._frame - self._last_fallback >= self.redetect_every):
+            self.fallbacks_run += 1
+            self._last_fallback = self._frame
+            faces = self.fallback.detect(image, max_faces=self.max_faces)
         tracks = []
         for i in range(len(faces)):
             assert faces.kps is not None
-            roi = roi_from_detection(faces.xyxy[i], faces.kps[i])
-            points, presence = self.mesh.run_roi(image, roi)
-            if presence >= self.min_presence:
-                tracks.append(_Track(roi, points, presence))
+            track = self._keep(image, faces.xyxy[i], faces.kps[i])
+            if track is not None:
+                tracks.append(track)
         return tracks
+
+    def _lost(self, track: _Track) -> bool:
+        if track.presence < self.min_presence:
+            return True
+        return self.trust_detector and not mesh_is_sane(track.points, track.roi)
 
     def process(self, image: BGRImage) -> Faces:
         """Faces with landmarks (boxes from the mesh extent, score = mesh presence) for one frame."""
@@ -208,13 +290,16 @@ class FaceMeshTracker:
             for track in self._tracks:
                 roi = roi_from_landmarks(track.points[:468])
                 points, presence = self.mesh.run_roi(image, roi)
-                if presence < self.min_presence:
+                followed = _Track(roi, points, presence)
+                if self._lost(followed):
                     tracks = []
                     break
-                tracks.append(_Track(roi, points, presence))
+                tracks.append(followed)
         if not tracks:
             tracks = self._detect(image)
         self._tracks = tracks
+        if tracks:
+            self._last_face = self._frame
         return faces_from_tracks(tracks)
 
 

@@ -398,6 +398,9 @@ class LiveSwapService:
     @property
     def required_models(self) -> tuple[str, ...]:
         names = [self.detector_name, "facemesh"]
+        fallback = self.settings.live_fallback_detector
+        if fallback and fallback != self.detector_name:
+            names.append(fallback)
         if self.engine.options.iris:
             names.append("iris")
         return tuple(names)
@@ -407,9 +410,17 @@ class LiveSwapService:
         return all(self.models.is_installed(name) for name in self.required_models)
 
     def new_tracker(self) -> FaceMeshTracker:
-        """A tracker for one connection's stream (blocking: loads models on first use)."""
+        """A tracker for one connection's stream (blocking: loads models on first use).
+
+        It re-detects on the same frame when it loses a face, keeps a detected face whose mesh agrees
+        with the detection even when FaceMesh's presence score is low, and falls back to
+        ``live_fallback_detector`` when the detector finds nothing.
+        """
+        fallback = self.settings.live_fallback_detector
         return self.engine.tracker(detector=self.detector_name, max_faces=self.settings.live_max_faces,
-                                   redetect_every=self.settings.live_redetect_every)
+                                   redetect_every=self.settings.live_redetect_every,
+                                   fallback=fallback if fallback != self.detector_name else None,
+                                   trust_detector=True)
 
     # ---- source face -----------------------------------------------------------------
     def _build_swapper(self, data: bytes) -> Processor:

@@ -69,3 +69,23 @@ def test_tracker_redetects_when_the_face_leaves(engine, grace_hopper) -> None:
     runs = tracker.detections_run
     assert len(tracker.process(grace_hopper)) == 1
     assert tracker.detections_run == runs + 1
+
+
+def test_tracker_falls_back_to_the_second_detector_when_the_first_finds_nothing(engine, data_dir: Path) -> None:
+    frames = [frame for _i, _t, frame in iter_frames(data_dir / "video" / "pf_single_face.mp4", max_frames=20)]
+    tracker = engine.tracker(detector="yunet", fallback="centerface", trust_detector=True, redetect_every=5)
+    tracker.score_threshold = 0.999  # YuNet (real) now finds nothing here: only the fallback can
+    assert len(engine.detector("yunet").detect(frames[0], score_threshold=0.999)) == 0
+    assert all(len(tracker.process(frame)) == 1 for frame in frames)
+    assert tracker.fallbacks_run == tracker.detections_run >= len(frames) // 5
+    without = engine.tracker(detector="yunet", trust_detector=True)
+    without.score_threshold = 0.999
+    assert len(without.process(frames[0])) == 0
+
+
+def test_tracker_fallback_runs_rarely_on_a_scene_without_faces(engine, data_dir: Path) -> None:
+    frames = [frame for _i, _t, frame in iter_frames(data_dir / "video" / "pf_no_face.mp4", max_frames=60)]
+    tracker = engine.tracker(detector="yunet", fallback="centerface", trust_detector=True, redetect_every=30)
+    assert sum(len(tracker.process(frame)) for frame in frames) == 0
+    assert tracker.detections_run == len(frames)  # the primary detector looks on every frame ...
+    assert tracker.fallbacks_run <= len(frames) // 30 + 1  # ... the slower fallback once per redetect interval
