@@ -16,7 +16,8 @@ FIXTURES = REPO / "tests" / "fixtures"
 SHARED_DATA = Path(os.environ.get("FACEPORT_TEST_DATA", REPO.parent / "shared" / "data"))
 
 # Models the engine and API tests use; pulled once per session (CI pulls all defaults first).
-TEST_MODELS = ("blazeface_short", "blazeface_full", "centerface", "facemesh", "iris", "dlib_shape5", "dlib_resnet")
+TEST_MODELS = ("blazeface_short", "blazeface_full", "centerface", "facemesh", "iris", "dlib_shape5", "dlib_resnet",
+               "dlib_resnet_onnx")
 
 
 def read_bgr(path: Path) -> np.ndarray:
