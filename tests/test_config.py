@@ -50,3 +50,14 @@ def test_unknown_execution_provider_stops_start_up_listing_the_available(setting
     bad = settings.model_copy(update={"execution_providers": ["TotallyMadeUpExecutionProvider"]})
     with pytest.raises(InvalidInput, match="CPUExecutionProvider"):
         AppContext.create(bad)
+
+
+@pytest.mark.parametrize(("value", "ok"), [("onnx", True), ("dlib", True), ("torch", False), ("", False)])
+def test_embedder_setting_selects_the_resnet_runtime(monkeypatch, value: str, ok: bool) -> None:
+    assert Settings().embedder == "onnx"
+    monkeypatch.setenv("FACEPORT_EMBEDDER", value)
+    if ok:
+        assert Settings().embedder == value
+    else:
+        with pytest.raises(ValueError, match="embedder"):
+            Settings()
