@@ -40,6 +40,7 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -99,49 +100,49 @@ class _Reader:
         self.pos = 0
         self.where = "start"
 
-    def _fail(self, message: str) -> DlibFormatError:
+    def fail(self, message: str) -> DlibFormatError:
         return DlibFormatError(f"{message} (at byte {self.pos} of {len(self.data)}, reading {self.where})")
 
     def _take(self, n: int) -> bytes:
         if self.pos + n > len(self.data):
-            raise self._fail(f"stream ends early: {n} more byte(s) needed")
+            raise self.fail(f"stream ends early: {n} more byte(s) needed")
         out = self.data[self.pos:self.pos + n]
         self.pos += n
         return out
 
-    def int(self) -> int:
+    def read_int(self) -> int:
         """A signed integer (ser_helper::pack_int)."""
         control = self._take(1)[0]
         size = control & 0x0F
         if size > 8 or control & 0x70:
-            raise self._fail(f"bad integer control byte 0x{control:02x}")
+            raise self.fail(f"bad integer control byte 0x{control:02x}")
         value = int.from_bytes(self._take(size), "little")
         return -value if control & 0x80 else value
 
-    def uint(self) -> int:
+    def read_uint(self) -> int:
         """An unsigned integer (size_t, unsigned long)."""
         control = self._take(1)[0] & 0x8F
         if control > 8:
-            raise self._fail(f"bad unsigned integer control byte 0x{control:02x}")
+            raise self.fail(f"bad unsigned integer control byte 0x{control:02x}")
         return int.from_bytes(self._take(control), "little")
 
-    def string(self) -> str:
-        size = self.uint()
+    def read_string(self) -> str:
+        size = self.read_uint()
         if size > 4096:
-            raise self._fail(f"implausible string length {size}")
+            raise self.fail(f"implausible string length {size}")
         return self._take(size).decode("latin-1")
 
-    def bool(self) -> bool:
+    def read_bool(self) -> bool:
         ch = self._take(1)
         if ch not in (b"0", b"1"):
-            raise self._fail(f"bad bool byte {ch!r}")
+            raise self.fail(f"bad bool byte {ch!r}")
         return ch == b"1"
 
-    def float(self) -> float:
+    def read_float(self) -> float:
         """dlib's portable float: float_details (int64 mantissa, int16 exponent)."""
         if self.pos < len(self.data) and self.data[self.pos] & 0x70:
-            raise self._fail("floating point number in dlib's old ASCII format (not supported)")
-        mantissa, exponent = self.int(), self.int()
+            raise self.fail("floating point number in dlib's old ASCII format (not supported)")
+        mantissa, exponent = self.read_int(), self.read_int()
         if exponent == 32000:
             return math.inf
         if exponent == 32001:
@@ -152,20 +153,20 @@ class _Reader:
 
     def expect(self, value: object, wanted: object, what: str) -> None:
         if value != wanted:
-            raise self._fail(f"{what}: expected {wanted!r}, found {value!r}")
+            raise self.fail(f"{what}: expected {wanted!r}, found {value!r}")
 
-    def tensor(self) -> NDArray[np.float32]:
-        self.expect(self.int(), 2, "tensor version")
-        dims = tuple(self.int() for _ in range(4))
+    def read_tensor(self) -> NDArray[np.float32]:
+        self.expect(self.read_int(), 2, "tensor version")
+        dims = tuple(self.read_int() for _ in range(4))
         if any(d < 0 for d in dims):
-            raise self._fail(f"negative tensor dims {dims}")
+            raise self.fail(f"negative tensor dims {dims}")
         count = math.prod(dims)
         raw = self._take(4 * count)
         return np.frombuffer(raw, "<f4", count).astype(np.float32).reshape(dims)
 
-    def alias(self) -> tuple[int, int, int, int]:
-        self.expect(self.int(), 1, "alias_tensor version")
-        n, k, nr, nc = (self.int() for _ in range(4))
+    def read_alias(self) -> tuple[int, int, int, int]:
+        self.expect(self.read_int(), 1, "alias_tensor version")
+        n, k, nr, nc = (self.read_int() for _ in range(4))
         return n, k, nr, nc
 
 
@@ -197,14 +198,14 @@ def _read_details(r: _Reader, layer: Layer) -> ParsedLayer:
     out = ParsedLayer(layer)
     kind = layer.kind
     if kind == "con":
-        r.expect(r.string(), "con_4", "con_ version")
-        params = r.tensor().reshape(-1)
-        num_filters, nr, nc = r.int(), r.int(), r.int()
-        stride_y, stride_x = r.int(), r.int()
-        padding = (r.int(), r.int())
-        filters, biases = r.alias(), r.alias()
+        r.expect(r.read_string(), "con_4", "con_ version")
+        params = r.read_tensor().reshape(-1)
+        num_filters, nr, nc = r.read_int(), r.read_int(), r.read_int()
+        stride_y, stride_x = r.read_int(), r.read_int()
+        padding = (r.read_int(), r.read_int())
+        filters, biases = r.read_alias(), r.read_alias()
         for _ in range(4):  # learning-rate / weight-decay multipliers
-            r.float()
+            r.read_float()
         want_n, want_nr, want_nc, want_sy, want_sx = layer.args
         r.expect((num_filters, nr, nc, stride_y, stride_x), (want_n, want_nr, want_nc, want_sy, want_sx),
                  "con_ (num_filters, nr, nc, stride_y, stride_x)")
@@ -216,47 +217,47 @@ def _read_details(r: _Reader, layer: Layer) -> ParsedLayer:
         out.params = {"w": params[:size].reshape(filters), "b": params[size:size + num_filters]}
         out.padding = padding
     elif kind == "affine":
-        version = r.string()
+        version = r.read_string()
         if version == "bn_con2":
-            raise r._fail("a bn_con layer (a net saved while training) is not supported; dlib's released "
+            raise r.fail("a bn_con layer (a net saved while training) is not supported; dlib's released "
                           "model stores affine_ layers")
         r.expect(version, "affine_", "affine_ version")
-        params = r.tensor().reshape(-1)
-        gamma, beta = r.alias(), r.alias()
-        mode = r.int()
+        params = r.read_tensor().reshape(-1)
+        gamma, beta = r.read_alias(), r.read_alias()
+        mode = r.read_int()
         r.expect(mode, 0, "affine_ mode (CONV_MODE)")
         r.expect(gamma, beta, "affine_ gamma/beta aliases")
         k = math.prod(gamma)
         r.expect(params.size, 2 * k, "affine_ params size")
         out.params = {"gamma": params[:k], "beta": params[k:2 * k]}
     elif kind == "relu":
-        r.expect(r.string(), "relu_", "relu_ version")
+        r.expect(r.read_string(), "relu_", "relu_ version")
     elif kind == "add_prev":
-        r.expect(r.string(), "add_prev_", "add_prev_ version")
+        r.expect(r.read_string(), "add_prev_", "add_prev_ version")
     elif kind in ("avg_pool", "max_pool"):
-        r.expect(r.string(), f"{kind}_2", f"{kind}_ version")
-        values = (r.int(), r.int(), r.int(), r.int())
-        padding = (r.int(), r.int())
+        r.expect(r.read_string(), f"{kind}_2", f"{kind}_ version")
+        values = (r.read_int(), r.read_int(), r.read_int(), r.read_int())
+        padding = (r.read_int(), r.read_int())
         r.expect(values, layer.args, f"{kind}_ (nr, nc, stride_y, stride_x)")
         nr, nc, sy, sx = layer.args
         want = (0, 0) if nr == 0 else (_default_padding(nr, sy), _default_padding(nc, sx))
         r.expect(padding, want, f"{kind}_ padding")
         out.padding = padding
     elif kind == "fc":
-        r.expect(r.string(), "fc_2", "fc_ version")
-        num_outputs, num_inputs = r.uint(), r.uint()
-        params = r.tensor().reshape(-1)
-        weights, _biases = r.alias(), r.alias()
-        bias_mode = r.int()
+        r.expect(r.read_string(), "fc_2", "fc_ version")
+        num_outputs, num_inputs = r.read_uint(), r.read_uint()
+        params = r.read_tensor().reshape(-1)
+        weights, _biases = r.read_alias(), r.read_alias()
+        bias_mode = r.read_int()
         for _ in range(4):
-            r.float()
+            r.read_float()
         r.expect(num_outputs, layer.args[0], "fc_ num_outputs")
         r.expect(bias_mode, 1, "fc_ bias mode (FC_NO_BIAS)")
         r.expect(weights, (num_inputs, num_outputs, 1, 1), "fc_ weights alias")
         r.expect(params.size, num_inputs * num_outputs, "fc_ params size")
         out.params = {"w": params.reshape(num_inputs, num_outputs)}
     else:  # pragma: no cover - the template holds only the kinds above
-        raise r._fail(f"no reader for layer kind {kind!r}")
+        raise r.fail(f"no reader for layer kind {kind!r}")
     return out
 
 
@@ -269,28 +270,28 @@ def read_dlib_net(data: bytes, template: tuple[Layer, ...] = ANET_TYPE) -> DlibN
     """
     r = _Reader(data)
     r.where = "loss layer"
-    r.expect(r.int(), 1, "add_loss_layer version")
-    r.expect(r.string(), "loss_metric_2", "loss version")
-    margin, dist_thresh = r.float(), r.float()
+    r.expect(r.read_int(), 1, "add_loss_layer version")
+    r.expect(r.read_string(), "loss_metric_2", "loss version")
+    margin, dist_thresh = r.read_float(), r.read_float()
 
     versions: list[int] = []
     last = len(template) - 1
     for index, layer in enumerate(template):
         r.where = f"wrapper {index} ({layer.kind})"
-        version = r.int()
+        version = r.read_int()
         if layer.kind in ("tag", "skip"):
             r.expect(version, 1, f"add_{layer.kind}_layer version")
         elif index == last:
             if version not in (2, 3):
-                raise r._fail(f"bottom add_layer version {version} (expected 2 or 3)")
+                raise r.fail(f"bottom add_layer version {version} (expected 2 or 3)")
         elif version not in (1, 2):
-            raise r._fail(f"add_layer version {version} (expected 1 or 2)")
+            raise r.fail(f"add_layer version {version} (expected 1 or 2)")
         versions.append(version)
 
     r.where = "input layer"
-    r.expect(r.string(), "input_rgb_image_sized", "input layer version")
-    avg = (r.float(), r.float(), r.float())
-    size = (r.uint(), r.uint())
+    r.expect(r.read_string(), "input_rgb_image_sized", "input layer version")
+    avg = (r.read_float(), r.read_float(), r.read_float())
+    size = (r.read_uint(), r.read_uint())
     r.expect(size, (INPUT_SIZE, INPUT_SIZE), "input_rgb_image_sized NR, NC")
 
     parsed: list[ParsedLayer] = []
@@ -302,18 +303,18 @@ def read_dlib_net(data: bytes, template: tuple[Layer, ...] = ANET_TYPE) -> DlibN
         r.where = f"layer {index} ({layer.kind})"
         parsed.append(_read_details(r, layer))
         for _ in range(3):  # this_layer_setup_called, gradient_input_is_stale, output disabled
-            r.bool()
-        r.tensor()  # x_grad
-        r.tensor()  # cached_output
+            r.read_bool()
+        r.read_tensor()  # x_grad
+        r.read_tensor()  # cached_output
         if index == last:
-            r.tensor()  # grad_final
+            r.read_tensor()  # grad_final
             if versions[index] == 3:
-                r.uint()  # _sample_expansion_factor
+                r.read_uint()  # _sample_expansion_factor
         elif versions[index] == 2:
-            r.tensor()  # params_grad
+            r.read_tensor()  # params_grad
     r.where = "end"
     if r.pos != len(data):
-        raise r._fail(f"{len(data) - r.pos} byte(s) left after the network")
+        raise r.fail(f"{len(data) - r.pos} byte(s) left after the network")
     parsed.reverse()
     return DlibNet(avg_rgb=(avg[0], avg[1], avg[2]), size=INPUT_SIZE, layers=parsed, margin=margin,
                    dist_thresh=dist_thresh)
@@ -342,7 +343,7 @@ def build_onnx(net: DlibNet, *, source_sha256: str = "") -> bytes:
         inits.append(numpy_helper.from_array(np.ascontiguousarray(value), n))
         return n
 
-    def node(op: str, inputs: list[str], **attrs: object) -> str:
+    def node(op: str, inputs: list[str], **attrs: Any) -> str:
         out = name(op.lower())
         nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
         return out
