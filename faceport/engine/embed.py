@@ -122,8 +122,8 @@ class DlibEmbedder:
 class OnnxDlibEmbedder(DlibEmbedder):
     """The same alignment and network with the ResNet on onnxruntime (model ``dlib_resnet_onnx``).
 
-    All faces of one image go through the network as one batch. Jittering is not offered:
-    dlib's jitter draws random crops, which the reference cannot reproduce either.
+    All faces of one image go through the network as one batch. dlib's jittering (random
+    re-crops averaged) is not offered; the engine embeds plain chips (``jitters=0``) either way.
 
     Args:
         shape5: ``shape_predictor_5_face_landmarks.dat``.
