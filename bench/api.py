@@ -47,7 +47,7 @@ def main() -> None:
     port = _free_port()
     home = tempfile.mkdtemp(prefix="faceport-bench-api-")
     env = dict(os.environ, FACEPORT_HOME=home, FACEPORT_RATE_LIMITS_ENABLED="false", FACEPORT_LOG_LEVEL="WARNING",
-               FACEPORT_PRELOAD_MODELS="blazeface_full,dlib_shape5,dlib_resnet")
+               FACEPORT_PRELOAD_MODELS="blazeface_full,dlib_shape5,dlib_resnet_onnx")
     if args.gallery_db:
         env["FACEPORT_DATABASE_URL"] = f"sqlite:///{args.gallery_db.resolve()}"
     env.setdefault("FACEPORT_MODELS_DIR", str(Path.home() / ".cache/faceport/models"))

@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from faceport.engine.core import FaceEngine
+    from faceport.engine.core import EngineOptions, FaceEngine
     from faceport.engine.imageio import decode_image
     from faceport.engine.models import ModelCache, ModelStore
 
@@ -118,7 +118,8 @@ def main() -> None:
 
     from faceport.engine.landmarks import FaceMesh
 
-    embedder = engine.embedder()
+    embedder = engine.embedder()  # the ResNet on onnxruntime (default)
+    dlib_embedder = FaceEngine(engine.cache, EngineOptions(embedder="dlib")).embedder()  # the reference
 
     mesh_only = FaceMesh(engine.cache.get("facemesh"))
     mesh_iris = FaceMesh(engine.cache.get("facemesh"), engine.cache.get("iris"))
@@ -132,7 +133,9 @@ def main() -> None:
             continue
         record("facemesh 468 per face", median_ms(lambda f=frame, fc=faces: mesh_only.landmarks(f, fc), args.runs))
         record("facemesh+iris 478 per face", median_ms(lambda f=frame, fc=faces: mesh_iris.landmarks(f, fc), args.runs))
-        record("align+embed (dlib) per face", median_ms(lambda f=frame, fc=faces: embedder.embed(f, fc), args.runs))
+        record("align+embed (onnx) per face", median_ms(lambda f=frame, fc=faces: embedder.embed(f, fc), args.runs))
+        record("align+embed (dlib) per face",
+               median_ms(lambda f=frame, fc=faces: dlib_embedder.embed(f, fc), max(3, args.runs // 5)))
     results = {name: round(statistics.median(values), 2) for name, values in per_photo.items()}
     if args.server_runs:
         results["server start to /health 200 (s)"] = round(server_start_to_health(args.server_runs), 2)

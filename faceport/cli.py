@@ -244,7 +244,8 @@ def _render_setup(sources: tuple[Path, ...], target: Path, processors: str, *, d
             raise click.ClickException(f"no such file: {path}")
     images = [load_image_file(path, max_pixels=settings.max_image_pixels) for path in sources]
     cache = ModelCache(ModelStore(settings.models_dir), providers=settings.execution_providers, idle_ttl=0)
-    engine = FaceEngine(cache, EngineOptions(detector=settings.detector, detector_score=settings.detector_score))
+    engine = FaceEngine(cache, EngineOptions(detector=settings.detector, detector_score=settings.detector_score,
+                                             embedder=settings.embedder))
     check_sources(engine, images, options)
     return engine, images, options
 

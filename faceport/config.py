@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     detector_score: float = Field(default=0.5, ge=0.0, le=1.0)
     verify_threshold: float = Field(default=0.42, gt=0.0, le=2.0,
                                     description="Max L2 distance of two normalised embeddings of one person.")
+    embedder: Literal["onnx", "dlib"] = Field(
+        default="onnx", description="Runtime of the dlib ResNet face embedding: onnx (model dlib_resnet_onnx, "
+        "converted at pull time) or dlib (model dlib_resnet, the reference); same embeddings to ~1e-6.")
     max_image_pixels: int = Field(default=50_000_000, ge=1)
     max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1, description="Largest image upload.")
     max_upload_bytes: int = Field(default=500 * 1024 * 1024, ge=1)

@@ -81,3 +81,14 @@ def test_live_fallback_detector_defaults_to_centerface_and_can_be_turned_off(mon
     else:
         monkeypatch.setenv("FACEPORT_LIVE_FALLBACK_DETECTOR", value)
     assert Settings().live_fallback_detector == expected
+
+
+@pytest.mark.parametrize(("value", "ok"), [("onnx", True), ("dlib", True), ("torch", False), ("", False)])
+def test_embedder_setting_selects_the_resnet_runtime(monkeypatch, value: str, ok: bool) -> None:
+    assert Settings().embedder == "onnx"
+    monkeypatch.setenv("FACEPORT_EMBEDDER", value)
+    if ok:
+        assert Settings().embedder == value
+    else:
+        with pytest.raises(ValueError, match="embedder"):
+            Settings()

@@ -50,7 +50,8 @@ class AppContext:
         cache = ModelCache(models, providers=settings.execution_providers, idle_ttl=settings.model_idle_ttl,
                            threads=2)
         engine = FaceEngine(cache, EngineOptions(detector=settings.detector, detector_score=settings.detector_score,
-                                                 verify_threshold=settings.verify_threshold))
+                                                 verify_threshold=settings.verify_threshold,
+                                                 embedder=settings.embedder))
         executor = ThreadPoolExecutor(max_workers=settings.thread_pool_size, thread_name_prefix="faceport-work")
         store = open_store(settings.resolved_database_url)
         log.info("store %s at revision %s", store.dialect, store.revision())

@@ -9,11 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from faceport.engine.detect import DETECTORS, BlazeFace, CenterFace, FaceDetector, YuNet
-from faceport.engine.embed import DEFAULT_THRESHOLD, Comparison, DlibEmbedder, compare
+from faceport.engine.embed import DEFAULT_THRESHOLD, Comparison, DlibEmbedder, OnnxDlibEmbedder, compare
 from faceport.engine.landmarks import FaceMesh, FaceMeshTracker
 from faceport.engine.models.cache import ModelCache
 from faceport.engine.types import BGRImage, Faces
 from faceport.errors import InvalidInput, NoFace
+
+EMBEDDERS = ("onnx", "dlib")  # the embedding model of each: dlib_resnet_onnx, dlib_resnet
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +26,7 @@ class EngineOptions:
     centerface_max_side: int = 640
     yunet_max_side: int = 640
     iris: bool = True  # FaceMesh 478 points (468 + iris) instead of 468
+    embedder: str = "onnx"  # "onnx": dlib's ResNet on onnxruntime (dlib_resnet_onnx); "dlib": dlib itself
 
 
 class FaceEngine:
@@ -34,6 +37,8 @@ class FaceEngine:
         self.options = options or EngineOptions()
         if self.options.detector not in DETECTORS:
             raise InvalidInput(f"unknown detector {self.options.detector!r}; choose one of {', '.join(DETECTORS)}")
+        if self.options.embedder not in EMBEDDERS:
+            raise InvalidInput(f"unknown embedder {self.options.embedder!r}; choose one of {', '.join(EMBEDDERS)}")
 
     def with_threads(self, threads: int | None) -> FaceEngine:
         """This engine for one job that runs its models with ``threads`` inference threads.
@@ -64,7 +69,10 @@ class FaceEngine:
         return FaceMesh(self.cache.get("facemesh"), self.cache.get("iris") if self.options.iris else None)
 
     def embedder(self) -> DlibEmbedder:
-        return DlibEmbedder(self.cache.get("dlib_shape5"), self.cache.get("dlib_resnet"))
+        """dlib alignment + the ResNet on onnxruntime (default) or on dlib (``embedder="dlib"``)."""
+        if self.options.embedder == "dlib":
+            return DlibEmbedder(self.cache.get("dlib_shape5"), self.cache.get("dlib_resnet"))
+        return OnnxDlibEmbedder(self.cache.get("dlib_shape5"), self.cache.get("dlib_resnet_onnx"))
 
     def detect(self, image: BGRImage, *, detector: str | None = None, score_threshold: float | None = None,
                max_faces: int | None = None, landmarks: bool = False, embed: bool = False) -> Faces:

@@ -1,5 +1,10 @@
 """dlib 5-point alignment and the 128-d ResNet identity embedding; ``compare`` for two embeddings.
 
+The ResNet runs on onnxruntime by default (``OnnxDlibEmbedder``: dlib's network converted to
+ONNX at pull time, see ``faceport.engine.models.dlib_onnx``; its descriptors equal dlib's to
+about 1e-6) or on dlib itself (``DlibEmbedder``, the reference). Both align with dlib's
+5-point predictor and ``get_face_chip`` (150x150, padding 0.25), so their chips are identical.
+
 Distances are Euclidean between L2-normalised embeddings (range [0, 2]). Two faces are
 the same person when the distance is at most ``DEFAULT_THRESHOLD`` = 0.42: dlib's own
 operating point (0.6 on raw descriptors) divided by the typical raw descriptor norm
@@ -17,7 +22,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from faceport.engine.models.sessions import DlibModel
+from faceport.engine.models.dlib_onnx import INPUT_NAME
+from faceport.engine.models.sessions import DlibModel, Session
 from faceport.engine.types import BGRImage, Faces, RGBImage
 
 DEFAULT_THRESHOLD = 0.42
@@ -104,7 +110,33 @@ class DlibEmbedder:
         rgb = cast(RGBImage, cv2.cvtColor(image, cv2.COLOR_BGR2RGB))  # stubs say MatLike; depth stays uint8
         shapes = self._shapes(rgb, faces)
         chips = [dlib.get_face_chip(rgb, s, size=CHIP_SIZE, padding=CHIP_PADDING) for s in shapes]
+        return replace(faces, embedding=normalize(self.descriptors(chips)))
+
+    def descriptors(self, chips: list[NDArray[np.uint8]]) -> NDArray[np.float32]:
+        """dlib's raw (unnormalised) descriptors, (n, 128), of aligned 150x150 RGB chips."""
         with self.resnet.lock:
             vectors = self.resnet.native.compute_face_descriptor(chips, self.jitters)
-        emb = normalize(np.asarray([np.asarray(v) for v in vectors], np.float32))
-        return replace(faces, embedding=emb)
+        return np.asarray([np.asarray(v) for v in vectors], np.float32).reshape(len(chips), self.dim)
+
+
+class OnnxDlibEmbedder(DlibEmbedder):
+    """The same alignment and network with the ResNet on onnxruntime (model ``dlib_resnet_onnx``).
+
+    All faces of one image go through the network as one batch. dlib's jittering (random
+    re-crops averaged) is not offered; the engine embeds plain chips (``jitters=0``) either way.
+
+    Args:
+        shape5: ``shape_predictor_5_face_landmarks.dat``.
+        session: the converted network (input ``chips``: (n, 150, 150, 3) uint8 RGB).
+    """
+
+    def __init__(self, shape5: DlibModel, session: Session) -> None:
+        self.shape5 = shape5
+        self.session = session
+        self.jitters = 0
+
+    def descriptors(self, chips: list[NDArray[np.uint8]]) -> NDArray[np.float32]:
+        if not chips:
+            return np.zeros((0, self.dim), np.float32)
+        batch = np.ascontiguousarray(np.stack([np.asarray(c, np.uint8) for c in chips]))
+        return np.asarray(self.session.run({INPUT_NAME: batch})[0], np.float32)

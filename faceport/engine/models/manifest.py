@@ -152,6 +152,17 @@ DEFAULT_MODELS: tuple[ModelSpec, ...] = (
                    "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat", 22466066),
         source=_FACE_RECOGNITION_MODELS, input_size=(150, 150), color_order="RGB",
     ),
+    # The same network converted to ONNX at pull time (faceport.engine.models.dlib_onnx; the
+    # conversion is deterministic, so its output is pinned like any other file).
+    ModelSpec(
+        name="dlib_resnet_onnx", task="face_embedding", runtime="onnxruntime", license="CC0-1.0",
+        description="dlib ResNet v1 128-d face descriptor as ONNX (converted from dlib_resnet), uint8 RGB chips",
+        files=_one("dlib_face_recognition_resnet_model_v1.onnx",
+                   "0a840aa9795cbdd1c702fe351e5bf013958d8752bb22983a97aec57d9b946085",
+                   "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat", 22438212),
+        source=_FACE_RECOGNITION_MODELS, input_size=(150, 150), color_order="RGB",
+        extra={"derived_from": "dlib_resnet", "converter": "dlib_resnet_onnx"},
+    ),
     ModelSpec(
         name="age_cydral", task="age", runtime="onnxruntime", license="CC0-1.0",
         description="Cydral age estimation v1",

