@@ -264,14 +264,18 @@ class ProctorService:
 
     # frames -------------------------------------------------------------------------------------
     def decode(self, image: object) -> BGRImage:
-        """Raises: InvalidImage (also for a missing/non-string field or an oversized image)."""
+        """A frame as BGR; a large JPEG at reduced size (``proctor_decode_side``).
+
+        Raises: InvalidImage (also for a missing/non-string field or an oversized image).
+        """
         if not isinstance(image, str) or not image:
             raise InvalidImage("image must be a non-empty base64 string or data URL")
         limit = self.settings.max_image_bytes
         if len(image) > limit * 4 // 3 + 1024:
             raise InvalidImage(f"image exceeds the {limit // (1024 * 1024)} MB limit")
         try:
-            return decode_image(image, max_pixels=self.settings.max_image_pixels, max_bytes=limit)
+            return decode_image(image, max_pixels=self.settings.max_image_pixels, max_bytes=limit,
+                                reduce_to=self.settings.proctor_decode_side or None)
         except InvalidImage:
             raise
         except Exception as exc:  # FileTooLarge and friends: all are an invalid image on this surface

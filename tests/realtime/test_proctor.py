@@ -468,3 +468,19 @@ def test_many_connections_share_a_bounded_number_of_decisions(slow_server, data_
     assert all(per_connection - 1 in d for d in decided), decided  # every connection's newest frame is decided
     assert sorted(len(d) for d in decided) == [1, 1, 1, 2], decided  # plus the one frame that was in flight
     assert hub.decided == len(users) + 1 and hub.peak_in_flight == 1
+
+
+@pytest.mark.parametrize(("decode_side", "shape"), [(640, (540, 960, 3)), (0, (1080, 1920, 3))])
+def test_large_jpeg_frame_is_decoded_reduced_and_still_decided(make_server, data_dir: Path, decode_side: int,
+                                                              shape: tuple[int, int, int]) -> None:  # type: ignore[no-untyped-def]
+    url, ctx = make_server(proctor_decode_side=decode_side)
+    enrol(ctx, "obama", read_bgr(data_dir / "identity/obama/fr_obama.jpg"))
+    big = b64(cv2.resize(read_bgr(data_dir / "identity/obama/fr_obama2.jpg"), (1920, 1080)))
+    assert ctx.proctor.decode(big).shape == shape
+
+    async def scenario() -> dict[str, Any]:
+        async with websockets.connect(url, max_size=None) as ws:
+            return await exchange(ws, "obama", big)
+
+    reply = asyncio.run(scenario())
+    assert (reply["action"], reply["reason"], reply["actual_username"]) == ("NO_ACTION", "EMPTY_REASON", "obama")
