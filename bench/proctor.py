@@ -91,6 +91,7 @@ async def _client(url: str, user: str, frames: list[str], start: int, interval: 
     import websockets
 
     sent: dict[int, float] = {}
+    last_due = float("inf")
     try:
         async with websockets.connect(url, max_size=None, open_timeout=120, ping_interval=None) as ws:
             async def receive() -> None:
@@ -107,6 +108,8 @@ async def _client(url: str, user: str, frames: list[str], start: int, interval: 
                     else:
                         out["decided"] += 1
                         out["latency"].append(took)
+                        if started < last_due:  # sent in the steady state, not in the last interval before stopping
+                            out["steady_latency"].append(took)
                         key = f"{reply.get('action')}/{reply.get('reason')}"
                         out["reasons"][key] = out["reasons"].get(key, 0) + 1
 
@@ -114,6 +117,7 @@ async def _client(url: str, user: str, frames: list[str], start: int, interval: 
             rng = np.random.default_rng(abs(hash(user)) % 2**32)
             await asyncio.sleep(rng.uniform(0, interval))
             end = time.monotonic() + duration
+            last_due = end - interval
             due = time.monotonic()
             n = 0
             while time.monotonic() < end:
@@ -137,7 +141,7 @@ async def _client(url: str, user: str, frames: list[str], start: int, interval: 
 def _load(url: str, users: list[str], frames: list[str], interval: float, duration: float, drain: float,
           results: Any) -> None:
     out: dict[str, Any] = {"asked": 0, "decided": 0, "skipped": 0, "lost": 0, "unmatched": 0, "latency": [],
-                           "skip_latency": [], "reasons": {}, "disconnects": []}
+                           "steady_latency": [], "skip_latency": [], "reasons": {}, "disconnects": []}
 
     async def run() -> None:
         step = max(1, len(frames) // max(1, len(users)))
@@ -266,6 +270,10 @@ def main() -> None:
     print(f"  decision latency p50 {pct(lat, 0.5) * 1000:.0f} ms, p95 {pct(lat, 0.95) * 1000:.0f} ms, "
           f"max {max(lat, default=0) * 1000:.0f} ms; superseded reply p50 {pct(skip, 0.5) * 1000:.0f} ms")
     quarter = max(1, len(lat) // 4)
+    steady = out["steady_latency"]
+    print(f"  steady state (frames sent before the last interval): p50 {pct(steady, 0.5) * 1000:.0f} ms, "
+          f"p95 {pct(steady, 0.95) * 1000:.0f} ms, max {max(steady, default=0) * 1000:.0f} ms "
+          f"({len(steady)} frames); the rest is the drain, when no newer frame supersedes the last ones")
     print(f"  latency p95 by quarter of the run (in reply order): "
           f"{[round(pct(lat[i:i + quarter], 0.95) * 1000) for i in range(0, len(lat), quarter)][:4]} ms")
     print(f"  server: decided {hub.decided}, superseded {hub.superseded}, peak decisions in flight "

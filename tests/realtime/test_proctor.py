@@ -484,3 +484,42 @@ def test_large_jpeg_frame_is_decoded_reduced_and_still_decided(make_server, data
 
     reply = asyncio.run(scenario())
     assert (reply["action"], reply["reason"], reply["actual_username"]) == ("NO_ACTION", "EMPTY_REASON", "obama")
+
+
+def test_timed_out_frames_keep_their_worker_and_do_not_pile_up(settings, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """A frame past the processing timeout is answered PROCESSING_TIMEOUT but holds its permit until its thread ends,
+    so frames sent meanwhile wait in the one slot (superseded) instead of queueing more work on the pool."""
+    custom = settings.model_copy(update={"thread_pool_size": 1, "proctor_processing_timeout": 0.05})
+    app = create_app(custom)
+    runner = serve_app(app, custom)
+    url = next(runner).replace("http://", "ws://") + "/ws"
+    ctx, hub = app.state.context, app.state.proctor_hub
+    enrol(ctx, "bob", None)
+    frames = [b64(f) for f in clip(data_dir / "video/pf_single_face.mp4", 6, 5)]
+    gate = threading.Event()
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with websockets.connect(url, max_size=None) as ws:
+            blocker = ctx.executor.submit(gate.wait)
+            try:
+                await ws.send(_frame("bob", frames[0], 0))
+                replies = [await _reply(ws)]  # frame 0 is stuck behind the blocker: it times out
+                for i in range(1, len(frames)):
+                    await ws.send(_frame("bob", frames[i], i))
+                replies += [await _reply(ws) for _ in range(len(frames) - 2)]  # 1..3 superseded by their successor
+            finally:
+                gate.set()
+            blocker.result()
+            replies.append(await _reply(ws))  # frame 4, run only after frame 0's thread ended
+            while hub.in_flight:  # frame 4 may have timed out too: let its thread end
+                await asyncio.sleep(0.02)
+            return replies
+
+    try:
+        replies = asyncio.run(scenario())
+    finally:
+        next(runner, None)
+    assert (replies[0]["timestamp"], replies[0]["reason"]) == (0, "PROCESSING_TIMEOUT")
+    assert [(r["timestamp"], r.get("superseded")) for r in replies[1:-1]] == [(i, True) for i in range(1, 4)]
+    assert replies[-1]["timestamp"] == 4 and not replies[-1].get("superseded")
+    assert hub.decided == 2 and hub.peak_in_flight == 1  # frames 0 and 4 ran; 1-3 never reached the pool
