@@ -327,6 +327,11 @@ async def proctor_socket(websocket: WebSocket) -> None:
                 await slot.send(_stamped(_answer(Decision(Action.ACTION_WARNING, Reason.REASON_PAUSED_CLIENT,
                                                           user_name), send_time), frame))
                 continue
+            try:  # a missing or oversized image is answered at once, never queued
+                service.check_image_field(frame.image)
+            except InvalidImage as exc:
+                await slot.send(_stamped(_error("INVALID_IMAGE_FORMAT", exc.message, send_time), frame))
+                continue
             await slot.put(frame)  # decided by the slot's task; a frame still waiting there is superseded
     except WebSocketDisconnect:
         pass

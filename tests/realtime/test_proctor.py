@@ -413,13 +413,16 @@ def test_burst_on_one_connection_decides_the_first_and_the_newest_frame(slow_ser
             try:
                 for i, frame in enumerate(frames):
                     await ws.send(_frame("alice", frame, i))
-                early = [await _reply(ws) for _ in range(len(frames) - 2)]  # come while nothing can be decided
+                await ws.send(json.dumps({"user_name": "alice", "timestamp": "no image"}))  # answered, not queued
+                early = [await _reply(ws) for _ in range(len(frames) - 1)]  # come while nothing can be decided
             finally:
                 gate.set()
             blocker.result()
             return early, [await _reply(ws) for _ in range(2)]
 
     early, late = asyncio.run(scenario())
+    invalid = early.pop()
+    assert (invalid["reason"], invalid["timestamp"]) == ("INVALID_IMAGE_FORMAT", "no image")
     assert [r["timestamp"] for r in early] == list(range(1, len(frames) - 1))
     for reply in early:
         assert (reply["action"], reply["reason"], reply["superseded"]) == ("NO_ACTION", "EMPTY_REASON", True)
