@@ -248,12 +248,16 @@ async def proctor_socket(websocket: WebSocket) -> None:
     handshake_deadline = loop.time() + settings.proctor_handshake_timeout
     slot = _Slot(websocket, hub, ctx)
     decider = asyncio.ensure_future(slot.decide_forever())
-    receive: asyncio.Future[str | None] | None = None
-    waiter: asyncio.Future[bool] | None = None
+    pending: list[asyncio.Future[Any]] = [decider]  # cancelled when the connection ends
+
+    def wake(_state: str) -> None:  # an admin changed the client's state (called from any thread)
+        loop.call_soon_threadsafe(changed.set)
+
     try:
         while True:
             receive = asyncio.ensure_future(_receive_text(websocket))
             waiter = asyncio.ensure_future(changed.wait())
+            pending[1:] = [receive, waiter]
             timeout = None if authenticated else max(0.0, handshake_deadline - loop.time())
             done, _ = await asyncio.wait({receive, waiter, decider}, timeout=timeout,
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -316,7 +320,7 @@ async def proctor_socket(websocket: WebSocket) -> None:
                 if unsubscribe is not None:
                     unsubscribe()
                 subscribed_as = user_name
-                unsubscribe = service.subscribe(user_name, lambda _s: loop.call_soon_threadsafe(changed.set))
+                unsubscribe = service.subscribe(user_name, wake)
             frame = _Frame(user_name, message.get("image"), send_time, _timestamp(message))
             if client.state == "blocked":
                 await slot.send(_stamped(_answer(Decision(Action.ACTION_ERROR, Reason.REASON_BLOCKED_CLIENT,
@@ -336,8 +340,8 @@ async def proctor_socket(websocket: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     finally:
-        for task in (receive, waiter, decider):
-            if task is not None and not task.done():
+        for task in pending:
+            if not task.done():
                 task.cancel()
         hub.leave(address)
         if unsubscribe is not None:
