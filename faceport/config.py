@@ -156,6 +156,10 @@ class Settings(BaseSettings):
                     "always present it).")
     proctor_processing_timeout: float = Field(default=30.0, gt=0.0,
                                               description="Seconds a frame may take before PROCESSING_TIMEOUT.")
+    proctor_decode_side: int = Field(
+        default=640, ge=0, le=10_000,
+        description="A /ws JPEG frame whose longer side is at least twice this is decoded at 1/2, 1/4 or 1/8 size "
+                    "(longer side kept >= this); 0 decodes every frame at full size.")
     proctor_debounce_frames: int = Field(default=2, ge=1, le=1000,
                                          description="Consecutive frames with the same reason before acting.")
     proctor_block_after: int = Field(default=0, ge=0,

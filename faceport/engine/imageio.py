@@ -375,14 +375,29 @@ def _pil_to_bgr(im: Image.Image) -> BGRImage:
     return cast(BGRImage, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 
-def _decode_cv2(data: bytes, header: _Header) -> BGRImage | None:
-    """Decode with OpenCV; ``None`` when it fails or disagrees with the header (Pillow then decides)."""
+_CV2_REDUCED: Final[dict[int, int]] = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                                       8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def _jpeg_scale(fmt: str, header: _Header, reduce_to: int | None) -> int:
+    """The largest libjpeg scale-down (2, 4 or 8) that keeps the longer side at least ``reduce_to``; else 1."""
+    if fmt != "jpeg" or not reduce_to:
+        return 1
+    side = max(header.width, header.height)
+    return next((n for n in (8, 4, 2) if side // n >= reduce_to), 1)
+
+
+def _decode_cv2(data: bytes, header: _Header, scale: int = 1) -> BGRImage | None:
+    """Decode with OpenCV (a JPEG at 1/``scale`` size by libjpeg's DCT scaling); ``None`` when it fails or
+    disagrees with the header (Pillow then decides)."""
+    flags = _CV2_FLAGS if scale == 1 else _CV2_REDUCED[scale] | cv2.IMREAD_IGNORE_ORIENTATION
     try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), _CV2_FLAGS)
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as exc:
         logger.debug("cv2.imdecode failed, falling back to Pillow: %s", exc)
         return None
-    if image is None or image.dtype != np.uint8 or image.shape != (header.height, header.width, 3):
+    expected = (-(-header.height // scale), -(-header.width // scale), 3)
+    if image is None or image.dtype != np.uint8 or image.shape != expected:
         return None
     return cast(BGRImage, image)  # dtype checked just above
 
@@ -475,6 +490,7 @@ def decode_image(
     max_pixels: int = 50_000_000,
     max_bytes: int | None = None,
     min_side: int = 1,
+    reduce_to: int | None = None,
 ) -> BGRImage:
     """Decode an uploaded image into an upright BGR array.
 
@@ -496,6 +512,10 @@ def decode_image(
         max_bytes: Largest encoded size in bytes accepted, or ``None`` for no limit.
         min_side: Smallest width and height accepted (default 1: a 1x1 image decodes;
             callers with a real minimum pass it here).
+        reduce_to: When set, a JPEG whose longer side is at least twice this is decoded at
+            1/2, 1/4 or 1/8 size (libjpeg's DCT scaling: much cheaper than a full decode and a
+            resize), the largest step that keeps the longer side at least ``reduce_to``. Other
+            formats, and JPEGs that only Pillow decodes, keep their full size.
 
     Returns:
         C-contiguous uint8 array of shape (H, W, 3), channels in BGR order, owned by
@@ -541,7 +561,7 @@ def decode_image(
                     orientation = _png_xmp_orientation(im)
                 else:
                     orientation = 1 if fmt == "bmp" else _exif_orientation(im)
-                fast = _decode_cv2(raw, header)
+                fast = _decode_cv2(raw, header, _jpeg_scale(fmt, header, reduce_to))
                 if fast is not None:
                     return _apply_orientation(fast, orientation)
                 logger.debug("cv2 could not decode a %s image; decoding with Pillow", fmt)

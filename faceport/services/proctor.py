@@ -264,15 +264,28 @@ class ProctorService:
             listener(state)
 
     # frames -------------------------------------------------------------------------------------
-    def decode(self, image: object) -> BGRImage:
-        """Raises: InvalidImage (also for a missing/non-string field or an oversized image)."""
+    def check_image_field(self, image: object) -> str:
+        """The ``image`` field when it is a non-empty string within the size limit (cheap: nothing decoded).
+
+        Raises: InvalidImage.
+        """
         if not isinstance(image, str) or not image:
             raise InvalidImage("image must be a non-empty base64 string or data URL")
         limit = self.settings.max_image_bytes
         if len(image) > limit * 4 // 3 + 1024:
             raise InvalidImage(f"image exceeds the {limit // (1024 * 1024)} MB limit")
+        return image
+
+    def decode(self, image: object) -> BGRImage:
+        """A frame as BGR; a large JPEG at reduced size (``proctor_decode_side``).
+
+        Raises: InvalidImage (also for a missing/non-string field or an oversized image).
+        """
+        limit = self.settings.max_image_bytes
+        image = self.check_image_field(image)
         try:
-            return decode_image(image, max_pixels=self.settings.max_image_pixels, max_bytes=limit)
+            return decode_image(image, max_pixels=self.settings.max_image_pixels, max_bytes=limit,
+                                reduce_to=self.settings.proctor_decode_side or None)
         except InvalidImage:
             raise
         except Exception as exc:  # FileTooLarge and friends: all are an invalid image on this surface

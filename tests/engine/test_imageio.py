@@ -393,6 +393,43 @@ DECODE_CASES = [
         id="at-max-pixels",
         max_pixels=10_000,
     ),
+    # reduce_to: a large JPEG is decoded at 1/2, 1/4 or 1/8 (libjpeg), the longer side kept >= reduce_to
+    case(
+        lambda: save(halves(RED, BLUE, (1280, 720)), "JPEG", quality=95),
+        Decoded((360, 640, 3), {(180, 100): BGR_RED, (180, 540): BGR_BLUE}, atol=6),
+        id="jpeg-1280x720-reduced-to-640",
+        reduce_to=640,
+    ),
+    case(
+        lambda: save(halves(RED, BLUE, (1920, 1080)), "JPEG", quality=95),
+        Decoded((540, 960, 3), {(270, 100): BGR_RED, (270, 900): BGR_BLUE}, atol=6),
+        id="jpeg-1920x1080-reduced-to-960",
+        reduce_to=640,
+    ),
+    case(
+        lambda: save(halves(RED, BLUE, (2600, 40)), "JPEG", quality=95),
+        Decoded((5, 325, 3), {(2, 20): BGR_RED, (2, 300): BGR_BLUE}, atol=8),
+        id="jpeg-2600-wide-reduced-by-8-odd-height",
+        reduce_to=300,
+    ),
+    case(
+        lambda: save(halves(RED, BLUE, (1279, 720)), "JPEG", quality=95),
+        Decoded((720, 1279, 3), {(360, 100): BGR_RED, (360, 1200): BGR_BLUE}, atol=6),
+        id="jpeg-under-twice-reduce-to-kept",
+        reduce_to=640,
+    ),
+    case(
+        lambda: with_orientation(halves(RED, BLUE, (1280, 640)), "JPEG", 6),
+        Decoded((640, 320, 3), {(100, 160): BGR_RED, (540, 160): BGR_BLUE}, atol=8),
+        id="jpeg-reduced-then-exif-orientation-6",
+        reduce_to=600,
+    ),
+    case(
+        lambda: save(halves(RED, BLUE, (1280, 720)), "PNG"),
+        Decoded((720, 1280, 3), {(360, 100): BGR_RED, (360, 1200): BGR_BLUE}),
+        id="png-never-reduced",
+        reduce_to=640,
+    ),
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -379,3 +380,149 @@ def test_bad_or_unknown_user_name_is_refused_and_never_echoed(make_server, name:
             assert ws.close_code == 4001
 
     asyncio.run(scenario())
+
+
+# Overload: one "latest frame" slot per connection and a global bound on decisions in flight ------------------------
+@pytest.fixture
+def slow_server(settings) -> Iterator[tuple[str, Any, Any]]:  # type: ignore[no-untyped-def]
+    """A deliberately slow server: one worker thread; yields its URL, context and ``ProctorHub``."""
+    custom = settings.model_copy(update={"thread_pool_size": 1, "proctor_max_connections_per_ip": 0})
+    app = create_app(custom)
+    for url in serve_app(app, custom):
+        yield url.replace("http://", "ws://") + "/ws", app.state.context, app.state.proctor_hub
+
+
+async def _reply(ws: Any) -> dict[str, Any]:
+    return json.loads(await asyncio.wait_for(ws.recv(), 60))
+
+
+def _frame(user: str, image: str, timestamp: int) -> str:
+    return json.dumps({"user_name": user, "image": image, "timestamp": timestamp})
+
+
+def test_burst_on_one_connection_decides_the_first_and_the_newest_frame(slow_server, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """12 distinct clip frames at once while the only worker is busy: 10 superseded replies at once, 2 decisions."""
+    url, ctx, hub = slow_server
+    enrol(ctx, "alice", read_bgr(data_dir / "faces_misc/pf_single_face.jpg"))
+    frames = [b64(f) for f in clip(data_dir / "video/pf_single_face.mp4", 3, 12)]
+    gate = threading.Event()
+
+    async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        async with websockets.connect(url, max_size=None) as ws:
+            blocker = ctx.executor.submit(gate.wait)  # the pool's only thread is busy until the gate opens
+            try:
+                for i, frame in enumerate(frames):
+                    await ws.send(_frame("alice", frame, i))
+                await ws.send(json.dumps({"user_name": "alice", "timestamp": "no image"}))  # answered, not queued
+                early = [await _reply(ws) for _ in range(len(frames) - 1)]  # come while nothing can be decided
+            finally:
+                gate.set()
+            blocker.result()
+            return early, [await _reply(ws) for _ in range(2)]
+
+    early, late = asyncio.run(scenario())
+    invalid = early.pop()
+    assert (invalid["reason"], invalid["timestamp"]) == ("INVALID_IMAGE_FORMAT", "no image")
+    assert [r["timestamp"] for r in early] == list(range(1, len(frames) - 1))
+    for reply in early:
+        assert (reply["action"], reply["reason"], reply["superseded"]) == ("NO_ACTION", "EMPTY_REASON", True)
+        assert reply["actual_username"] == "alice" and reply["send_time"] and reply["finish_time"]
+    assert sorted(r["timestamp"] for r in late) == [0, len(frames) - 1]  # the first (in flight) and the last sent
+    assert not any("superseded" in r for r in late)
+    assert all(r["action"] != "ACTION_ERROR" for r in late), late
+    assert hub.decided == 2 and hub.superseded == len(frames) - 2
+    assert hub.peak_in_flight == 1 and hub.in_flight == 0
+
+
+def test_many_connections_share_a_bounded_number_of_decisions(slow_server, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """4 connections x 4 frames with one worker: each keeps one waiting frame, one frame in flight in all."""
+    url, ctx, hub = slow_server
+    users = [f"student{i}" for i in range(4)]
+    for user in users:
+        enrol(ctx, user, None)
+    frames = [b64(f) for f in clip(data_dir / "video/skv_carphone_pristine.mp4", 5, 16)]
+    gate = threading.Event()
+    per_connection = 4
+
+    async def scenario() -> list[list[dict[str, Any]]]:
+        sockets = [await websockets.connect(url, max_size=None) for _ in users]
+        try:
+            blocker = ctx.executor.submit(gate.wait)
+            try:
+                for n, (ws, user) in enumerate(zip(sockets, users, strict=True)):
+                    for i in range(per_connection):
+                        await ws.send(_frame(user, frames[n * per_connection + i], i))
+
+                async def all_read() -> None:  # one frame in flight, one waiting per connection, the rest answered
+                    while hub.superseded < len(users) * (per_connection - 1) - 1:
+                        await asyncio.sleep(0.02)
+
+                await asyncio.wait_for(all_read(), 60)
+            finally:
+                gate.set()
+            blocker.result()
+            return [[await _reply(ws) for _ in range(per_connection)] for ws in sockets]
+        finally:
+            for ws in sockets:
+                await ws.close()
+
+    replies = asyncio.run(scenario())
+    decided = [[r["timestamp"] for r in conn if not r.get("superseded")] for conn in replies]
+    assert all(per_connection - 1 in d for d in decided), decided  # every connection's newest frame is decided
+    assert sorted(len(d) for d in decided) == [1, 1, 1, 2], decided  # plus the one frame that was in flight
+    assert hub.decided == len(users) + 1 and hub.peak_in_flight == 1
+
+
+@pytest.mark.parametrize(("decode_side", "shape"), [(640, (540, 960, 3)), (0, (1080, 1920, 3))])
+def test_large_jpeg_frame_is_decoded_reduced_and_still_decided(make_server, data_dir: Path, decode_side: int,
+                                                              shape: tuple[int, int, int]) -> None:  # type: ignore[no-untyped-def]
+    url, ctx = make_server(proctor_decode_side=decode_side)
+    enrol(ctx, "obama", read_bgr(data_dir / "identity/obama/fr_obama.jpg"))
+    big = b64(cv2.resize(read_bgr(data_dir / "identity/obama/fr_obama2.jpg"), (1920, 1080)))
+    assert ctx.proctor.decode(big).shape == shape
+
+    async def scenario() -> dict[str, Any]:
+        async with websockets.connect(url, max_size=None) as ws:
+            return await exchange(ws, "obama", big)
+
+    reply = asyncio.run(scenario())
+    assert (reply["action"], reply["reason"], reply["actual_username"]) == ("NO_ACTION", "EMPTY_REASON", "obama")
+
+
+def test_timed_out_frames_keep_their_worker_and_do_not_pile_up(settings, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """A frame past the processing timeout is answered PROCESSING_TIMEOUT but holds its permit until its thread ends,
+    so frames sent meanwhile wait in the one slot (superseded) instead of queueing more work on the pool."""
+    custom = settings.model_copy(update={"thread_pool_size": 1, "proctor_processing_timeout": 0.05})
+    app = create_app(custom)
+    runner = serve_app(app, custom)
+    url = next(runner).replace("http://", "ws://") + "/ws"
+    ctx, hub = app.state.context, app.state.proctor_hub
+    enrol(ctx, "bob", None)
+    frames = [b64(f) for f in clip(data_dir / "video/pf_single_face.mp4", 6, 5)]
+    gate = threading.Event()
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with websockets.connect(url, max_size=None) as ws:
+            blocker = ctx.executor.submit(gate.wait)
+            try:
+                await ws.send(_frame("bob", frames[0], 0))
+                replies = [await _reply(ws)]  # frame 0 is stuck behind the blocker: it times out
+                for i in range(1, len(frames)):
+                    await ws.send(_frame("bob", frames[i], i))
+                replies += [await _reply(ws) for _ in range(len(frames) - 2)]  # 1..3 superseded by their successor
+            finally:
+                gate.set()
+            blocker.result()
+            replies.append(await _reply(ws))  # frame 4, run only after frame 0's thread ended
+            while hub.in_flight:  # frame 4 may have timed out too: let its thread end
+                await asyncio.sleep(0.02)
+            return replies
+
+    try:
+        replies = asyncio.run(scenario())
+    finally:
+        next(runner, None)
+    assert (replies[0]["timestamp"], replies[0]["reason"]) == (0, "PROCESSING_TIMEOUT")
+    assert [(r["timestamp"], r.get("superseded")) for r in replies[1:-1]] == [(i, True) for i in range(1, 4)]
+    assert replies[-1]["timestamp"] == 4 and not replies[-1].get("superseded")
+    assert hub.decided == 2 and hub.peak_in_flight == 1  # frames 0 and 4 ran; 1-3 never reached the pool
