@@ -33,6 +33,20 @@ def data_dir() -> Path:
     return SHARED_DATA
 
 
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; a test tool never downloads a browser
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> Path:
+    """Debian Chromium for the browser tests; missing: skip, or fail under CI (``.ci/run`` installs it)."""
+    if not CHROMIUM.is_file():
+        reason = f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return CHROMIUM
+
+
 def missing_data(reason: str) -> None:
     """Skip a test whose shared data is absent; under CI (``CI`` set) a missing data file is a failure."""
     if os.environ.get("CI"):

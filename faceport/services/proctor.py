@@ -156,23 +156,20 @@ class ProctorService:
             from faceport.errors import InvalidInput
 
             raise InvalidInput("token must be 16 to 256 characters", details={"field": "token"})
-        digest = token_digest(token)
+        return self._store_token(user_name, token_digest(token)), token
+
+    def clear_token(self, user_name: str) -> repo.ClientRecord:
+        """Remove a client's token. Raises: NotFound."""
+        return self._store_token(user_name, None)
+
+    def _store_token(self, user_name: str, digest: str | None) -> repo.ClientRecord:
+        """Write a client's token digest (None: no token) to the store and to its live registry entry."""
         with self.store.session() as session:
             record = repo.set_token(session=session, user_name=user_name, token_hash=digest)
         with self._lock:
             client = self._clients.get(user_name)
             if client is not None:
                 client.token_hash = digest
-        return record, token
-
-    def clear_token(self, user_name: str) -> repo.ClientRecord:
-        """Remove a client's token. Raises: NotFound."""
-        with self.store.session() as session:
-            record = repo.set_token(session=session, user_name=user_name, token_hash=None)
-        with self._lock:
-            client = self._clients.get(user_name)
-            if client is not None:
-                client.token_hash = None
         return record
 
     def token_accepted(self, client: _Client, presented: object) -> bool:

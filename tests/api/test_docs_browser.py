@@ -8,7 +8,6 @@ HTML must name no external host (no CDN, no Google Fonts).
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -20,20 +19,10 @@ import pytest
 from faceport.api.app import create_app, create_privacy_app
 from tests.api.conftest import serving
 
-CHROMIUM = Path("/usr/bin/chromium")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 # what each app's docs must show: one of its operations
 APPS = [("main", create_app, "/api/v1/face/detect"), ("privacy", create_privacy_app, "/api/v1/process")]
 
-
-@pytest.fixture(scope="module")
-def chromium_path() -> Path:
-    if not CHROMIUM.is_file():
-        reason = f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return CHROMIUM
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ clear-source button, takeover by another user, and automatic reconnection after 
 from __future__ import annotations
 
 import base64
-import os
 import re
 import shutil
 import time
@@ -24,18 +23,8 @@ from tests.conftest import FIXTURES
 from tests.realtime.conftest import CLIP, LiveClient, from_data_url
 from tests.realtime.test_live_swap import face_box, region_change
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT_COPY = Path("/tmp/faceport_live.png")
 
-
-@pytest.fixture(scope="module")
-def chromium_path() -> Path:
-    if not CHROMIUM.is_file():
-        reason = f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return CHROMIUM
 
 
 def write_y4m(frames: list[np.ndarray], path: Path, fps: int = 30) -> Path:
