@@ -23,15 +23,17 @@ class Health(BaseModel):
     processors_available: list[str]
     database: str
     storage: str  # "ok" | "unwritable"
-    storage_unwritable: list[str]  # "<folder>:<setting>", e.g. "outputs:FACEPORT_OUTPUT_DIR"
+    storage_unwritable: list[str]  # "<folder>:<setting>", e.g. "media:FACEPORT_MEDIA_ROOT"
     uptime_seconds: float
 
 
 @router.get("/health", response_model=Health, summary="Service health")
 async def health(ctx: ContextDep) -> JSONResponse:
     database_ok = await ctx.run(ctx.store.ping)
-    # a write probe (create + delete one small file) of the output and upload folders
+    # a write probe (create + delete one small file) of the output and upload folders and the media root
     unwritable = await ctx.run(ctx.facefusion.unwritable_storage) if ctx.facefusion is not None else []
+    if getattr(ctx, "privacy", None) is not None:  # seed E's media root
+        unwritable += await ctx.run(ctx.privacy.unwritable_storage)
     healthy = database_ok and not unwritable
     body = Health(
         status="healthy" if healthy else "degraded",

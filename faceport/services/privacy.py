@@ -438,6 +438,15 @@ class PrivacyService:
             raise _storage("the media root cannot be created", exc) from None
         return self.root
 
+    def unwritable_storage(self) -> list[str]:
+        """The media root when it fails a write probe (create and delete a small file), as ``media:<setting>``."""
+        try:
+            with tempfile.NamedTemporaryFile(dir=self.ensure_root(), prefix=".probe-"):
+                pass
+        except (OSError, StorageUnavailable):
+            return [f"media:{ROOT_SETTING}"]
+        return []
+
     def start(self) -> int:
         """Remove what a previous process left behind; call before the job runner starts.
 

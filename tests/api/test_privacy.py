@@ -330,7 +330,10 @@ def test_storage_unavailable_is_503_naming_the_setting(settings, tmp_path: Path)
             body = response.json()
             assert body["code"] == "STORAGE_UNAVAILABLE" and "FACEPORT_MEDIA_ROOT" in body["message"]
             assert str(tmp_path) not in response.text and "internal error" not in body["message"]
-        assert client.get("/health").status_code == 200
+        health = client.get("/health")  # the server keeps answering, and says why it is degraded
+        assert health.status_code == 503, health.text
+        assert health.json()["status"] == "degraded"
+        assert "media:FACEPORT_MEDIA_ROOT" in health.json()["storage_unwritable"]
 
 
 def test_output_folder_lost_before_the_job_runs_fails_the_job_with_storage_unavailable(privacy_client) -> None:  # type: ignore[no-untyped-def]
