@@ -771,6 +771,10 @@ def test_a_zero_ttl_never_evicts(installed: World) -> None:
 
     assert cache.sweep() == []
     assert cache.is_loaded("tiny")
+    # an explicit limit (POST /system/optimize) evicts even when the timer never does
+    assert cache.sweep(idle_seconds=10**7) == []
+    assert cache.sweep(idle_seconds=60) == ["tiny"]
+    assert not cache.is_loaded("tiny")
 
 
 def test_preload_info_and_unload(installed: World) -> None:
@@ -795,11 +799,14 @@ def test_preload_info_and_unload(installed: World) -> None:
     assert infos["tiny_conv"].uses == 1
     assert cache.memory_bytes() == tiny.memory_bytes + infos["tiny_conv"].memory_bytes
 
+    held = cache.get("tiny", threads=1)  # a thread-count variant, held as a running job would
     assert cache.unload("tiny") is True
     assert cache.unload("tiny") is False
+    assert not any(m.name.startswith("tiny@") for m in cache.info())  # variants go with their model
+    run_times_two(held)  # unloading a model in use leaves the holder a working session
     assert [m.name for m in cache.info()] == ["tiny_conv"]
     run_times_two(cache.get("tiny"))
-    assert cache.load_count == 3
+    assert cache.load_count == 4  # tiny, tiny_conv, tiny@1threads, tiny again
 
     cache.close()
     assert cache.info() == []

@@ -202,20 +202,33 @@ class ModelCache:
         return name in self._entries
 
     def unload(self, name: str) -> bool:
+        """Drop ``name`` and its thread-count variants; returns whether anything was loaded.
+
+        Safe while the model is in use: a caller that already holds the model object keeps using
+        it until it lets go (its memory is freed then); the next ``get`` loads it again.
+        """
         with self._guard:
-            return self._entries.pop(name, None) is not None
+            keys = [k for k in self._entries if k == name or k.startswith(f"{name}@")]
+            for key in keys:
+                del self._entries[key]
+        return bool(keys)
 
     def clear(self) -> None:
         with self._guard:
             self._entries.clear()
 
-    def sweep(self) -> list[str]:
-        """Unload every model idle for longer than ``idle_ttl``; returns their names."""
-        if self.idle_ttl <= 0:
+    def sweep(self, idle_seconds: float | None = None) -> list[str]:
+        """Unload every model idle for longer than ``idle_ttl``; returns their names.
+
+        ``idle_seconds`` replaces the TTL for this sweep (``POST /system/optimize``), also when
+        ``idle_ttl`` is 0 (never evict on a timer).
+        """
+        limit = self.idle_ttl if idle_seconds is None else idle_seconds
+        if idle_seconds is None and limit <= 0:
             return []
         now = self._clock()
         with self._guard:
-            stale = [n for n, e in self._entries.items() if now - e.last_used > self.idle_ttl]
+            stale = [n for n, e in self._entries.items() if now - e.last_used > limit]
             for name in stale:
                 del self._entries[name]
         for name in stale:
@@ -244,11 +257,14 @@ class ModelCache:
         self._janitor = threading.Thread(target=loop, name="model-cache-janitor", daemon=True)
         self._janitor.start()
 
-    def close(self) -> None:
+    def stop_janitor(self) -> None:
         self._stop.set()
         if self._janitor is not None:
             self._janitor.join(timeout=5)
             self._janitor = None
+
+    def close(self) -> None:
+        self.stop_janitor()
         self.clear()
 
 

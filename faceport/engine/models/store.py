@@ -30,7 +30,7 @@ from typing import IO
 
 from filelock import FileLock
 
-from faceport.engine.models.manifest import DEFAULT_MODELS, get_spec
+from faceport.engine.models.manifest import DEFAULT_MODELS, MODELS, get_spec
 from faceport.engine.types import ModelFile, ModelSpec
 from faceport.errors import InvalidInput, ModelFetchFailed, ModelUnavailable, NotFound
 
@@ -99,6 +99,10 @@ class ModelStore:
         except KeyError:
             raise NotFound(f"unknown model {name!r}; known models: {', '.join(sorted(self._specs))}",
                            details={"model": name}) from None
+
+    def specs(self) -> list[ModelSpec]:
+        """Every model this store knows (the manifest, or the specs given at creation), defaults first."""
+        return list(self._specs.values()) if self._specs is not None else list(MODELS.values())
 
     def defaults(self) -> list[ModelSpec]:
         specs = self._specs.values() if self._specs is not None else DEFAULT_MODELS
