@@ -143,6 +143,10 @@ class LocalJobRunner:
     def started(self) -> bool:
         return self._started and not self.stopping
 
+    def alive_workers(self) -> int:
+        """Worker threads running now (``workers`` while the runner is healthy)."""
+        return sum(thread.is_alive() for thread in self._threads)
+
     def pending(self) -> int:
         """Jobs waiting for a worker."""
         with self._cond:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from faceport.errors import InvalidInput, NotFound
@@ -159,6 +159,14 @@ def list_jobs(
         query = query.where(Job.state == _parse_state(state).value)
     query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
     return [JobRecord.from_row(job) for job in session.scalars(query)]
+
+
+def count_jobs_by_state(*, session: Session) -> dict[str, int]:
+    """Number of jobs in each state, every state present (0 when none): one ``GROUP BY`` query."""
+    counts = {state.value: 0 for state in JobState}
+    for state, count in session.execute(select(Job.state, func.count()).group_by(Job.state)):
+        counts[str(state)] = int(count)
+    return counts
 
 
 def start_job(*, session: Session, job_id: str) -> JobRecord:

@@ -24,6 +24,7 @@ from faceport.store import (
     Store,
     cancel_job,
     complete_job,
+    count_jobs_by_state,
     create_job,
     fail_job,
     get_job,
@@ -446,6 +447,9 @@ def test_list_jobs_filters_and_pages(store: Store) -> None:
     assert none == []
     assert [len(page) for page in pages] == [3, 3, 1, 0]
     assert [job.id for page in pages for job in page] == [job.id for job in all_jobs]
+    with store.session() as session:  # what GET /api/v1/system/status shows as jobs by state
+        assert count_jobs_by_state(session=session) == {"queued": 3, "running": 1, "completed": 1, "failed": 1,
+                                                        "cancelled": 1}
 
 
 @pytest.mark.parametrize(
