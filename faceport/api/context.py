@@ -18,6 +18,7 @@ from faceport.jobs import LocalJobRunner
 from faceport.services.auth import build_auth
 from faceport.services.facefusion import FaceFusionService
 from faceport.services.gallery import load_gallery
+from faceport.services.system import CountingThreadPool, SystemService
 from faceport.store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class AppContext:
     facefusion: FaceFusionService | None = None  # seed B
     privacy: Any = None  # faceport.services.privacy.PrivacyService (seed E)
     proctor: Any = None  # faceport.services.proctor.ProctorService (seed C)
+    system: Any = None  # faceport.services.system.SystemService (seed D's /system/*)
     started_at: float = field(default_factory=time.time)
 
     @classmethod
@@ -52,7 +54,7 @@ class AppContext:
         engine = FaceEngine(cache, EngineOptions(detector=settings.detector, detector_score=settings.detector_score,
                                                  verify_threshold=settings.verify_threshold,
                                                  embedder=settings.embedder))
-        executor = ThreadPoolExecutor(max_workers=settings.thread_pool_size, thread_name_prefix="faceport-work")
+        executor = CountingThreadPool(max_workers=settings.thread_pool_size, thread_name_prefix="faceport-work")
         store = open_store(settings.resolved_database_url)
         log.info("store %s at revision %s", store.dialect, store.revision())
         jobs = LocalJobRunner(store, workers=settings.job_workers, queue_max=settings.job_queue_max)
@@ -62,9 +64,13 @@ class AppContext:
         privacy = PrivacyService(settings, cache, jobs)  # registers its job kind
         from faceport.services.proctor import ProctorService
 
-        return cls(settings, models, cache, engine, executor, store,
-                   auth=build_auth(settings, store), gallery=load_gallery(store), jobs=jobs, facefusion=facefusion,
-                   privacy=privacy, proctor=ProctorService(settings, engine, store))
+        context = cls(settings, models, cache, engine, executor, store,
+                      auth=build_auth(settings, store), gallery=load_gallery(store), jobs=jobs, facefusion=facefusion,
+                      privacy=privacy, proctor=ProctorService(settings, engine, store))
+        context.system = SystemService(settings, models, cache, store, jobs=jobs, executor=executor,
+                                       storage_probes=(facefusion.unwritable_storage, privacy.unwritable_storage),
+                                       started_at=context.started_at)
+        return context
 
     def start(self) -> None:
         self.cache.start_janitor()
