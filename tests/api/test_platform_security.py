@@ -42,6 +42,8 @@ def test_no_operation_documents_422_on_either_app(client, privacy_client) -> Non
     ("main", "get", "/api/v1/face/subjects/{subject_id}", {"400", "401", "404", "429"}, "PlatformError"),
     ("main", "post", "/api/v1/face/detect", {"400", "401", "413", "429", "503"}, "PlatformError"),
     ("main", "get", "/api/v1/auth/users", {"400", "401", "403", "429"}, "PlatformError"),
+    ("main", "get", "/api/v1/system/status", {"400", "401", "403", "429"}, "PlatformError"),
+    ("main", "post", "/api/v1/system/models/load", {"400", "401", "403", "404", "413", "429", "503"}, "PlatformError"),
     ("main", "post", "/process/image", {"400", "413", "503"}, "PlainError"),
     ("main", "get", "/download/{name}", {"404"}, "PlainError"),
     ("main", "get", "/metrics", {"401"}, "PlainError"),
@@ -76,6 +78,8 @@ BAD_REQUESTS: list[tuple[str, str, str, dict[str, Any], bool]] = [
     ("get", "/api/v1/face/subjects/{subject_id}", "/api/v1/face/subjects/sub_doesnotexist", {}, False),
     ("get", "/api/v1/face/subjects", "/api/v1/face/subjects", {"params": {"size": "-4"}}, True),
     ("get", "/api/v1/auth/users", "/api/v1/auth/users", {}, True),  # a plain user: 403
+    ("post", "/api/v1/system/optimize", "/api/v1/system/optimize", {}, True),  # a plain user: 403
+    ("post", "/api/v1/system/models/load", "/api/v1/system/models/load", {"json": {"model": "x"}}, False),
     ("post", "/api/v1/auth/login", "/api/v1/auth/login", {"json": {"username": 3}}, False),
     ("post", "/process/image", "/process/image", {"data": {"request": "{not json"}}, False),
     ("get", "/download/{name}", "/download/nothing-here.jpg", {}, False),

@@ -97,6 +97,7 @@ def test_the_route_table_is_really_read() -> None:
     assert ("GET", "/api/v1/auth/profile") in PROTECTED_API_ROUTES
     assert ("POST", "/api/v1/face/detect") in PROTECTED_API_ROUTES
     assert ("GET", "/api/v1/auth/users") in PROTECTED_API_ROUTES
+    assert ("POST", "/api/v1/system/models/load") in PROTECTED_API_ROUTES
     assert ("GET", "/health") in OTHER_ROUTES
     assert PUBLIC_API_ROUTES <= set(API_ROUTES), "an exception names a route that no longer exists"
 
