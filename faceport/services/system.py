@@ -319,14 +319,15 @@ class SystemService:
 
         Args:
             idle_seconds: evict models unused for longer than this; ``None``: the idle TTL
-                (``FACEPORT_MODEL_IDLE_TTL``; 0 there evicts nothing).
+                (``FACEPORT_MODEL_IDLE_TTL``; 0 there evicts nothing, reported as ``idle_seconds: None``).
         """
+        limit = self.cache.idle_ttl if idle_seconds is None else idle_seconds
         rss_before, models_before = int(self._process.memory_info().rss), self.cache.memory_bytes()
         evicted = self.cache.sweep(idle_seconds)
         collected = gc.collect()
         rss_after, models_after = int(self._process.memory_info().rss), self.cache.memory_bytes()
         return {"models_evicted": sorted(evicted),
-                "idle_seconds": self.cache.idle_ttl if idle_seconds is None else idle_seconds,
+                "idle_seconds": limit if idle_seconds is not None or limit > 0 else None,
                 "gc_objects_collected": collected,
                 "model_cache_bytes_before": models_before, "model_cache_bytes_after": models_after,
                 "model_cache_bytes_freed": models_before - models_after,

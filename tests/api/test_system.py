@@ -78,21 +78,32 @@ def test_health_reports_each_component(system) -> None:
     assert data["components"]["job_runner"]["details"]["workers_alive"] == system["settings"].job_workers
 
 
-@pytest.mark.parametrize(("redis_url", "status"), [
-    (os.environ.get("FACEPORT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"), "ok"),
-    ("redis://127.0.0.1:1/0", "degraded"),  # nothing listens on port 1
-], ids=["redis-up", "redis-down"])
-def test_health_probes_redis_when_configured(system, redis_url: str, status: str) -> None:
+REDIS_URL = os.environ.get("FACEPORT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+# (settings overrides, job runner: "app" (started) | "stopped", component, status, text in the reason)
+HEALTH_CASES: list[tuple[dict[str, Any], str, str, str, str]] = [
+    ({"redis_url": REDIS_URL}, "app", "redis", "ok", ""),
+    ({"redis_url": "redis://127.0.0.1:1/0"}, "app", "redis", "degraded", "FACEPORT_REDIS_URL"),  # nothing on port 1
+    ({}, "stopped", "job_runner", "degraded", "not running"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "runner", "component", "status", "text"), HEALTH_CASES,
+                         ids=["redis-up", "redis-down", "job-runner-stopped"])
+def test_health_components_degrade_with_a_reason(system, overrides: dict[str, Any], runner: str, component: str,
+                                                 status: str, text: str) -> None:
+    from faceport.jobs import LocalJobRunner
     from faceport.services.system import SystemService
 
     ctx = system["ctx"]
-    service = SystemService(ctx.settings.model_copy(update={"redis_url": redis_url}), ctx.models, ctx.cache,
-                            ctx.store, jobs=ctx.jobs)
+    jobs = ctx.jobs if runner == "app" else LocalJobRunner(ctx.store)  # never started
+    service = SystemService(ctx.settings.model_copy(update=overrides), ctx.models, ctx.cache, ctx.store, jobs=jobs)
     health = service.health()
-    redis = health["components"]["redis"]
-    assert redis.status == status and health["status"] == ("healthy" if status == "ok" else "degraded")
-    if status == "degraded":
-        assert "FACEPORT_REDIS_URL" in (redis.reason or "")
+    part = health["components"][component]
+    assert part.status == status and health["status"] == ("healthy" if status == "ok" else "degraded")
+    assert text in (part.reason or ""), part
+    assert ("redis" in health["components"]) is bool(overrides.get("redis_url"))
 
 
 def test_load_then_unload_a_real_model_even_while_it_is_in_use(system) -> None:
@@ -201,3 +212,79 @@ def test_vram_on_a_cpu_provider_is_host_memory_labelled_so(system) -> None:
     assert data["host"]["model_cache_bytes"] >= _model(system, "yunet")["memory_bytes"] > 0
     assert data["host"]["process_rss_bytes"] > 0
     system["ctx"].cache.unload("yunet")
+
+
+class _FakeNvml:
+    """pynvml's calls as an NVIDIA driver answers them (the GPU boundary: this machine has no GPU)."""
+
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+
+    def nvmlInit(self) -> None:
+        if self.fail:
+            raise RuntimeError("NVML Shared Library Not Found")
+
+    def nvmlShutdown(self) -> None:
+        pass
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 1
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        return index
+
+    def nvmlDeviceGetName(self, handle: int) -> bytes:
+        return b"NVIDIA H200"
+
+    def nvmlDeviceGetMemoryInfo(self, handle: int) -> Any:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(total=150 * 2**30, used=3 * 2**30, free=147 * 2**30)
+
+
+# (execution providers, pynvml: None = not installed, device, text in gpu_unavailable)
+VRAM_CASES: list[tuple[list[str], str | None, str, str]] = [
+    (["CPUExecutionProvider"], "works", "host", "FACEPORT_EXECUTION_PROVIDERS"),  # NVML never asked on CPU
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], None, "host", "pynvml is not installed"),
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], "fails", "host", "NVML failed"),
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], "works", "gpu", ""),
+]
+
+
+@pytest.mark.parametrize(("providers", "nvml", "device", "text"), VRAM_CASES,
+                         ids=["cpu", "cuda-no-pynvml", "cuda-nvml-fails", "cuda-nvml"])
+def test_vram_reports_gpu_numbers_only_from_nvml(system, monkeypatch: pytest.MonkeyPatch, providers: list[str],
+                                                 nvml: str | None, device: str, text: str) -> None:
+    import sys
+
+    from faceport.engine.models import ModelCache
+    from faceport.services.system import SystemService
+
+    ctx = system["ctx"]
+    cache = ModelCache(ctx.models, idle_ttl=0)
+    cache.providers = providers  # the provider list is the process boundary mocked here (no CUDA build installed)
+    monkeypatch.setitem(sys.modules, "pynvml", _FakeNvml(nvml == "fails") if nvml else None)
+    data = SystemService(ctx.settings, ctx.models, cache, ctx.store).vram()
+    assert data["device"] == device and data["providers"] == providers
+    assert data["host"]["process_rss_bytes"] > 0
+    if device == "gpu":
+        assert data["gpu_unavailable"] is None
+        assert data["gpus"] == [{"index": 0, "name": "NVIDIA H200", "total_bytes": 150 * 2**30,
+                                 "used_bytes": 3 * 2**30, "free_bytes": 147 * 2**30}]
+    else:
+        assert data["gpus"] == [] and text in data["gpu_unavailable"]
+
+
+def test_optimize_with_a_zero_ttl_evicts_only_when_asked(system) -> None:
+    from faceport.engine.models import ModelCache
+    from faceport.services.system import SystemService
+
+    ctx = system["ctx"]
+    cache = ModelCache(ctx.models, idle_ttl=0)  # FACEPORT_MODEL_IDLE_TTL=0: never on a timer
+    service = SystemService(ctx.settings, ctx.models, cache, ctx.store)
+    cache.get("yunet")
+    kept = service.optimize()
+    assert kept["models_evicted"] == [] and kept["idle_seconds"] is None and cache.is_loaded("yunet")
+    freed = service.optimize(0)
+    assert freed["models_evicted"] == ["yunet"] and freed["model_cache_bytes_after"] == 0
+    cache.close()

@@ -156,7 +156,8 @@ class OptimizeRequest(BaseModel):
 
 class OptimizeOut(BaseModel):
     models_evicted: list[str]
-    idle_seconds: float
+    idle_seconds: float | None = Field(description="the idle limit applied; null: FACEPORT_MODEL_IDLE_TTL is 0 "
+                                                   "(never) and no idle_seconds was given, so nothing was evicted")
     gc_objects_collected: int
     model_cache_bytes_before: int
     model_cache_bytes_after: int
