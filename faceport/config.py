@@ -182,6 +182,10 @@ class Settings(BaseSettings):
         description="Share of changed pixels (64x48 grey thumbnail, shift-tolerant) above which a frame is "
                     "always checked for phones.")
     proctor_liveness: bool = Field(default=True, description="Run the spoof (liveness) checks on /ws frames.")
+    proctor_require_reference: bool = Field(
+        default=True,
+        description="Answer /ws frames of a client without a reference face ACTION_ERROR / "
+                    "REASON_CLIENT_NOT_AVAILABLE ('no reference face'); false checks them without identity.")
     proctor_evidence_retention_days: float = Field(default=7.0, gt=0.0,
                                                    description="Days evidence frames are kept before the purge.")
     proctor_purge_interval: float = Field(default=3600.0, gt=0.0, description="Seconds between evidence purges.")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from faceport.engine.demographics import AGE_MODEL, EMOTION_MODEL, GENDER_MODEL, DemographicsAnalyzer
 from faceport.engine.detect import DETECTORS, BlazeFace, CenterFace, FaceDetector, YuNet
 from faceport.engine.embed import DEFAULT_THRESHOLD, Comparison, DlibEmbedder, OnnxDlibEmbedder, compare
 from faceport.engine.landmarks import FaceMesh, FaceMeshTracker
@@ -73,6 +74,11 @@ class FaceEngine:
         if self.options.embedder == "dlib":
             return DlibEmbedder(self.cache.get("dlib_shape5"), self.cache.get("dlib_resnet"))
         return OnnxDlibEmbedder(self.cache.get("dlib_shape5"), self.cache.get("dlib_resnet_onnx"))
+
+    def demographics(self) -> DemographicsAnalyzer:
+        """Apparent age (Cydral age-v1), gender (Cydral gender-v1) and expression (FER) per face."""
+        return DemographicsAnalyzer(self.cache.get("dlib_shape5"), self.cache.get(AGE_MODEL),
+                                    self.cache.get(GENDER_MODEL), self.cache.get(EMOTION_MODEL))
 
     def detect(self, image: BGRImage, *, detector: str | None = None, score_threshold: float | None = None,
                max_faces: int | None = None, landmarks: bool = False, embed: bool = False) -> Faces:

@@ -98,8 +98,11 @@ async def _refuse(websocket: WebSocket, error: str, message: str, code: int) -> 
 
 
 def _answer(decision: Decision, send_time: str) -> dict[str, Any]:
-    return {"action": decision.action.name, "reason": decision.reason.name,
-            "actual_username": decision.actual_username, "send_time": send_time, "finish_time": _clock()}
+    reply = {"action": decision.action.name, "reason": decision.reason.name,
+             "actual_username": decision.actual_username, "send_time": send_time, "finish_time": _clock()}
+    if decision.message is not None:
+        reply["message"] = decision.message
+    return reply
 
 
 def _error(reason: str, message: str, send_time: str) -> dict[str, Any]:

