@@ -21,26 +21,26 @@ from tests.conftest import FIXTURES, read_bgr
 from tests.realtime.conftest import serve_app
 
 
-@pytest.fixture
-def server(settings, data_dir: Path) -> Iterator[tuple[str, Any]]:  # type: ignore[no-untyped-def]
-    settings = settings.model_copy(update={"proctor_max_connections": 150, "proctor_max_connections_per_ip": 0})
+def _proctor_server(settings: Any, **overrides: Any) -> Iterator[tuple[str, Any]]:
+    """A live main app with room for 150 sockets from one address; yields its ``ws://.../ws`` URL and context."""
+    settings = settings.model_copy(update={"proctor_max_connections": 150, "proctor_max_connections_per_ip": 0,
+                                           **overrides})
     app = create_app(settings)
     for url in serve_app(app, settings):
         ctx = app.state.context
         ctx.cache.get("ssd_mobilenet_v3_coco")
         yield url.replace("http://", "ws://") + "/ws", ctx
+
+
+@pytest.fixture
+def server(settings, data_dir: Path) -> Iterator[tuple[str, Any]]:  # type: ignore[no-untyped-def]
+    yield from _proctor_server(settings)
 
 
 @pytest.fixture
 def server_without_references(settings) -> Iterator[tuple[str, Any]]:  # type: ignore[no-untyped-def]
     """``server`` with FACEPORT_PROCTOR_REQUIRE_REFERENCE=false, for tests about other checks than identity."""
-    settings = settings.model_copy(update={"proctor_max_connections": 150, "proctor_max_connections_per_ip": 0,
-                                           "proctor_require_reference": False})
-    app = create_app(settings)
-    for url in serve_app(app, settings):
-        ctx = app.state.context
-        ctx.cache.get("ssd_mobilenet_v3_coco")
-        yield url.replace("http://", "ws://") + "/ws", ctx
+    yield from _proctor_server(settings, proctor_require_reference=False)
 
 
 @pytest.fixture
