@@ -136,6 +136,42 @@ def test_first_frame_after_a_scene_cut_is_blurred(cache, data_dir: Path, tmp_pat
         assert hidden, (cut + k, box, ratio, change)
 
 
+def _faces(*rows: tuple[float, float, float, float, float]):  # type: ignore[no-untyped-def]
+    from faceport.engine.types import Faces
+
+    arr = np.array(rows, np.float32).reshape(-1, 5)
+    return Faces(arr[:, :4].copy(), arr[:, 4].copy(), None)
+
+
+def test_low_scores_continue_a_face_or_confirm_in_two_frames_and_held_boxes_grow(cache) -> None:  # type: ignore[no-untyped-def]
+    session = cache.get("centerface")
+    tracker = FaceTracker(CenterFace(session), CenterFace(session, max_side=192), confidence=0.4,
+                          track_confidence=0.2, hold_frames=2, hold_growth=0.1)
+    tracker._match(_faces((100, 100, 200, 200, 0.9)), 640, 360)  # a clear face: blurred at once
+    assert len(tracker.tracks) == 1
+    # it turns to profile (0.25) while a texture blips once at 0.3 elsewhere
+    tracker._match(_faces((105, 100, 205, 200, 0.25), (400, 50, 440, 90, 0.3)), 640, 360)
+    assert [t.box.tolist() for t in tracker.tracks] == [[105, 100, 205, 200]]
+    # a low-score face seen in a second consecutive frame is confirmed; a blip that does not repeat never is
+    tracker._match(_faces((106, 100, 206, 200, 0.25), (402, 52, 442, 92, 0.3)), 640, 360)
+    assert len(tracker.tracks) == 2
+    tracker._match(_faces((402, 52, 442, 92, 0.3)), 640, 360)  # the first face is lost: held, growing
+    held = tracker.tracks[0]
+    assert held.missed == 1 and held.box[2] - held.box[0] == pytest.approx(110)
+    tracker._match(_faces(), 640, 360)
+    tracker._match(_faces(), 640, 360)
+    assert len(tracker.tracks) == 1  # held 2 frames, then dropped; the other is in its first held frame
+
+
+def test_no_face_box_on_a_clip_without_faces(cache, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """The low threshold (with two-frame confirmation) puts no box on a real clip with no face."""
+    session = cache.get("centerface")
+    tracker = FaceTracker(CenterFace(session, max_side=640), CenterFace(session, max_side=192))
+    frames = iter_frames(data_dir / "video" / "pf_no_face.mp4")
+    boxed = sum(len(tracker.update(frame)[0]) > 0 for _i, _t, frame in frames)
+    assert boxed == 0 and tracker.cuts == 0
+
+
 def _plate_truth(path: Path) -> list[np.ndarray]:
     boxes = []
     for line in path.read_text().splitlines():
