@@ -92,14 +92,17 @@ def main() -> None:
                     theirs_s.append(timed([str(deface), str(clip), "-o", str(theirs)]))
             n = len(originals)
             h, w = originals[0].shape[:2]
-            ours_fps = n / statistics.median(ours_s)
-            report = judge(originals, iter(read_frames(ours)), boxes)
+            ours_frames = read_frames(ours)
+            ours_fps = len(ours_frames) / statistics.median(ours_s)  # frames each tool wrote
+            report = judge(originals, iter(ours_frames), boxes)
             print(f"{name} ({w}x{h}, {n} frames): faceport {ours_fps:.1f} fps, {report.line()}; "
                   f"flagged frames {report.leak_frames}; boxes {report.leaks}", flush=True)
             if deface is not None:
-                theirs_fps = n / statistics.median(theirs_s)
-                report_d = judge(originals, iter(read_frames(theirs)), boxes)
-                print(f"{name}: deface 1.5.0 {theirs_fps:.1f} fps, {report_d.line()}; "
+                theirs_frames = read_frames(theirs)
+                theirs_fps = len(theirs_frames) / statistics.median(theirs_s)
+                report_d = judge(originals, iter(theirs_frames), boxes)
+                print(f"{name}: deface 1.5.0 {theirs_fps:.1f} fps ({len(theirs_frames)} frames written), "
+                      f"{report_d.line()}; "
                       f"flagged frames {report_d.leak_frames}; boxes {report_d.leaks}; "
                       f"faceport/deface speed {ours_fps / theirs_fps:.2f}x", flush=True)
         if args.skip_rest:

