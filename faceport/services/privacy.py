@@ -109,7 +109,7 @@ class VideoConfig(_Model):
     text_detection: bool | None = None
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     blur: BlurConfig = Field(default_factory=BlurConfig)
-    detect_every: int = Field(default=3, ge=1, le=300, description="Full face detection every N frames.")
+    detect_every: int = Field(default=1, ge=1, le=300, description="Full face detection every N frames.")
     fps: float | None = Field(default=None, gt=0, le=240)
     scale_percent: int = Field(default=100, ge=10, le=400)
 

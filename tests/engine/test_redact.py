@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from faceport.engine.detect import CenterFace
-from faceport.engine.redact import BlurOptions, ClassOptions, RedactOptions, blur_regions, build_redactor
+from faceport.engine.redact import BlurOptions, ClassOptions, FaceTracker, RedactOptions, blur_regions, build_redactor
 from faceport.engine.video import iter_frames, process_video
+from tests.privacy_judge import box_hidden, judge, read_frames, reference_boxes
 
 PRIVACY_MODELS = ("centerface", "ppocr_v4_det", "ppocr_v4_rec", "ppocr_cls", "plate_cascades", "whisper_tiny_en",
                   "spacy_en_core_web_sm")
@@ -65,6 +66,112 @@ def test_faces_covered_in_every_frame(cache, data_dir: Path, tmp_path: Path, nam
     print(f"{name}: faces covered in {covered}/{had} frames ({info.frames_out} frames)")
     assert had > 0.8 * info.frames_out
     assert covered == had
+
+
+# Reference boxes the independent judge (tests/privacy_judge.py) flags although nothing there is a
+# face: looked at by eye (frame, box). pf_single_face: frame 9 a door panel, frame 70 the wall
+# left of the chin. The slideshow (still photos with cuts between them): the last slide's Haar
+# box on a hand holding cards; its six faces are all blurred.
+JUDGE_FALSE_POSITIVES = {
+    "pf_single_face.mp4": {(9, (86, 31, 161, 106)), (70, (116, 210, 166, 260))},
+    "skv_carphone_pristine.mp4": set(),
+    "synth_slideshow_obama_biden_cat_group.mp4": {(i, (281, 215, 335, 269)) for i in range(60, 80)},
+}
+
+
+@pytest.mark.parametrize("name", sorted(JUDGE_FALSE_POSITIVES))
+def test_independent_judge_finds_no_visible_face(cache, data_dir: Path, tmp_path: Path, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Haar frontal/profile and dlib HOG faces (detectors the filter does not use) all lost their detail."""
+    clip = data_dir / "video" / name
+    out = tmp_path / "out.mp4"
+    redactor = build_redactor(cache, RedactOptions(plates=ClassOptions(False)))
+    process_video(clip, out, redactor.stream(fps=30.0))
+    originals = read_frames(clip)
+    report = judge(originals, iter(read_frames(out)), reference_boxes(originals))
+    print(f"{name}: {report.line()}; flagged {report.leaks}")
+    assert report.faces >= 0.9 * len(originals)
+    assert {(i, box) for i, box, _r, _c in report.leaks} <= JUDGE_FALSE_POSITIVES[name]
+
+
+def _concatenate(first: Path, first_frames: int, second: Path, out: Path) -> int:
+    """``first_frames`` frames of ``first`` then all of ``second`` (same size) as one H.264 clip; the cut index."""
+    frames = [f for i, _t, f in iter_frames(first) if i < first_frames] + read_frames(second)
+    h, w = frames[0].shape[:2]
+    with av.open(str(out), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for frame in frames:
+            assert frame.shape[:2] == (h, w)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")))
+        container.mux(stream.encode())
+    return first_frames
+
+
+def test_first_frame_after_a_scene_cut_is_blurred(cache, data_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Two real clips back to back; full detection only every 10 frames, so the cut (frame 23) must force one."""
+    clip = tmp_path / "cut.mp4"
+    video = data_dir / "video"
+    cut = _concatenate(video / "pf_WolfgangLanger_Pexels.mp4", 23, video / "pf_single_face.mp4", clip)
+    frames = read_frames(clip)
+    session = cache.get("centerface")
+    tracker = FaceTracker(CenterFace(session, max_side=640), CenterFace(session, max_side=192), detect_every=10)
+    runs = []
+    for frame in frames:
+        before = tracker.full_runs
+        tracker.update(frame)
+        runs.append(tracker.full_runs - before)
+    assert tracker.cuts == 1  # camera motion inside either clip is not a cut
+    assert runs[cut] == 1 and runs[cut - 1] == 0
+
+    out = tmp_path / "out.mp4"
+    redactor = build_redactor(cache, RedactOptions(plates=ClassOptions(False), detect_every=10))
+    process_video(clip, out, redactor.stream(fps=30.0))
+    redacted = read_frames(out)
+    boxes = reference_boxes(frames[cut:cut + 3])
+    assert all(len(b) for b in boxes)  # the judge sees the new face
+    for k, found in enumerate(boxes):
+        # the face is the judge's largest box; smaller ones here are Haar hits on the door panels
+        # (looked at: frame 25, 116,176,194,254), left alone by the filter, rightly
+        box = max(found, key=lambda b: float((b[2] - b[0]) * (b[3] - b[1])))
+        assert box[2] - box[0] > 120
+        hidden, ratio, change = box_hidden(frames[cut + k], redacted[cut + k], box)
+        assert hidden, (cut + k, box, ratio, change)
+
+
+def _faces(*rows: tuple[float, float, float, float, float]):  # type: ignore[no-untyped-def]
+    from faceport.engine.types import Faces
+
+    arr = np.array(rows, np.float32).reshape(-1, 5)
+    return Faces(arr[:, :4].copy(), arr[:, 4].copy(), None)
+
+
+def test_low_scores_continue_a_face_or_confirm_in_two_frames_and_held_boxes_grow(cache) -> None:  # type: ignore[no-untyped-def]
+    session = cache.get("centerface")
+    tracker = FaceTracker(CenterFace(session), CenterFace(session, max_side=192), confidence=0.4,
+                          track_confidence=0.2, hold_frames=2, hold_growth=0.1)
+    tracker._match(_faces((100, 100, 200, 200, 0.9)), 640, 360)  # a clear face: blurred at once
+    assert len(tracker.tracks) == 1
+    # it turns to profile (0.25) while a texture blips once at 0.3 elsewhere
+    tracker._match(_faces((105, 100, 205, 200, 0.25), (400, 50, 440, 90, 0.3)), 640, 360)
+    assert [t.box.tolist() for t in tracker.tracks] == [[105, 100, 205, 200]]
+    # a low-score face seen in a second consecutive frame is confirmed; a blip that does not repeat never is
+    tracker._match(_faces((106, 100, 206, 200, 0.25), (402, 52, 442, 92, 0.3)), 640, 360)
+    assert len(tracker.tracks) == 2
+    tracker._match(_faces((402, 52, 442, 92, 0.3)), 640, 360)  # the first face is lost: held, growing
+    held = tracker.tracks[0]
+    assert held.missed == 1 and held.box[2] - held.box[0] == pytest.approx(110)
+    tracker._match(_faces(), 640, 360)
+    tracker._match(_faces(), 640, 360)
+    assert len(tracker.tracks) == 1  # held 2 frames, then dropped; the other is in its first held frame
+
+
+def test_no_face_box_on_a_clip_without_faces(cache, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """The low threshold (with two-frame confirmation) puts no box on a real clip with no face."""
+    session = cache.get("centerface")
+    tracker = FaceTracker(CenterFace(session, max_side=640), CenterFace(session, max_side=192))
+    frames = iter_frames(data_dir / "video" / "pf_no_face.mp4")
+    boxed = sum(len(tracker.update(frame)[0]) > 0 for _i, _t, frame in frames)
+    assert boxed == 0 and tracker.cuts == 0
 
 
 def _plate_truth(path: Path) -> list[np.ndarray]:
