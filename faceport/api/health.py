@@ -31,9 +31,7 @@ class Health(BaseModel):
 async def health(ctx: ContextDep) -> JSONResponse:
     database_ok = await ctx.run(ctx.store.ping)
     # a write probe (create + delete one small file) of the output and upload folders and the media root
-    unwritable = await ctx.run(ctx.facefusion.unwritable_storage) if ctx.facefusion is not None else []
-    if getattr(ctx, "privacy", None) is not None:  # seed E's media root
-        unwritable += await ctx.run(ctx.privacy.unwritable_storage)
+    unwritable = await ctx.run(ctx.system.unwritable_storage) if ctx.system is not None else []
     healthy = database_ok and not unwritable
     body = Health(
         status="healthy" if healthy else "degraded",

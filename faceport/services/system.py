@@ -158,8 +158,12 @@ class SystemService:
         return _component(None if ok else f"database {self.store.url} does not answer (FACEPORT_DATABASE_URL)",
                           dialect=self.store.dialect)
 
+    def unwritable_storage(self) -> list[str]:
+        """Every folder that fails its write probe, as ``"<folder>:<setting>"`` (``/health`` reads it too)."""
+        return [folder for probe in self.storage_probes for folder in probe()]
+
     def _storage(self) -> Component:
-        unwritable = [folder for probe in self.storage_probes for folder in probe()]
+        unwritable = self.unwritable_storage()
         return _component(f"not writable: {', '.join(unwritable)}" if unwritable else None, unwritable=unwritable)
 
     def _models_health(self) -> Component:
