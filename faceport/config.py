@@ -86,6 +86,25 @@ class Settings(BaseSettings):
                                     "relative to and confined in this directory; default <home>/media.")
     job_queue_max: int = Field(default=16, ge=1, le=100_000,
                                description="Jobs waiting in the local runner; more are refused (QUEUE_FULL).")
+    jobs: Literal["local", "celery"] = Field(
+        default="local", description="Job runner: local (threads of the server process) or celery (Celery workers, "
+        "`faceport worker`, over Redis; the database and FACEPORT_HOME must be shared with them).")
+    celery_broker_url: str | None = Field(default=None, description="Celery broker; default FACEPORT_REDIS_URL.")
+    celery_queue: str = Field(default="faceport", min_length=1, description="Celery queue jobs go to by default.")
+    celery_routes: dict[str, str] = Field(
+        default_factory=dict, description="Job kind -> Celery queue (JSON), e.g. {\"facefusion.video\": \"gpu\"}: "
+        "those jobs run only on workers consuming that queue.")
+    celery_visibility_timeout: float = Field(
+        default=3600.0, ge=1.0, description="Seconds before Redis hands a message a dead worker took to another "
+        "worker; job leases usually recover the job long before.")
+    job_lease_seconds: float = Field(
+        default=30.0, ge=1.0, le=3600.0, description="A worker renews its claim on a running job this often "
+        "(every third of it); a job whose claim expired (its worker died) is run again by another worker.")
+    job_inline_timeout: float = Field(
+        default=300.0, gt=0.0, description="Seconds a request answered synchronously waits for its job on a "
+        "Celery worker (seed B's proxy timeout).")
+    node_name: str | None = Field(default=None, description="This process's name in /health and in Redis "
+                                  "(default host:pid).")
     sync_video_max_seconds: float = Field(default=120.0, ge=0.0,
                                           description="Videos up to this long are processed within the request; "
                                           "longer ones are queued as jobs.")

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from faceport.config import Settings
 from faceport.engine.core import EngineOptions, FaceEngine
 from faceport.engine.models import ModelCache, ModelStore
-from faceport.jobs import LocalJobRunner
+from faceport.jobs import JobQueue, make_job_queue
 from faceport.services.auth import build_auth
 from faceport.services.facefusion import FaceFusionService
 from faceport.services.gallery import load_gallery
@@ -37,7 +37,7 @@ class AppContext:
     store: Store
     auth: Any = None  # faceport.services.auth.AuthService
     gallery: Any = None  # faceport.services.gallery.Gallery
-    jobs: LocalJobRunner | None = None  # the local job runner (long videos, batch work)
+    jobs: JobQueue | None = None  # the job runner (long videos, batch work): local threads or Celery
     facefusion: FaceFusionService | None = None  # seed B
     privacy: Any = None  # faceport.services.privacy.PrivacyService (seed E)
     proctor: Any = None  # faceport.services.proctor.ProctorService (seed C)
@@ -45,8 +45,11 @@ class AppContext:
     started_at: float = field(default_factory=time.time)
 
     @classmethod
-    def create(cls, settings: Settings) -> AppContext:
-        """Open the database (migrations run here) and build the engine; loads no model yet."""
+    def create(cls, settings: Settings, *, role: str = "api", concurrency: int | None = None) -> AppContext:
+        """Open the database (migrations run here) and build the engine; loads no model yet.
+
+        ``role="worker"`` builds the same services for ``faceport worker`` (its Celery runner runs jobs).
+        """
         settings.home.mkdir(parents=True, exist_ok=True)
         models = ModelStore(settings.models_dir)
         cache = ModelCache(models, providers=settings.execution_providers, idle_ttl=settings.model_idle_ttl,
@@ -57,7 +60,7 @@ class AppContext:
         executor = CountingThreadPool(max_workers=settings.thread_pool_size, thread_name_prefix="faceport-work")
         store = open_store(settings.resolved_database_url)
         log.info("store %s at revision %s", store.dialect, store.revision())
-        jobs = LocalJobRunner(store, workers=settings.job_workers, queue_max=settings.job_queue_max)
+        jobs = make_job_queue(settings, store, role=role, concurrency=concurrency)
         facefusion = FaceFusionService(settings, engine, jobs)  # registers its job kinds
         from faceport.services.privacy import PrivacyService
 

@@ -89,7 +89,7 @@ def test_migrations_create_jobs_table(store: Store, store_target: StoreTarget) -
     columns = {column["name"]: column for column in inspector.get_columns("jobs", schema=schema)}
     assert set(columns) == {
         "id", "kind", "state", "progress", "params", "result", "error",
-        "created_at", "updated_at", "started_at", "finished_at",
+        "created_at", "updated_at", "started_at", "finished_at", "worker", "lease_until", "attempts",
     }  # fmt: skip
     assert not columns["kind"]["nullable"]
     assert columns["result"]["nullable"]
@@ -97,7 +97,7 @@ def test_migrations_create_jobs_table(store: Store, store_target: StoreTarget) -
     assert inspector.get_pk_constraint("jobs", schema=schema)["constrained_columns"] == ["id"]
     indexed = {tuple(index["column_names"]) for index in inspector.get_indexes("jobs", schema=schema)}
     assert {("kind",), ("state",)} <= indexed
-    assert store.revision() == head_revision() == "0006"
+    assert store.revision() == head_revision() == "0007"
     assert store.ping() is True
 
 
