@@ -306,6 +306,13 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def node_name(settings: Settings) -> str:
+    """This process's name in /health, logs and Redis: ``FACEPORT_NODE_NAME``, else ``host:pid``."""
+    import socket
+
+    return settings.node_name or f"{socket.gethostname()}:{os.getpid()}"
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()

@@ -42,6 +42,7 @@ class AppContext:
     privacy: Any = None  # faceport.services.privacy.PrivacyService (seed E)
     proctor: Any = None  # faceport.services.proctor.ProctorService (seed C)
     system: Any = None  # faceport.services.system.SystemService (seed D's /system/*)
+    gallery_sync: Any = None  # faceport.services.gallery.GallerySync, with FACEPORT_REDIS_URL
     started_at: float = field(default_factory=time.time)
 
     @classmethod
@@ -73,9 +74,16 @@ class AppContext:
         context.system = SystemService(settings, models, cache, store, jobs=jobs, executor=executor,
                                        storage_probes=(facefusion.unwritable_storage, privacy.unwritable_storage),
                                        started_at=context.started_at)
+        if settings.redis_url:  # several nodes on one database: other nodes' gallery changes reach this index
+            from faceport.config import node_name
+            from faceport.services.gallery import GallerySync
+
+            context.gallery_sync = GallerySync(context.gallery, settings.redis_url, node_name(settings))
         return context
 
     def start(self) -> None:
+        if self.gallery_sync is not None:
+            self.gallery_sync.start()
         self.cache.start_janitor()
         if self.settings.preload_models:
             self.cache.preload(self.settings.preload_models)
@@ -94,6 +102,8 @@ class AppContext:
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
 
     def close(self) -> None:
+        if self.gallery_sync is not None:
+            self.gallery_sync.close()
         if self.proctor is not None:
             self.proctor.close()
         if self.jobs is not None:

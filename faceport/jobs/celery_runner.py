@@ -32,13 +32,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
 from datetime import timedelta
 from typing import Any
 
+from faceport.config import node_name
 from faceport.errors import FaceportError, InvalidInput, NotFound, ProcessingFailed, QueueFull
 from faceport.jobs.local import (
     FinishHook,
@@ -71,11 +71,6 @@ _WORKER_KEY = "faceport:jobs:workers:"  # one key per live worker process, with 
 _RESENT_KEY = "faceport:jobs:resent:"  # a worker that re-sent an orphaned job holds this for a lease
 
 
-def node_name(settings: Any) -> str:
-    """This process's name: ``FACEPORT_NODE_NAME``, else ``host:pid``."""
-    return settings.node_name or f"{socket.gethostname()}:{os.getpid()}"
-
-
 def broker_url(settings: Any) -> str:
     """The Celery broker URL.
 
@@ -84,7 +79,8 @@ def broker_url(settings: Any) -> str:
     """
     url = settings.celery_broker_url or settings.redis_url
     if not url:
-        raise InvalidInput("FACEPORT_JOBS=celery needs a broker: set FACEPORT_REDIS_URL (or FACEPORT_CELERY_BROKER_URL)")
+        raise InvalidInput("FACEPORT_JOBS=celery needs a broker: set FACEPORT_REDIS_URL "
+                           "(or FACEPORT_CELERY_BROKER_URL)")
     return str(url)
 
 
@@ -488,8 +484,8 @@ class CeleryJobRunner(JobReads):
         """Run a Celery worker in this process until it is stopped (blocking)."""
         self.start()
         argv = ["worker", f"--pool={pool}", f"--concurrency={self.concurrency}", f"--queues={','.join(queues)}",
-                f"--loglevel={loglevel}", f"--hostname=faceport-{self.worker_id.replace(':', '-')}@%h", "--without-gossip",
-                "--without-mingle", "--without-heartbeat"]
+                f"--loglevel={loglevel}", f"--hostname=faceport-{self.worker_id.replace(':', '-')}@%h",
+                "--without-gossip", "--without-mingle", "--without-heartbeat"]
         try:
             self.celery.worker_main(argv=argv)
         finally:

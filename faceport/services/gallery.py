@@ -17,16 +17,19 @@ one, and searches only see that owner's faces; ``owner=None`` means every owner 
 The index keeps each owner's rows as an index array, so a search over one owner's faces
 costs in proportion to that owner's faces, not to the whole gallery.
 
-Changes made by other processes sharing the database are not seen until :meth:`Gallery.reload`.
+Changes made by other processes sharing the database are seen after :meth:`Gallery.reload`;
+:class:`GallerySync` calls it within about a second of a change on another node, through Redis pub/sub
+(``FACEPORT_REDIS_URL``), and :attr:`Gallery.on_change` tells it about this process's own changes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -151,6 +154,14 @@ class Gallery:
         self._snapshot = _Snapshot(self._vectors[:0], self._face_ids[:0], self._row_subject[:0],
                                    self._subject_ids[:0], self._subject_names[:0], self._subject_owners[:0],
                                    {}, {}, 0)
+        self.on_change: Callable[[], None] | None = None  # called after each committed change (GallerySync)
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:  # telling other nodes is best effort: the change itself is committed
+                logger.warning("could not announce a gallery change", exc_info=True)
 
     # --- subjects ----------------------------------------------------------------------
 
@@ -169,6 +180,7 @@ class Gallery:
             counts[owner] = counts.get(owner, 0) + 1
             self._snapshot = replace(snapshot, subject_counts=counts, subject_count=snapshot.subject_count + 1)
         logger.info("created subject %s", record.id)
+        self._changed()
         return record
 
     def get_subject(self, subject_id: str, *, owner: str | None = None) -> SubjectRecord:
@@ -207,6 +219,7 @@ class Gallery:
                 self._subject_names[ordinal] = record.name
                 self._publish()
         logger.info("renamed subject %s", subject_id)
+        self._changed()
         return record
 
     def delete_subject(self, subject_id: str, *, owner: str | None = None) -> SubjectRecord:
@@ -232,6 +245,7 @@ class Gallery:
                 del counts[record.owner]
             self._snapshot = replace(snapshot, subject_counts=counts, subject_count=snapshot.subject_count - 1)
         logger.info("deleted subject %s with %d face(s)", subject_id, record.face_count)
+        self._changed()
         return record
 
     # --- faces -------------------------------------------------------------------------
@@ -270,6 +284,7 @@ class Gallery:
                                        image_sha256=image_sha256)
             self._append(record.id, subject, vector)
         logger.info("added face %s to subject %s", record.id, subject_id)
+        self._changed()
         return record
 
     def enrol_image(self, subject_id: str, image: BGRImage, engine: FaceEngine, *,
@@ -323,6 +338,7 @@ class Gallery:
             if not keep.all():
                 self._keep_rows(keep)
         logger.info("deleted face %s of subject %s", face_id, subject_id)
+        self._changed()
         return record
 
     def subject_embeddings(self, subject_id: str, *, owner: str | None = None) -> NDArray[np.float32]:
@@ -615,6 +631,93 @@ def image_sha256(image: BGRImage) -> str:
     The same picture sent as a file or as base64 gives the same hash.
     """
     return hashlib.sha256(np.ascontiguousarray(image).data).hexdigest()
+
+
+class GallerySync:
+    """Keeps this process's gallery index in step with other processes through Redis pub/sub.
+
+    Each committed change publishes ``{"origin": <this process>}`` on :attr:`CHANNEL`; every other
+    process subscribed reloads its index from the database (bursts coalesce into one reload). After
+    a lost Redis connection the index is reloaded once, since announcements may have been missed.
+
+    Args:
+        gallery: The process's gallery; its ``on_change`` is taken over.
+        redis_url: ``FACEPORT_REDIS_URL``.
+        origin: This process's name (``FACEPORT_NODE_NAME``).
+    """
+
+    CHANNEL = "faceport:gallery:changed"
+
+    def __init__(self, gallery: Gallery, redis_url: str, origin: str) -> None:
+        import redis
+
+        self.gallery = gallery
+        self.origin = f"{origin}:{id(self):x}"
+        self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2.0, socket_timeout=2.0)
+        self._listen = redis.Redis.from_url(redis_url, socket_connect_timeout=2.0, health_check_interval=10)
+        self._dirty = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.reloads = 0
+        gallery.on_change = self.publish
+
+    def publish(self) -> None:
+        self._redis.publish(self.CHANNEL, json.dumps({"origin": self.origin}))
+
+    def start(self) -> None:
+        for target, name in ((self._subscribe, "faceport-gallery-sync"),
+                             (self._reload_loop, "faceport-gallery-reload")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._dirty.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._redis.close()
+        self._listen.close()
+
+    def _subscribe(self) -> None:
+        import redis
+
+        connected_before = False
+        while not self._stop.is_set():
+            try:
+                pubsub = self._listen.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self.CHANNEL)
+                if connected_before:  # announcements sent while we were away are lost: catch up once
+                    self._dirty.set()
+                connected_before = True
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=0.5)
+                    if message is None or message.get("type") != "message":
+                        continue
+                    try:
+                        origin = json.loads(message["data"]).get("origin")
+                    except (ValueError, AttributeError):
+                        origin = None
+                    if origin != self.origin:
+                        self._dirty.set()
+                pubsub.close()
+            except (redis.RedisError, OSError) as exc:
+                logger.warning("gallery sync: Redis unreachable (%s); retrying", exc)
+                self._stop.wait(1.0)
+
+    def _reload_loop(self) -> None:
+        while not self._stop.is_set():
+            self._dirty.wait()
+            if self._stop.is_set():
+                return
+            self._dirty.clear()
+            try:
+                self.gallery.reload()
+                self.reloads += 1
+            except Exception:
+                logger.exception("gallery sync: reload failed; retrying in a second")
+                self._stop.wait(1.0)
+                self._dirty.set()
 
 
 def load_gallery(store: Store, *, dim: int = EMBEDDING_DIM, model: str = EMBEDDING_MODEL) -> Gallery:

@@ -15,6 +15,7 @@ import logging
 import secrets
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -439,3 +440,102 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (np.floating, np.integer, np.bool_)):
         return value.item()
     return value
+
+
+_ACQUIRE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if tonumber(ARGV[2]) > 0 and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 1 end
+if tonumber(ARGV[3]) > 0 and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return 2 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[1])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]) * 4)
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[4]) * 4)
+return 0
+"""
+
+_REFRESH_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, #ARGV, 2 do
+  redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[i + 1]), ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2] or '0') * 4 + 1000)
+return 0
+"""
+
+
+class SharedConnectionSlots:
+    """Seed C's connection caps (in all, per client address) counted across every node, in Redis.
+
+    Each live connection is a member of two sorted sets (all, its address) scored by when it
+    expires; the owning process pushes the expiry forward every ``ttl_s / 3`` seconds, so a node
+    that dies frees its slots within ``ttl_s``. Admission is one Lua script (check both caps, add),
+    timed by Redis' own clock. Build it inside the serving event loop.
+    """
+
+    def __init__(self, url: str, *, prefix: str = "faceport:proctor:conns", ttl_s: float = 30.0) -> None:
+        import redis.asyncio as aioredis
+
+        self._redis = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        self._prefix = prefix
+        self._ttl_ms = int(ttl_s * 1000)
+        self._acquire = self._redis.register_script(_ACQUIRE_LUA)
+        self._refresh = self._redis.register_script(_REFRESH_LUA)
+        self._live: dict[str, str] = {}  # token -> address
+        self._refresher: Any = None
+        self.refused = ""  # "total" or "address": the cap that refused the last acquire
+
+    def _keys(self, address: str) -> list[str]:
+        return [f"{self._prefix}:all", f"{self._prefix}:addr:{address}"]
+
+    async def acquire(self, address: str, *, max_total: int, max_per_address: int) -> str | None:
+        """A slot token, or ``None`` with the cap that refused it in :attr:`refused`.
+
+        Raises:
+            redis.RedisError, OSError: Redis unreachable (the caller falls back to its own counts).
+        """
+        import asyncio
+
+        token = uuid.uuid4().hex
+        verdict = int(await self._acquire(keys=self._keys(address),
+                                          args=[token, max_total, max_per_address, self._ttl_ms]))
+        if verdict:
+            self.refused = "total" if verdict == 1 else "address"
+            return None
+        self._live[token] = address
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.ensure_future(self._refresh_forever())
+        return token
+
+    async def release(self, token: str) -> None:
+        address = self._live.pop(token, None)
+        if address is None:
+            return
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for key in self._keys(address):
+                pipe.zrem(key, token)
+            await pipe.execute()
+
+    async def _refresh_forever(self) -> None:
+        import asyncio
+
+        while self._live:
+            await asyncio.sleep(self._ttl_ms / 3000)
+            by_address: dict[str, list[str]] = {}
+            for token, address in list(self._live.items()):
+                by_address.setdefault(address, []).append(token)
+            try:
+                for address, tokens in by_address.items():
+                    for key in self._keys(address):
+                        args = [value for token in tokens for value in (token, self._ttl_ms)]
+                        await self._refresh(keys=[key], args=args)
+            except Exception as exc:  # Redis down: the slots expire; admissions fall back to local counts
+                log.warning("proctoring: could not refresh connection slots in Redis: %s", exc)
+
+    async def aclose(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+        await self._redis.aclose()
