@@ -139,3 +139,69 @@ def start_worker(name: str, env: dict[str, str], log_dir: Path, *extra: str) -> 
     worker = Process(name, ["worker", "--no-pull", *extra], env, log_dir)
     worker.wait_for_log(" ready.")
     return worker
+
+
+def start_node(name: str, env: dict[str, str], log_dir: Path, port: int) -> Process:
+    """A ``faceport serve`` subprocess (main app on ``port``, no privacy app), returned once /health answers."""
+    import httpx
+
+    node = Process(name, ["serve", "--no-pull", "--port", str(port), "--privacy-port", "0"], env, log_dir)
+    deadline = time.monotonic() + 120
+    while True:
+        if node.proc.poll() is not None:
+            raise AssertionError(f"{name} exited ({node.proc.returncode}):\n{node.log()[-4000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return node
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} never answered /health:\n{node.log()[-4000:]}")
+        time.sleep(0.2)
+
+
+NGINX_SITE = REPO / "deploy" / "nginx" / "faceport.conf"
+
+
+def nginx_binary() -> str:
+    import shutil
+
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").is_file() else None)
+    if found is None:
+        unavailable("nginx is not installed (apt-get install -y nginx; .ci/run installs it)")
+    return str(found)
+
+
+def nginx_config(workdir: Path, *, listen: int, main_nodes: list[int]) -> Path:
+    """A complete nginx.conf around the repository's site file (deploy/nginx/faceport.conf): its upstream
+    servers replaced by ``main_nodes``, its main server on ``listen``, the privacy server dropped; nginx
+    runs in the foreground with every path in ``workdir``."""
+    site = NGINX_SITE.read_text()
+    for placeholder in ("server 127.0.0.1:8001", "server 127.0.0.1:8002", "listen 80;", "listen 5000;"):
+        assert placeholder in site, f"{NGINX_SITE} changed: {placeholder!r} is gone; update tests/cluster.py"
+    upstream_main = "".join(f"    server 127.0.0.1:{port} max_fails=3 fail_timeout=10s;\n" for port in main_nodes)
+    site = site.replace("    server 127.0.0.1:8001 max_fails=3 fail_timeout=10s;\n"
+                        "    server 127.0.0.1:8002 max_fails=3 fail_timeout=10s;\n", upstream_main)
+    site = site.replace("listen 80;", f"listen 127.0.0.1:{listen};")
+    privacy_server = site.index("# Privacy app")
+    site = site[:privacy_server]  # the test nodes run without the privacy app
+    for folder in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (workdir / folder).mkdir(parents=True, exist_ok=True)
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    config = workdir / "nginx.conf"
+    config.write_text(f"""{user}daemon off;
+worker_processes 1;
+pid {workdir}/nginx.pid;
+error_log {workdir}/error.log warn;
+events {{ worker_connections 512; }}
+http {{
+    access_log {workdir}/access.log;
+    client_body_temp_path {workdir}/client_body;
+    proxy_temp_path {workdir}/proxy;
+    fastcgi_temp_path {workdir}/fastcgi;
+    uwsgi_temp_path {workdir}/uwsgi;
+    scgi_temp_path {workdir}/scgi;
+{site}
+}}
+""")
+    return config
