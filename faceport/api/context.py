@@ -43,6 +43,7 @@ class AppContext:
     proctor: Any = None  # faceport.services.proctor.ProctorService (seed C)
     system: Any = None  # faceport.services.system.SystemService (seed D's /system/*)
     gallery_sync: Any = None  # faceport.services.gallery.GallerySync, with FACEPORT_REDIS_URL
+    notices: Any = None  # faceport.services.notices.ChangeNotices (gallery, proctoring registry), with Redis
     started_at: float = field(default_factory=time.time)
 
     @classmethod
@@ -74,16 +75,22 @@ class AppContext:
         context.system = SystemService(settings, models, cache, store, jobs=jobs, executor=executor,
                                        storage_probes=(facefusion.unwritable_storage, privacy.unwritable_storage),
                                        started_at=context.started_at)
-        if settings.redis_url:  # several nodes on one database: other nodes' gallery changes reach this index
+        if settings.redis_url:  # several nodes on one database: other nodes' changes reach the in-memory caches
             from faceport.config import node_name
             from faceport.services.gallery import GallerySync
+            from faceport.services.notices import ChangeNotices
 
-            context.gallery_sync = GallerySync(context.gallery, settings.redis_url, node_name(settings))
+            notices = ChangeNotices(settings.redis_url, node_name(settings))
+            context.gallery_sync = GallerySync(context.gallery, notices)
+            proctor = context.proctor
+            proctor.on_change = lambda: notices.announce("proctor")
+            notices.watch("proctor", proctor.reload)
+            context.notices = notices
         return context
 
     def start(self) -> None:
-        if self.gallery_sync is not None:
-            self.gallery_sync.start()
+        if self.notices is not None:
+            self.notices.start()
         self.cache.start_janitor()
         if self.settings.preload_models:
             self.cache.preload(self.settings.preload_models)
@@ -102,8 +109,8 @@ class AppContext:
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
 
     def close(self) -> None:
-        if self.gallery_sync is not None:
-            self.gallery_sync.close()
+        if self.notices is not None:
+            self.notices.close()
         if self.proctor is not None:
             self.proctor.close()
         if self.jobs is not None:

@@ -19,13 +19,13 @@ costs in proportion to that owner's faces, not to the whole gallery.
 
 Changes made by other processes sharing the database are seen after :meth:`Gallery.reload`;
 :class:`GallerySync` calls it within about a second of a change on another node, through Redis pub/sub
-(``FACEPORT_REDIS_URL``), and :attr:`Gallery.on_change` tells it about this process's own changes.
+(``FACEPORT_REDIS_URL``, :class:`~faceport.services.notices.ChangeNotices`), and
+:attr:`Gallery.on_change` tells it about this process's own changes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import threading
 import time
@@ -42,6 +42,9 @@ from faceport.principal import Principal
 from faceport.store import Store
 from faceport.store import gallery as repo
 from faceport.store.gallery import FaceRecord, SubjectRecord
+
+if TYPE_CHECKING:
+    from faceport.services.notices import ChangeNotices
 
 if TYPE_CHECKING:
     from faceport.engine.core import FaceEngine
@@ -634,90 +637,23 @@ def image_sha256(image: BGRImage) -> str:
 
 
 class GallerySync:
-    """Keeps this process's gallery index in step with other processes through Redis pub/sub.
+    """Keeps this process's gallery index in step with other processes (:class:`ChangeNotices` topic ``gallery``).
 
-    Each committed change publishes ``{"origin": <this process>}`` on :attr:`CHANNEL`; every other
-    process subscribed reloads its index from the database (bursts coalesce into one reload). After
-    a lost Redis connection the index is reloaded once, since announcements may have been missed.
-
-    Args:
-        gallery: The process's gallery; its ``on_change`` is taken over.
-        redis_url: ``FACEPORT_REDIS_URL``.
-        origin: This process's name (``FACEPORT_NODE_NAME``).
+    Each committed change here is announced; every other process reloads its index from the database
+    (bursts coalesce into one reload; after a lost Redis connection it reloads once).
     """
 
-    CHANNEL = "faceport:gallery:changed"
+    TOPIC = "gallery"
 
-    def __init__(self, gallery: Gallery, redis_url: str, origin: str) -> None:
-        import redis
-
+    def __init__(self, gallery: Gallery, notices: ChangeNotices) -> None:
         self.gallery = gallery
-        self.origin = f"{origin}:{id(self):x}"
-        self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2.0, socket_timeout=2.0)
-        self._listen = redis.Redis.from_url(redis_url, socket_connect_timeout=2.0, health_check_interval=10)
-        self._dirty = threading.Event()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self.reloads = 0
-        gallery.on_change = self.publish
+        self.notices = notices
+        gallery.on_change = lambda: notices.announce(self.TOPIC)
+        notices.watch(self.TOPIC, gallery.reload)
 
-    def publish(self) -> None:
-        self._redis.publish(self.CHANNEL, json.dumps({"origin": self.origin}))
-
-    def start(self) -> None:
-        for target, name in ((self._subscribe, "faceport-gallery-sync"),
-                             (self._reload_loop, "faceport-gallery-reload")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._dirty.set()
-        for thread in self._threads:
-            thread.join(timeout=5)
-        self._redis.close()
-        self._listen.close()
-
-    def _subscribe(self) -> None:
-        import redis
-
-        connected_before = False
-        while not self._stop.is_set():
-            try:
-                pubsub = self._listen.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(self.CHANNEL)
-                if connected_before:  # announcements sent while we were away are lost: catch up once
-                    self._dirty.set()
-                connected_before = True
-                while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=0.5)
-                    if message is None or message.get("type") != "message":
-                        continue
-                    try:
-                        origin = json.loads(message["data"]).get("origin")
-                    except (ValueError, AttributeError):
-                        origin = None
-                    if origin != self.origin:
-                        self._dirty.set()
-                pubsub.close()
-            except (redis.RedisError, OSError) as exc:
-                logger.warning("gallery sync: Redis unreachable (%s); retrying", exc)
-                self._stop.wait(1.0)
-
-    def _reload_loop(self) -> None:
-        while not self._stop.is_set():
-            self._dirty.wait()
-            if self._stop.is_set():
-                return
-            self._dirty.clear()
-            try:
-                self.gallery.reload()
-                self.reloads += 1
-            except Exception:
-                logger.exception("gallery sync: reload failed; retrying in a second")
-                self._stop.wait(1.0)
-                self._dirty.set()
+    @property
+    def reloads(self) -> int:
+        return self.notices.reloads.get(self.TOPIC, 0)
 
 
 def load_gallery(store: Store, *, dim: int = EMBEDDING_DIM, model: str = EMBEDDING_MODEL) -> Gallery:

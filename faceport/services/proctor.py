@@ -105,6 +105,7 @@ class ProctorService:
         self._clients: dict[str, _Client] = {}
         self._lock = threading.Lock()
         self._listeners: dict[str, set[Listener]] = {}
+        self.on_change: Callable[[], None] | None = None  # announces committed changes to other nodes
         self.actions = {Reason[k]: Action[v] for k, v in settings.proctor_actions.items()}
         self.check_ms: dict[str, list[float]] = {}
         self._stop = threading.Event()
@@ -135,11 +136,33 @@ class ProctorService:
 
     # registry -----------------------------------------------------------------------------------
     def reload(self) -> None:
+        """Read the registry from the store (at start, and after another node announced a change).
+
+        Live connections of clients whose state changed (paused, blocked, deleted elsewhere) hear it,
+        as they do for changes made on this node. A client's debouncing streak is kept.
+        """
         with self.store.session() as session:
             records = repo.list_clients(session=session)
         with self._lock:
-            self._clients = {r.user_name: _Client(r.user_name, r.state, r.violations, r.embeddings, r.token_hash)
-                             for r in records}
+            before = {name: client.state for name, client in self._clients.items()}
+            fresh = {r.user_name: _Client(r.user_name, r.state, r.violations, r.embeddings, r.token_hash)
+                     for r in records}
+            for name, client in fresh.items():
+                old = self._clients.get(name)
+                if old is not None and old.state == client.state:
+                    client.streak, client.streak_reason = old.streak, old.streak_reason
+            self._clients = fresh
+        for name, state in before.items():
+            now = fresh[name].state if name in fresh else "deleted"
+            if now != state:
+                self._notify(name, now)
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:  # telling other nodes is best effort: the change itself is committed
+                log.warning("could not announce a proctoring registry change", exc_info=True)
 
     def client(self, user_name: str) -> _Client | None:
         with self._lock:
@@ -173,6 +196,7 @@ class ProctorService:
             client = self._clients.get(user_name)
             if client is not None:
                 client.token_hash = digest
+        self._changed()
         return record
 
     def token_accepted(self, client: _Client, presented: object) -> bool:
@@ -188,6 +212,7 @@ class ProctorService:
             record = repo.create_client(session=session, user_name=user_name)
         with self._lock:
             self._clients[record.user_name] = _Client(record.user_name, record.state, 0, record.embeddings)
+        self._changed()
         return record
 
     def get_client(self, user_name: str) -> repo.ClientRecord:
@@ -204,6 +229,7 @@ class ProctorService:
         with self._lock:
             self._clients.pop(user_name, None)
         self._notify(user_name, "deleted")
+        self._changed()
 
     def add_face(self, user_name: str, image: BGRImage) -> repo.ClientRecord:
         """Enrol one reference face (blocking: runs detection and the embedder).
@@ -230,6 +256,7 @@ class ProctorService:
             client = self._clients.get(user_name)
             if client is not None:
                 client.embeddings = record.embeddings
+        self._changed()
         return record
 
     def set_state(self, user_name: str, state: str) -> repo.ClientRecord:
@@ -244,6 +271,7 @@ class ProctorService:
                 client.violations = record.violations
                 client.streak, client.streak_reason = 0, None
         self._notify(user_name, state)
+        self._changed()
         return record
 
     def subscribe(self, user_name: str, listener: Listener) -> Callable[[], None]:

@@ -6,7 +6,8 @@ address always on one node; a Socket.IO polling session, which breaks without st
 upgrades through nginx (seed C ``/ws``); seed B's body size (a 2+ MB upload, over nginx's 1 MB default)
 answered by a Celery worker within the request; a gallery change on one node used by the other;
 rate limits shared (the per-IP login limit counts across nodes); the proctoring per-address cap across
-nodes; seed A's single-user mode across nodes.
+nodes; proctoring registry changes (a client added, then blocked, on one node) reaching a live connection
+on the other; seed A's single-user mode across nodes.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Itera
                 assert time.monotonic() < deadline, (workdir / "error.log").read_text()
                 time.sleep(0.1)
             yield {"url": url, "a": f"http://127.0.0.1:{port_a}", "b": f"http://127.0.0.1:{port_b}",
-                   "processes": processes, "home": home}
+                   "processes": processes, "home": home, "env": faceport_env(**common)}
         finally:
             if nginx_proc is not None:
                 nginx_proc.terminate()
@@ -269,3 +270,36 @@ def test_single_user_mode_holds_across_nodes(cluster: dict[str, Any]) -> None:
         for client in (first, second):
             if client is not None and client.connected:
                 client.sio.disconnect()
+
+
+def test_proctoring_registry_changes_on_one_node_reach_the_other(cluster: dict[str, Any]) -> None:
+    import base64
+    import sys
+
+    import websocket
+
+    a, ws_b = cluster["a"], cluster["b"].replace("http", "ws") + "/ws"
+    made = subprocess.run([sys.executable, "-m", "faceport.cli", "users", "create-admin", "--username", "proctoradmin",
+                           "--password", PASSWORD], env=cluster["env"], capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    headers = {"Authorization": f"Bearer {_token(a, 'proctoradmin')}"}
+    created = httpx.post(f"{a}/api/v1/proctor/clients", headers=headers, json={"user_name": "examinee1"}, timeout=30)
+    assert created.status_code == 201, created.text
+    frame = json.dumps({"user_name": "examinee1", "image": base64.b64encode(GRACE.read_bytes()).decode()})
+    deadline = time.monotonic() + 30
+    while True:  # node b learns of the new client from node a's notice (before: "not registered", closed)
+        live = websocket.create_connection(ws_b, timeout=20)
+        live.send(frame)
+        answer = json.loads(live.recv())
+        if "no reference face" in str(answer.get("message")):
+            break
+        live.close()
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.1)
+    try:
+        blocked = httpx.post(f"{a}/api/v1/proctor/clients/examinee1/block", headers=headers, timeout=30)
+        assert blocked.status_code == 200, blocked.text
+        pushed = json.loads(live.recv())  # pushed by node b, with no frame sent
+        assert pushed["action"] == "ACTION_ERROR" and pushed["reason"] == "REASON_BLOCKED_CLIENT", pushed
+    finally:
+        live.close()
