@@ -7,7 +7,8 @@ text and audio off) — a short real job, so the runner's own cost shows.
 
 - overhead: ``run_inline`` (how a request answered synchronously runs its job) on the local runner
   (in this process) and on the Celery runner (sent over Redis to one ``faceport worker`` subprocess,
-  awaited through Redis); median of ``--runs`` after warm-up; overhead = Celery - local.
+  awaited through Redis), alternating the two ``--runs`` times after warm-up; medians, their
+  difference, and the median of the paired differences.
 - throughput: ``--jobs`` jobs submitted at once, seconds until the last completes, with 1 and then 2
   worker processes (concurrency 1 each); jobs per second.
 
@@ -62,17 +63,26 @@ def _params(context: Any) -> dict[str, Any]:
     return dict(context.privacy.validate("in.jpg", f"outputs/{uuid.uuid4().hex}.jpg", CONFIG))
 
 
-def _inline_ms(context: Any, runs: int) -> list[float]:
-    for _ in range(2):  # warm-up: models loaded on whichever process runs the job
-        context.jobs.run_inline("privacy.process", _params(context))
-    times = []
-    for _ in range(runs):
-        params = _params(context)
-        started = time.perf_counter()
-        record = context.jobs.run_inline("privacy.process", params)
-        times.append((time.perf_counter() - started) * 1000)
-        assert record.state.value == "completed", record
-    return times
+def _inline_ms(context: Any) -> float:
+    params = _params(context)
+    started = time.perf_counter()
+    record = context.jobs.run_inline("privacy.process", params)
+    elapsed = (time.perf_counter() - started) * 1000
+    assert record.state.value == "completed", record
+    return elapsed
+
+
+def _paired_inline_ms(local: Any, celery: Any, runs: int) -> tuple[list[float], list[float]]:
+    """Alternate local and Celery runs, so that the machine's load weighs on both alike."""
+    for _ in range(2):  # warm-up: models loaded in both processes
+        _inline_ms(local), _inline_ms(celery)
+    local_ms, celery_ms = [], []
+    for index in range(runs):
+        first, second = (local, celery) if index % 2 == 0 else (celery, local)
+        a, b = _inline_ms(first), _inline_ms(second)
+        local_ms.append(a if first is local else b)
+        celery_ms.append(b if first is local else a)
+    return local_ms, celery_ms
 
 
 def _throughput(context: Any, jobs: int) -> float:
@@ -106,22 +116,20 @@ def main() -> None:
                       "celery_queue": queue, "pull_on_start": False, "model_idle_ttl": 0, "audit_log": "off",
                       "job_queue_max": 1000}
             base = {("models_dir_override" if k == "models_dir" else k): v for k, v in common.items()}
-            local = _context(Settings(**base, jobs="local"))
-            try:
-                local_ms = _inline_ms(local, args.runs)
-            finally:
-                local.close()
             env = faceport_env(**common, jobs="celery")
             workers.append(start_worker("bench-worker-1", env, home))
+            local = _context(Settings(**base, jobs="local"))
             celery = _context(Settings(**base, jobs="celery"))
             try:
-                celery_ms = _inline_ms(celery, args.runs)
+                local_ms, celery_ms = _paired_inline_ms(local, celery, args.runs)
                 one = _throughput(celery, args.jobs)
                 workers.append(start_worker("bench-worker-2", env, home))
-                _inline_ms(celery, 1)  # both workers warm
+                for _ in range(4):  # both workers warm (each has loaded its models)
+                    _inline_ms(celery)
                 two = _throughput(celery, args.jobs)
             finally:
                 celery.close()
+                local.close()
     finally:
         for worker in workers:
             worker.stop()
@@ -133,6 +141,8 @@ def main() -> None:
         "local_inline_ms_median": round(local_median, 1), "celery_inline_ms_median": round(celery_median, 1),
         "celery_overhead_ms": round(celery_median - local_median, 1),
         "celery_over_local_ratio": round(celery_median / local_median, 2),
+        "paired_difference_ms_median": round(statistics.median(c - lo for c, lo in zip(celery_ms, local_ms,
+                                                                                         strict=True)), 1),
         "throughput_jobs_per_s_1_worker": round(one, 2), "throughput_jobs_per_s_2_workers": round(two, 2),
         "two_over_one_ratio": round(two / one, 2), "load_after": os.getloadavg(),
     })

@@ -180,6 +180,8 @@ class SystemService:
         alive, workers = self.jobs.alive_workers(), self.jobs.workers
         if not self.jobs.started:
             problem: str | None = "the job runner is not running"
+        elif getattr(self.jobs, "role", None) == "api" and alive == 0:  # FACEPORT_JOBS=celery
+            problem = "no job worker is alive: start `faceport worker` (FACEPORT_JOBS=celery)"
         elif alive < workers:
             problem = f"{workers - alive} of {workers} job workers died (FACEPORT_JOB_WORKERS)"
         else:

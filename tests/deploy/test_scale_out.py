@@ -205,6 +205,8 @@ def test_a_gallery_change_on_one_node_is_used_by_the_other(cluster: dict[str, An
     changed_at = time.monotonic()
     while (face := recognize_on_b())["subject"] is None:
         assert time.monotonic() - changed_at < 30, "node b never saw the new face"
+    print(f"gallery change on node a used by node b after {time.monotonic() - changed_at:.2f} s "
+          "(including the recognize requests)")
     assert face["subject"]["subject"] == "Grace Hopper" and face["subject"]["subject_id"] == subject_id
     deleted = httpx.delete(f"{a}/api/v1/face/subjects/{subject_id}", headers=headers, timeout=30)
     assert deleted.status_code in (200, 204), deleted.text
@@ -305,3 +307,13 @@ def test_proctoring_registry_changes_on_one_node_reach_the_other(cluster: dict[s
         assert pushed["action"] == "ACTION_ERROR" and pushed["reason"] == "REASON_BLOCKED_CLIENT", pushed
     finally:
         live.close()
+
+
+def test_system_status_counts_the_celery_workers(cluster: dict[str, Any]) -> None:
+    headers = {"Authorization": f"Bearer {_token(cluster['b'], 'proctoradmin')}"}  # made by the test above
+    status = httpx.get(f"{cluster['b']}/api/v1/system/status", headers=headers, timeout=30)
+    assert status.status_code == 200, status.text
+    jobs = status.json()["data"]["jobs"]
+    assert jobs["workers_alive"] == 1 and jobs["queue_depth"] == 0, jobs
+    health = httpx.get(f"{cluster['b']}/api/v1/system/health", headers=headers, timeout=30).json()["data"]
+    assert health["components"]["job_runner"]["status"] == "ok", health["components"]["job_runner"]

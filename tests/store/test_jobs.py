@@ -530,3 +530,37 @@ def test_webhook_deliveries_claim_retry_deliver_and_cascade(store: Store) -> Non
         session.execute(delete(Job).where(Job.id == job.id))
     with store.session() as session:
         assert delivery_for_job(session=session, job_id=job.id) is None  # deleted with its job
+
+
+# --- claims and leases (Celery workers) ------------------------------------------------------------
+
+
+def test_claims_are_exclusive_leased_and_fenced(store: Store) -> None:
+    from faceport.store import claim_job, orphaned_jobs, renew_lease
+
+    with store.session() as session:
+        job = create_job(session=session, kind="video", params={})
+    with store.session() as session:
+        first = claim_job(session=session, job_id=job.id, worker="w1", lease_seconds=60)
+    assert first is not None and first.state is JobState.RUNNING and first.worker == "w1" and first.attempts == 1
+    with store.session() as session:  # held under a live lease: a second delivery gets nothing
+        assert claim_job(session=session, job_id=job.id, worker="w2", lease_seconds=60) is None
+        assert orphaned_jobs(session=session, kinds=("video",)) == []
+        assert renew_lease(session=session, job_id=job.id, worker="w2", lease_seconds=60) is None
+        update_progress(session=session, job_id=job.id, progress=40.0, worker="w1")
+    with store.session() as session:  # w1 dies: its lease runs out
+        session.execute(text("UPDATE jobs SET lease_until = :t WHERE id = :id"),
+                        {"t": datetime.now(UTC) - timedelta(seconds=1), "id": job.id})
+    with store.session() as session:
+        assert [r.id for r in orphaned_jobs(session=session, kinds=("video",))] == [job.id]
+        taken = claim_job(session=session, job_id=job.id, worker="w2", lease_seconds=60)
+    assert taken is not None and taken.worker == "w2" and taken.attempts == 2 and taken.progress == 0.0
+    with store.session() as session, pytest.raises(InvalidInput, match="held by w2"):
+        complete_job(session=session, job_id=job.id, result={"by": "w1"}, worker="w1")  # the old holder is fenced
+    with store.session() as session, pytest.raises(InvalidInput):
+        update_progress(session=session, job_id=job.id, progress=50.0, worker="w1")
+    with store.session() as session:
+        done = complete_job(session=session, job_id=job.id, result={"by": "w2"}, worker="w2")
+        assert done.state is JobState.COMPLETED and done.result == {"by": "w2"} and done.lease_until is None
+        assert claim_job(session=session, job_id=job.id, worker="w3", lease_seconds=60) is None  # ended: a no-op
+        assert get_job(session=session, job_id=job.id).attempts == 2
