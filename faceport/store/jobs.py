@@ -300,6 +300,8 @@ def cancel_job(*, session: Session, job_id: str) -> JobRecord:
 def claim_job(*, session: Session, job_id: str, worker: str, lease_seconds: float) -> JobRecord | None:
     """Take a job for ``worker``: a queued one, or a running one whose lease expired (its worker died).
 
+    A running job without a lease belongs to a local runner (:func:`start_job`) and is never taken.
+
     One conditional ``UPDATE``: of several workers claiming at once exactly one wins. A job taken
     over restarts from the beginning (progress 0); ``attempts`` counts the starts.
 
@@ -313,7 +315,8 @@ def claim_job(*, session: Session, job_id: str, worker: str, lease_seconds: floa
     now = utcnow()
     claimable = or_(
         Job.state == JobState.QUEUED.value,
-        and_(Job.state == JobState.RUNNING.value, or_(Job.lease_until.is_(None), Job.lease_until < now)),
+        # no lease: a local runner's job (start_job), never taken over by a worker
+        and_(Job.state == JobState.RUNNING.value, Job.lease_until.is_not(None), Job.lease_until < now),
     )
     statement = (
         update(Job)
@@ -345,10 +348,11 @@ def renew_lease(*, session: Session, job_id: str, worker: str, lease_seconds: fl
 
 def orphaned_jobs(*, session: Session, kinds: tuple[str, ...], queued_before: datetime | None = None,
                   limit: int = MAX_LIST_LIMIT) -> list[JobRecord]:
-    """Jobs of ``kinds`` no live worker holds: running with an expired (or no) lease, and, when
-    ``queued_before`` is given, queued since before it. Oldest first."""
+    """Jobs of ``kinds`` no live worker holds: running under an expired lease, and, when ``queued_before``
+    is given, queued since before it. Oldest first. A running job without a lease is a local runner's
+    (:func:`start_job`): never listed."""
     now = utcnow()
-    lost = and_(Job.state == JobState.RUNNING.value, or_(Job.lease_until.is_(None), Job.lease_until < now))
+    lost = and_(Job.state == JobState.RUNNING.value, Job.lease_until.is_not(None), Job.lease_until < now)
     condition = lost if queued_before is None else or_(
         lost, and_(Job.state == JobState.QUEUED.value, Job.created_at < queued_before))
     query = (select(Job).where(Job.kind.in_(kinds), condition).order_by(Job.created_at, Job.id).limit(limit))

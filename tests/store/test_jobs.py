@@ -564,3 +564,7 @@ def test_claims_are_exclusive_leased_and_fenced(store: Store) -> None:
         assert done.state is JobState.COMPLETED and done.result == {"by": "w2"} and done.lease_until is None
         assert claim_job(session=session, job_id=job.id, worker="w3", lease_seconds=60) is None  # ended: a no-op
         assert get_job(session=session, job_id=job.id).attempts == 2
+        local = start_job(session=session, job_id=create_job(session=session, kind="video", params={}).id)
+        # a local runner's running job (no lease) is neither orphaned nor claimable by a worker
+        assert orphaned_jobs(session=session, kinds=("video",)) == []
+        assert claim_job(session=session, job_id=local.id, worker="w3", lease_seconds=60) is None
