@@ -100,8 +100,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Itera
             if nginx_proc is not None:
                 nginx_proc.terminate()
                 nginx_proc.wait(timeout=30)
-            for process in processes:
-                process.stop()
+            for process in processes:  # a node may hold an aborted long poll open until its ping interval
+                process.stop(timeout=10)
             clear_redis_keys(redis_url, f"fp-test-{tag}*", "faceport:jobs:*", "faceport:proctor:*")
 
 
@@ -141,8 +141,8 @@ def test_socketio_polling_and_websocket_upgrades_pass_through_nginx(cluster: dic
         client.emit("clear_source")
         time.sleep(1.0)  # several more polls, all on the same node
         assert client.connected
-    finally:
-        client.disconnect()
+    finally:  # abort: a clean disconnect waits for the pending long poll (up to the 25 s ping interval)
+        client.eio.disconnect(abort=True)
     ws = websocket.create_connection(cluster["url"].replace("http", "ws") + "/ws", timeout=20)
     try:
         ws.send("not json")
