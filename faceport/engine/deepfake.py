@@ -130,8 +130,9 @@ def _frame(image: BGRImage, landmarks: NDArray[np.float32]) -> _FaceFrame | None
     crop = image[y0:y1, x0:x1]
     scale = min(1.0, WORK_SIZE / face_w)
     if scale < 1.0:
-        crop = cv2.resize(crop, (max(8, round(crop.shape[1] * scale)), max(8, round(crop.shape[0] * scale))),
-                          interpolation=cv2.INTER_AREA)
+        crop = np.asarray(cv2.resize(crop, (max(8, round(crop.shape[1] * scale)),
+                                            max(8, round(crop.shape[0] * scale))), interpolation=cv2.INTER_AREA),
+                          np.uint8)
     points = (pts - [x0, y0]) * scale
     hull = np.zeros(crop.shape[:2], np.uint8)
     cv2.fillPoly(hull, [np.round(points[list(FACE_OVAL)]).astype(np.int32)], 255)
@@ -264,7 +265,7 @@ def misalignment(f: _FaceFrame) -> float:
     def sample(xy: NDArray[np.float64]) -> NDArray[np.float64]:
         x = np.clip(np.round(xy[:, 0]).astype(int), 0, w - 1)
         y = np.clip(np.round(xy[:, 1]).astype(int), 0, h - 1)
-        return mag[y, x].astype(np.float64)
+        return np.asarray(mag[y, x], np.float64)
 
     on, off = [], []
     for contour in _CONTOURS:
