@@ -272,7 +272,7 @@ def _render_setup(sources: tuple[Path, ...], target: Path, processors: str, *, d
         request["output_image_scale" if media == "image" else "output_video_scale"] = scale
     if fps is not None:
         request["output_video_fps"] = fps
-    options = RenderOptions.from_request(validate_process_request(request))
+    options = RenderOptions.from_request(validate_process_request(request), settings)
     for path in (*sources, target):
         if not path.is_file():
             raise click.ClickException(f"no such file: {path}")

@@ -124,6 +124,13 @@ class Settings(BaseSettings):
     webhook_backoff_seconds: float = Field(default=5.0, gt=0.0, le=3600.0,
                                            description="Wait before the first retry; doubled for each next one.")
 
+    # Seed B face selection: "many"/"all"/"one" leave small background faces alone (no pale ghosts).
+    swap_min_face_px: int = Field(default=24, ge=0, le=4096, description="Faces whose shorter box side is under "
+                                  "this many pixels are not swapped/enhanced in selector modes many, all and one; "
+                                  "a request's face_selector_min_size overrides it.")
+    swap_min_face_ratio: float = Field(default=0.25, ge=0.0, le=1.0, description="... nor faces smaller than this "
+                                       "share of the largest face's side in the same image (0 turns it off).")
+
     # Seed A (live webcam face swap: /upload_source, /status, Socket.IO on the main app).
     live_max_fps: float = Field(default=15.0, gt=0.0, le=120.0,
                                 description="Frames per second accepted from the active user; "

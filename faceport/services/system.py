@@ -238,7 +238,8 @@ class SystemService:
         installed = self.models.is_installed(name)
         size = self.models.status(name).size_bytes if installed else 0
         idle = min((m.idle_seconds for m in sessions), default=None)
-        pull = f"faceport models pull {name}" + ("" if spec.default else " --from FILE|URL --sha256 HEX")
+        public = spec.source.package is not None or spec.source.installed_module is not None
+        pull = f"faceport models pull {name}" + ("" if public else " --from FILE|URL --sha256 HEX")
         return ModelState(
             name=name, task=spec.task, runtime=spec.runtime,
             providers=list(self.cache.providers) if spec.runtime == "onnxruntime" else ["CPU"],
