@@ -177,15 +177,16 @@ def camera_only(photo: Image, background: Image, rng: np.random.Generator) -> Im
 
 
 def portrait(photo: Image, xyxy: NDArray[np.float32], *, widths: float = 2.4) -> Image:
-    """A 3:4 portrait crop around one face box (the face about 1/``widths`` of the width), edges reflected."""
+    """A 3:4 portrait crop round one face box (the face about 1/``widths`` of its width), kept inside the photo."""
     x1, y1, x2, y2 = (float(v) for v in xyxy[:4])
+    ph, pw = photo.shape[:2]
     side = max(x2 - x1, y2 - y1)
-    w, h = widths * side, widths * side * 4 / 3
+    w = min(widths * side, pw, ph * 3 / 4)
+    h = w * 4 / 3
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2 + 0.25 * side
-    pad = int(max(w, h))
-    padded = cv2.copyMakeBorder(photo, pad, pad, pad, pad, cv2.BORDER_REFLECT)
-    a, b = int(cx - w / 2) + pad, int(cy - h / 2) + pad
-    return padded[b:b + int(h), a:a + int(w)].copy()
+    a = int(np.clip(cx - w / 2, 0, pw - w))
+    b = int(np.clip(cy - h / 2, 0, ph - h))
+    return photo[b:b + int(h), a:a + int(w)].copy()
 
 
 def _background(background: Image, rng: np.random.Generator) -> Image:

@@ -25,6 +25,7 @@ Single image:
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -32,7 +33,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from faceport.engine.types import BGRImage
+from faceport.engine.antispoof import SpoofAssessment, SpoofOptions, assess_spoof
+from faceport.engine.types import BGRImage, Faces
 
 CROP_SIZE = 256
 # FaceMesh eye contour points: (corner, corner, top1, bottom1, top2, bottom2) per eye.
@@ -52,6 +54,19 @@ class LivenessOptions:
     blink_drop: float = 0.65  # EAR below this share of the window median = a blink
     moire_threshold: float = 1000.0
     border_threshold: float = 0.75
+    # A pair is planar evidence only when a homography explains the matches clearly better than a
+    # similarity (rotation, scale, shift): small or in-plane motion (a real head between two
+    # consecutive 24 fps frames) fits both and says nothing.
+    planar_min_gain: float = 0.2
+    # Passive cues (faceport.engine.antispoof) over the window: spoof when this share of the frames
+    # (at least min_pairs + 1 of them) was judged a print or screen.
+    passive_fraction: float = 0.5
+    # Still face: no blink and the face region moved under still_max_displacement crop pixels away
+    # from an anchor frame for still_frames frames spanning still_seconds: a photo (noise added or
+    # not) held still. A live person blinks or moves within seconds.
+    still_max_displacement: float = 2.0
+    still_frames: int = 12
+    still_seconds: float = 8.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +140,7 @@ class PairMotion:
     inlier_ratio: float
     displacement: float  # median feature displacement, crop pixels
     difference: float  # mean absolute grey difference
+    similarity_ratio: float = 0.0  # share of matches a similarity transform explains (same tolerance)
 
 
 def pair_motion(prev: NDArray[np.uint8], cur: NDArray[np.uint8]) -> PairMotion:
@@ -145,7 +161,9 @@ def pair_motion(prev: NDArray[np.uint8], cur: NDArray[np.uint8]) -> PairMotion:
         return PairMotion(len(matches), 0.0, 0.0, difference)
     inliers = mask.ravel().astype(bool)
     displacement = float(np.median(np.linalg.norm(p2[inliers] - p1[inliers], axis=1))) if inliers.any() else 0.0
-    return PairMotion(len(matches), float(inliers.mean()), displacement, difference)
+    _, similar = cv2.estimateAffinePartial2D(p1, p2, method=cv2.RANSAC, ransacReprojThreshold=2.0)
+    similarity = float(similar.mean()) if similar is not None else 0.0
+    return PairMotion(len(matches), float(inliers.mean()), displacement, difference, similarity)
 
 
 def moire_score(crop: NDArray[np.uint8]) -> float:
@@ -235,32 +253,53 @@ class _Frame:
     ear: float | None
 
 
-class LivenessTracker:
-    """Temporal liveness of one stream (one client); keeps its last ``window`` face crops in memory.
+@dataclass(slots=True)
+class _Still:
+    """The anchor of the current still segment: its crop, when it began, and how many frames since."""
 
-    Not thread-safe: one stream's frames are processed one at a time.
+    crop: NDArray[np.uint8]
+    since: float
+    frames: int = 0
+    displacement: float = 0.0
+
+
+class LivenessTracker:
+    """Liveness of one stream (one client): passive cues per frame plus temporal checks over its frames.
+
+    Keeps its last ``window`` face crops and one anchor crop in memory. Not thread-safe: one
+    stream's frames are processed one at a time.
     """
 
-    def __init__(self, options: LivenessOptions | None = None) -> None:
+    def __init__(self, options: LivenessOptions | None = None,
+                 spoof_options: SpoofOptions | None = None) -> None:
         self.options = options or LivenessOptions()
+        self.spoof_options = spoof_options or SpoofOptions()
         self._frames: deque[_Frame] = deque(maxlen=self.options.window)
         self._pairs: deque[PairMotion] = deque(maxlen=self.options.window - 1)
         self._motions: deque[float] = deque(maxlen=self.options.window - 1)
+        self._passive: deque[bool] = deque(maxlen=self.options.window)
+        self._still: _Still | None = None
 
     def reset(self) -> None:
         self._frames.clear()
         self._pairs.clear()
         self._motions.clear()
+        self._passive.clear()
+        self._still = None
 
     def update(self, image: BGRImage, xyxy: NDArray[np.float32],
-               landmarks: NDArray[np.float32] | None = None) -> LivenessResult:
+               landmarks: NDArray[np.float32] | None = None, *, now: float | None = None) -> LivenessResult:
         """Add one frame's face (box in pixels, optional (468|478, 3) landmarks) and decide.
 
-        Single-image cues are checked first (they need no history); then the temporal
-        checks once ``min_pairs`` frame pairs are known.
+        Passive cues (:func:`faceport.engine.antispoof.assess_spoof`) are judged on every frame and
+        decide once they hold for ``passive_fraction`` of the window; then the temporal checks
+        (frozen frame, planar motion, still face) once ``min_pairs`` frame pairs are known.
+        ``now`` is the frame's time in seconds (default: ``time.monotonic()``).
         """
         opts = self.options
-        single = single_image_liveness(image, xyxy, opts)
+        now = time.monotonic() if now is None else now
+        passive = assess_spoof(image, Faces(xyxy=np.asarray(xyxy, np.float32)[None, :4],
+                                            score=np.ones(1, np.float32)), self.spoof_options)
         frame = _Frame(face_crop(image, xyxy), landmarks,
                        eye_aspect_ratio(landmarks) if landmarks is not None else None)
         if self._frames:
@@ -269,24 +308,58 @@ class LivenessTracker:
             if prev.landmarks is not None and landmarks is not None:
                 self._motions.append(non_rigid_motion(prev.landmarks, landmarks))
         self._frames.append(frame)
-        details = dict(single.details)
-        if not single.live:
-            return LivenessResult(False, single.score, single.method, details)
-        temporal = self._temporal(details)
+        self._passive.append(not bool(passive.live[0]))
+        details: dict[str, float] = {f"passive_{k}": v for k, v in passive.cues[0].items()
+                                     if k.endswith("_score")}
+        details["passive_score"] = round(float(passive.score[0]), 4)
+        spoof_share = sum(self._passive) / len(self._passive)
+        details["passive_spoof_share"] = round(spoof_share, 3)
+        if len(self._passive) >= opts.min_pairs + 1 and spoof_share >= opts.passive_fraction:
+            return LivenessResult(False, round(spoof_share, 3), "passive:" + _last_spoof_method(passive), details)
+        blink = self._blink()
+        still = self._still_check(frame.crop, now, blink, details)
+        temporal = self._temporal(details, blink)
+        if temporal is not None and not temporal.live:
+            return temporal
+        if still is not None:
+            return still
         if temporal is not None:
             return temporal
-        return LivenessResult(True, single.score, "insufficient_frames", details)
+        return LivenessResult(True, float(passive.score[0]), "insufficient_frames", details)
 
-    def _temporal(self, details: dict[str, float]) -> LivenessResult | None:
+    def _blink(self) -> bool:
+        ears = [f.ear for f in self._frames if f.ear is not None]
+        return len(ears) >= 3 and min(ears) < self.options.blink_drop * float(np.median(ears))
+
+    def _still_check(self, crop: NDArray[np.uint8], now: float, blink: bool,
+                     details: dict[str, float]) -> LivenessResult | None:
+        """Spoof when the face stayed put (no blink, under ``still_max_displacement``) for long enough."""
+        opts = self.options
+        if self._still is None:
+            self._still = _Still(crop, now)
+            return None
+        motion = pair_motion(self._still.crop, crop)
+        moved = motion.displacement >= opts.still_max_displacement or motion.inlier_ratio < 0.5
+        if blink or moved:
+            self._still = _Still(crop, now)
+            details.update({"still_frames": 0.0, "still_seconds": 0.0})
+            return None
+        self._still.frames += 1
+        seconds = now - self._still.since
+        details.update({"still_frames": float(self._still.frames), "still_seconds": round(seconds, 2)})
+        if self._still.frames >= opts.still_frames and seconds >= opts.still_seconds:
+            return LivenessResult(False, 1.0, "still_face", details)
+        return None
+
+    def _temporal(self, details: dict[str, float], blink: bool) -> LivenessResult | None:
         opts = self.options
         pairs = list(self._pairs)
         if len(pairs) < opts.min_pairs:
             return None
-        ears = [f.ear for f in self._frames if f.ear is not None]
-        blink = bool(ears) and min(ears) < opts.blink_drop * float(np.median(ears))
         frozen = sum(p.difference < opts.frozen_max_difference for p in pairs)
         moving = [p for p in pairs if p.displacement >= opts.planar_min_displacement]
-        planar = sum(p.inlier_ratio >= opts.planar_min_inliers for p in moving)
+        planar = sum(p.inlier_ratio >= opts.planar_min_inliers
+                     and p.inlier_ratio - p.similarity_ratio >= opts.planar_min_gain for p in moving)
         planar_share = planar / len(moving) if moving else 0.0
         details.update({
             "pairs": float(len(pairs)), "frozen_pairs": float(frozen), "moving_pairs": float(len(moving)),
@@ -299,3 +372,8 @@ class LivenessTracker:
         if not blink and len(moving) >= opts.min_pairs - 1 and planar_share >= opts.planar_fraction:
             return LivenessResult(False, round(planar_share, 3), "planar_motion", details)
         return LivenessResult(True, round(planar_share * 0.5, 3), "blink" if blink else "planar_motion", details)
+
+
+def _last_spoof_method(assessment: SpoofAssessment) -> str:
+    method = assessment.method[0]
+    return method if method not in ("passive", "too_small") else "window"
