@@ -84,17 +84,20 @@ def _region(image: BGRImage, xyxy: NDArray[np.float32], left: float, top: float,
 
 
 _LSD = cv2.createLineSegmentDetector(cv2.LSD_REFINE_STD)
+# The bottom edge weighs most: a real body continues below the face to the image border, while a
+# print or screen ends there; rooms put straight edges beside and above a head (doors, curtains).
+SIDE_WEIGHTS = {"bottom": 0.35, "top": 0.25, "left": 0.2, "right": 0.2}
 _FRAME_FACE_PX = 64  # the region is scaled so the face box is about this wide before line detection
 
 
 def frame_cue(image: BGRImage, xyxy: NDArray[np.float32]) -> tuple[float, float]:
-    """Straight edges round a face: (share of the 4 sides enclosed, 1.0 if an edge cuts the body below else 0).
+    """Straight edges round a face: (weighted share of the 4 sides enclosed, 1.0 if an edge cuts the body below).
 
     Line segments come from OpenCV's LSD on the image within 3-5 face sizes of the face, scaled so the
     face is 64 px wide. A side counts when segments within 35 degrees of the box's axis, lying outside
     the face box on that side on one line (within 0.1 face sizes and 5 degrees of each other), together cover at
-    least 70% of the face's extent along that side, and adjacent sides meet at a corner (or cross outside
-    the image): a frame round the face, not a texture or a curtain beside it.
+    least 70% of the face's extent along that side: a frame round the face, not a texture beside it.
+    Sides weigh as :data:`SIDE_WEIGHTS` (bottom + top + one side, or bottom + both sides, reach 0.75).
     """
     region, (a, b) = _region(image, xyxy, 4.0, 3.0, 4.0, 5.0)
     if region.size == 0:
@@ -138,26 +141,8 @@ def frame_cue(image: BGRImage, xyxy: NDArray[np.float32]) -> tuple[float, float]
                 lines[side].append(_Segment(x / fw, float(np.arctan2(dy, dx) % np.pi), max(lo, fy1), min(hi, fy2),
                                             lo, hi, (lx1, ly1, lx2, ly2)))
     extent = {"top": fw, "bottom": fw, "left": fh, "right": fh}
-    found_sides = {side: groups for side, segments in lines.items() if (groups := _groups(segments, extent[side]))}
-    # A frame's adjacent sides meet at a corner: where two lines cross inside the region, both must
-    # reach the crossing (curtain folds beside a face and a pelmet above it do not).
-    height, width = grey.shape[:2]
-    broken = 0
-    for h_side, v_side in (("top", "left"), ("top", "right"), ("bottom", "left"), ("bottom", "right")):
-        if h_side in found_sides and v_side in found_sides and not any(
-                _corner(h, v, width, height, fw, fh) for h in found_sides[h_side] for v in found_sides[v_side]):
-            broken += 1
-    return float(max(0, len(found_sides) - broken)) / 4, below
-
-
-def _corner(h: list[_Segment], v: list[_Segment], width: int, height: int, fw: float, fh: float) -> bool:
-    """Whether a horizontal and a vertical group can be two sides of one frame (they meet, or cross outside)."""
-    point = _crossing(h, v)
-    if point is None or not (2 <= point[0] <= width - 2 and 2 <= point[1] <= height - 2):
-        return True  # parallel, or the corner is outside the image: nothing to contradict
-    h_lo, h_hi = min(g.raw_lo for g in h), max(g.raw_hi for g in h)
-    v_lo, v_hi = min(g.raw_lo for g in v), max(g.raw_hi for g in v)
-    return h_lo - 0.4 * fw <= point[0] <= h_hi + 0.4 * fw and v_lo - 0.4 * fh <= point[1] <= v_hi + 0.4 * fh
+    found = [side for side, segments in lines.items() if _groups(segments, extent[side])]
+    return round(sum(SIDE_WEIGHTS[side] for side in found), 3), below
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,17 +173,6 @@ def _groups(segments: list[_Segment], extent: float) -> list[list[_Segment]]:
         if total >= 0.7 * extent:
             out.append(group)
     return out
-
-
-def _crossing(a: list[_Segment], b: list[_Segment]) -> tuple[float, float] | None:
-    """Where the longest segments of two groups cross (as infinite lines); None when parallel."""
-    (ax1, ay1, ax2, ay2) = max(a, key=lambda g: g.raw_hi - g.raw_lo).ends
-    (bx1, by1, bx2, by2) = max(b, key=lambda g: g.raw_hi - g.raw_lo).ends
-    d = (ax2 - ax1) * (by2 - by1) - (ay2 - ay1) * (bx2 - bx1)
-    if abs(d) < 1e-9:
-        return None
-    t = ((bx1 - ax1) * (by2 - by1) - (by1 - ay1) * (bx2 - bx1)) / d
-    return ax1 + t * (ax2 - ax1), ay1 + t * (ay2 - ay1)
 
 
 def _native_crop(image: BGRImage, xyxy: NDArray[np.float32]) -> NDArray[np.uint8]:
@@ -302,7 +276,7 @@ def face_cues(image: BGRImage, xyxy: NDArray[np.float32]) -> dict[str, float]:
     glare = specular_cue(image, xyxy)
     sharp = blur_cue(image, xyxy)
     return {
-        "frame_sides": sides, "frame_below": below,
+        "frame_sides": sides, "frame_below": below,  # sides weighted as SIDE_WEIGHTS
         "moire_luma": round(moire_luma, 3), "moire_chroma": round(moire_chroma, 3),
         "black_level": round(black, 2), "colourfulness": round(colourful, 2),
         "glare": round(glare, 4), "sharpness": round(sharp, 4),
@@ -323,7 +297,7 @@ def decide(cues: dict[str, float], options: SpoofOptions | None = None) -> tuple
     """(live, spoof score in [0, 1] with 0.5 the threshold, deciding cue) from :func:`face_cues`' values.
 
     ``frame`` and ``moire`` decide alone at their thresholds; ``combined`` is the mean of the stronger of
-    the two and the gamut (black level) cue, counted only when that strong cue is at least 0.3. Specular
+    the two and the gamut (black level) cue, counted only when that strong cue is at least 0.4. Specular
     glare and blur are reported but do not decide: on the measured sets they did not separate.
     """
     opts = options or SpoofOptions()
@@ -331,7 +305,7 @@ def decide(cues: dict[str, float], options: SpoofOptions | None = None) -> tuple
     moire = 0.5 * cues["moire_score"] / opts.moire_threshold
     candidates = {"frame": frame, "moire": moire}
     strong = max(frame, moire)
-    if strong >= 0.3:
+    if strong >= 0.4:
         candidates["combined"] = 0.5 * strong + 0.5 * cues["gamut_score"]
     method, score = max(candidates.items(), key=lambda kv: kv[1])
     score = float(min(1.0, score))

@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from faceport.config import Settings
 from faceport.engine.core import FaceEngine
 from faceport.engine.imageio import decode_image
-from faceport.engine.liveness import LivenessResult, LivenessTracker
+from faceport.engine.liveness import LivenessOptions, LivenessResult, LivenessTracker
 from faceport.engine.objects import ObjectDetector, PhoneCheck, PhoneGate, PhoneGateOptions
 from faceport.engine.types import BGRImage
 from faceport.errors import InvalidImage, NoFace, NotFound
@@ -85,7 +85,7 @@ class _Client:
     embeddings: NDArray[np.float32]
     token_hash: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
-    liveness: LivenessTracker = field(default_factory=LivenessTracker)
+    liveness: LivenessTracker | None = None  # created on the first frame (needs settings)
     phone_gate: PhoneGate | None = None  # created on the first frame (needs settings)
     streak_reason: Reason | None = None
     streak: int = 0
@@ -308,8 +308,12 @@ class ProctorService:
         phone_score = phone.score
         details["phone"] = {"method": "ssd_mobilenet_v3_coco:cell_phone", "score": round(phone_score, 3),
                             "checked": phone.checked, "changed": round(phone.changed, 4)}
+        if client.liveness is None:
+            client.liveness = LivenessTracker(LivenessOptions(still_seconds=self.settings.proctor_still_seconds,
+                                                              still_frames=self.settings.proctor_still_frames))
+        liveness = client.liveness
         if len(faces) == 0:
-            client.liveness.reset()
+            liveness.reset()
         # A phone held up in front of the camera usually hides the face: the phone decides first.
         if phone_score >= self.settings.proctor_phone_score:
             details["decided_by"] = "ssd_mobilenet_v3_coco:cell_phone"
@@ -334,7 +338,7 @@ class ProctorService:
             details["identity"] = {"method": "none", "note": "client has no reference face"}
         if self.settings.proctor_liveness:
             assert largest.landmarks is not None
-            live: LivenessResult = self._timed("liveness", lambda: client.liveness.update(
+            live: LivenessResult = self._timed("liveness", lambda: liveness.update(
                 image, largest.xyxy[0], largest.landmarks[0]))
             details["liveness"] = {"live": live.live, "method": live.method, "score": round(live.score, 4),
                                    **live.details}
