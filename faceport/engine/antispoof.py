@@ -90,8 +90,9 @@ SIDE_WEIGHTS = {"bottom": 0.35, "top": 0.25, "left": 0.2, "right": 0.2}
 _FRAME_FACE_PX = 64  # the region is scaled so the face box is about this wide before line detection
 
 
-def frame_cue(image: BGRImage, xyxy: NDArray[np.float32]) -> tuple[float, float]:
-    """Straight edges round a face: (weighted share of the 4 sides enclosed, 1.0 if an edge cuts the body below).
+def frame_cue(image: BGRImage, xyxy: NDArray[np.float32]) -> tuple[float, float, list[str]]:
+    """Straight edges round a face: (weighted share of the 4 sides enclosed, 1.0 if an edge cuts the body below,
+    the sides found).
 
     Line segments come from OpenCV's LSD on the image within 3-5 face sizes of the face, scaled so the
     face is 64 px wide. A side counts when segments within 35 degrees of the box's axis, lying outside
@@ -101,7 +102,7 @@ def frame_cue(image: BGRImage, xyxy: NDArray[np.float32]) -> tuple[float, float]
     """
     region, (a, b) = _region(image, xyxy, 4.0, 3.0, 4.0, 5.0)
     if region.size == 0:
-        return 0.0, 0.0
+        return 0.0, 0.0, []
     x1, y1, x2, y2 = (float(v) for v in xyxy[:4])
     scale = min(1.0, _FRAME_FACE_PX / max(x2 - x1, 1.0))
     grey = cv2.cvtColor(region, cv2.COLOR_BGR2GRAY)
@@ -109,14 +110,14 @@ def frame_cue(image: BGRImage, xyxy: NDArray[np.float32]) -> tuple[float, float]
         grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     fx1, fy1, fx2, fy2 = (x1 - a) * scale, (y1 - b) * scale, (x2 - a) * scale, (y2 - b) * scale
     fw, fh = fx2 - fx1, fy2 - fy1
-    found = _LSD.detect(grey)[0]
-    if found is None:
-        return 0.0, 0.0
+    detected = _LSD.detect(grey)[0]
+    if detected is None:
+        return 0.0, 0.0, []
     cx, cy = (fx1 + fx2) / 2, (fy1 + fy2) / 2
     tan = np.tan(np.radians(35))
     lines: dict[str, list[_Segment]] = {"top": [], "bottom": [], "left": [], "right": []}
     below = 0.0
-    for lx1, ly1, lx2, ly2 in found[:, 0, :].astype(np.float64):
+    for lx1, ly1, lx2, ly2 in detected[:, 0, :].astype(np.float64):
         dx, dy = lx2 - lx1, ly2 - ly1
         if np.hypot(dx, dy) < 0.4 * min(fw, fh):
             continue
@@ -142,7 +143,7 @@ def frame_cue(image: BGRImage, xyxy: NDArray[np.float32]) -> tuple[float, float]
                                             lo, hi, (lx1, ly1, lx2, ly2)))
     extent = {"top": fw, "bottom": fw, "left": fh, "right": fh}
     found = [side for side, segments in lines.items() if _groups(segments, extent[side])]
-    return round(sum(SIDE_WEIGHTS[side] for side in found), 3), below
+    return round(sum(SIDE_WEIGHTS[side] for side in found), 3), below, found
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,13 +271,14 @@ def blur_cue(image: BGRImage, xyxy: NDArray[np.float32]) -> float:
 
 def face_cues(image: BGRImage, xyxy: NDArray[np.float32]) -> dict[str, float]:
     """Every cue for one face, raw and scaled to [0, 1] (``*_score`` keys; 1 = attack-like)."""
-    sides, below = frame_cue(image, xyxy)
+    sides, below, found = frame_cue(image, xyxy)
     moire_luma, moire_chroma = moire_cue(image, xyxy)
     black, colourful = gamut_cue(image, xyxy)
     glare = specular_cue(image, xyxy)
     sharp = blur_cue(image, xyxy)
     return {
         "frame_sides": sides, "frame_below": below,  # sides weighted as SIDE_WEIGHTS
+        **{f"frame_{side}": float(side in found) for side in SIDE_WEIGHTS},
         "moire_luma": round(moire_luma, 3), "moire_chroma": round(moire_chroma, 3),
         "black_level": round(black, 2), "colourfulness": round(colourful, 2),
         "glare": round(glare, 4), "sharpness": round(sharp, 4),

@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from faceport.engine.antispoof import SpoofAssessment, SpoofOptions, assess_spoof
+from faceport.engine.antispoof import SIDE_WEIGHTS, SpoofAssessment, SpoofOptions, assess_spoof
 from faceport.engine.types import BGRImage, Faces
 
 CROP_SIZE = 256
@@ -278,6 +278,7 @@ class LivenessTracker:
         self._pairs: deque[PairMotion] = deque(maxlen=self.options.window - 1)
         self._motions: deque[float] = deque(maxlen=self.options.window - 1)
         self._passive: deque[bool] = deque(maxlen=self.options.window)
+        self._sides: deque[frozenset[str]] = deque(maxlen=self.options.window)
         self._still: _Still | None = None
 
     def reset(self) -> None:
@@ -285,6 +286,7 @@ class LivenessTracker:
         self._pairs.clear()
         self._motions.clear()
         self._passive.clear()
+        self._sides.clear()
         self._still = None
 
     def update(self, image: BGRImage, xyxy: NDArray[np.float32],
@@ -309,13 +311,22 @@ class LivenessTracker:
                 self._motions.append(non_rigid_motion(prev.landmarks, landmarks))
         self._frames.append(frame)
         self._passive.append(not bool(passive.live[0]))
+        self._sides.append(frozenset(side for side in SIDE_WEIGHTS if passive.cues[0].get(f"frame_{side}")))
         details: dict[str, float] = {f"passive_{k}": v for k, v in passive.cues[0].items()
                                      if k.endswith("_score")}
         details["passive_score"] = round(float(passive.score[0]), 4)
         spoof_share = sum(self._passive) / len(self._passive)
         details["passive_spoof_share"] = round(spoof_share, 3)
-        if len(self._passive) >= opts.min_pairs + 1 and spoof_share >= opts.passive_fraction:
-            return LivenessResult(False, round(spoof_share, 3), "passive:" + _last_spoof_method(passive), details)
+        # A device or print held still keeps its edges where they are while its content moves: the
+        # sides seen over the window add up (a room's edges beside a head do not make a frame).
+        union = round(sum(SIDE_WEIGHTS[side] for side in frozenset().union(*self._sides)), 3)
+        details["passive_frame_window"] = union
+        if len(self._passive) >= opts.min_pairs + 1:
+            if spoof_share >= opts.passive_fraction:
+                return LivenessResult(False, round(spoof_share, 3), "passive:" + _last_spoof_method(passive),
+                                      details)
+            if union >= self.spoof_options.frame_threshold:
+                return LivenessResult(False, union, "passive:frame_window", details)
         blink = self._blink()
         still = self._still_check(frame.crop, now, blink, details)
         temporal = self._temporal(details, blink)

@@ -299,8 +299,11 @@ class ProctorService:
             if len(self.check_ms[name]) > 10_000:
                 del self.check_ms[name][:5000]
 
-    def inspect(self, client: _Client, image: BGRImage) -> tuple[Reason, str, dict[str, Any]]:
-        """Run every check on one frame; the first reason found (phone, no face, wrong user, spoof, several)."""
+    def inspect(self, client: _Client, image: BGRImage, now: float | None = None) -> tuple[Reason, str, dict[str, Any]]:
+        """Run every check on one frame; the first reason found (phone, no face, wrong user, spoof, several).
+
+        ``now``: the frame's time in seconds for the temporal spoof checks (default: the monotonic clock).
+        """
         details: dict[str, Any] = {}
         faces = self._timed("face_detection+landmarks", lambda: self.engine.detect(image, landmarks=True))
         details["faces"] = len(faces)
@@ -339,7 +342,7 @@ class ProctorService:
         if self.settings.proctor_liveness:
             assert largest.landmarks is not None
             live: LivenessResult = self._timed("liveness", lambda: liveness.update(
-                image, largest.xyxy[0], largest.landmarks[0]))
+                image, largest.xyxy[0], largest.landmarks[0], now=now))
             details["liveness"] = {"live": live.live, "method": live.method, "score": round(live.score, 4),
                                    **live.details}
             if not live.live:
@@ -373,8 +376,11 @@ class ProctorService:
                     best, best_name = d, other.user_name
         return best_name
 
-    def check_frame(self, user_name: str, image: BGRImage) -> Decision:
-        """Checks, policy and debouncing for one decoded frame of ``user_name`` (blocking)."""
+    def check_frame(self, user_name: str, image: BGRImage, *, now: float | None = None) -> Decision:
+        """Checks, policy and debouncing for one decoded frame of ``user_name`` (blocking).
+
+        ``now``: when the frame was taken, in seconds (default: when it is checked).
+        """
         client = self.client(user_name)
         if client is None:
             return Decision(Action.ACTION_ERROR, Reason.REASON_CLIENT_NOT_AVAILABLE, user_name)
@@ -386,7 +392,7 @@ class ProctorService:
             if self.settings.proctor_require_reference and not len(client.embeddings):
                 return Decision(Action.ACTION_ERROR, Reason.REASON_CLIENT_NOT_AVAILABLE, user_name,
                                 message=NO_REFERENCE_MESSAGE)
-            reason, actual, details = self.inspect(client, image)
+            reason, actual, details = self.inspect(client, image, now)
             if reason is Reason.EMPTY_REASON:
                 client.streak, client.streak_reason = 0, None
                 return Decision(Action.NO_ACTION, reason, actual, details)

@@ -17,12 +17,13 @@ from tests.conftest import read_bgr
 from tests.spoof_attacks import portrait, print_attack, screen_attack
 
 
-def _clip(path: Path, step: int, count: int, start: int = 0) -> list[np.ndarray]:
+def _clip(path: Path, step: int, count: int) -> list[tuple[float, np.ndarray]]:
+    """Every ``step``-th frame with its time in seconds."""
     frames = []
     with av.open(str(path)) as container:
         for i, frame in enumerate(container.decode(video=0)):
-            if i >= start and (i - start) % step == 0:
-                frames.append(frame.to_ndarray(format="bgr24"))
+            if i % step == 0:
+                frames.append((float(frame.time or 0.0), frame.to_ndarray(format="bgr24")))
             if len(frames) >= count:
                 break
     return frames
@@ -46,7 +47,7 @@ def _attack_frames(engine, data_dir: Path, attack: str) -> list[np.ndarray]:  # 
         photo = _largest_portrait(engine, client)
         return [print_attack(photo, background, np.random.default_rng(i)) for i in range(10)]
     if attack == "tablet_replay":  # a real clip on a tablet held still (same geometry, fresh camera noise)
-        frames = _clip(data_dir / "video/pf_WolfgangLanger_Pexels.mp4", 12, 10)
+        frames = [f for _, f in _clip(data_dir / "video/pf_WolfgangLanger_Pexels.mp4", 12, 10)]
         out = []
         for i, frame in enumerate(frames):
             rng = np.random.default_rng(5)
@@ -60,9 +61,10 @@ def _attack_frames(engine, data_dir: Path, attack: str) -> list[np.ndarray]:  # 
 
 @pytest.mark.parametrize("attack", ["printed_photo", "tablet_replay", "noisy_still"])
 def test_attacks_do_not_pass_for_long(settings, engine, data_dir: Path, attack: str) -> None:  # type: ignore[no-untyped-def]
-    # still_seconds 0: frames here arrive faster than a client would send them; the frame count still holds
-    service = _service(settings, engine, proctor_still_seconds=0.0)
-    decisions = [service.check_frame("candidate", frame) for frame in _attack_frames(engine, data_dir, attack)]
+    service = _service(settings, engine)
+    # one frame a second, as a proctoring client sends them
+    decisions = [service.check_frame("candidate", frame, now=float(i))
+                 for i, frame in enumerate(_attack_frames(engine, data_dir, attack))]
     assert all(d.details["faces"] >= 1 for d in decisions)
     spoofed = [i for i, d in enumerate(decisions) if d.reason is Reason.REASON_SPOOF_IMAGE]
     assert spoofed, [d.details.get("liveness") for d in decisions]
@@ -80,8 +82,8 @@ def test_attacks_do_not_pass_for_long(settings, engine, data_dir: Path, attack: 
 ])
 def test_real_clips_pass(settings, engine, data_dir: Path, video: str, step: int,  # type: ignore[no-untyped-def]
                          count: int) -> None:
-    service = _service(settings, engine, proctor_still_seconds=0.0)
-    decisions = [service.check_frame("candidate", f) for f in _clip(data_dir / "video" / video, step, count)]
+    service = _service(settings, engine)
+    decisions = [service.check_frame("candidate", f, now=t) for t, f in _clip(data_dir / "video" / video, step, count)]
     reasons = [d.reason for d in decisions if d.details.get("faces")]
     assert len(reasons) >= count - 2
     assert Reason.REASON_SPOOF_IMAGE not in reasons, [
