@@ -56,7 +56,7 @@ def _attack_frames(engine, data_dir: Path, attack: str) -> list[np.ndarray]:  # 
             out.append(np.clip(shown + noise, 0, 255).astype(np.uint8))
         return out
     rng = np.random.default_rng(0)  # noisy still: the client's own photo, fresh sensor noise on every frame
-    return [np.clip(client + rng.normal(0, 8, client.shape), 0, 255).astype(np.uint8) for _ in range(14)]
+    return [np.clip(client + rng.normal(0, 8, client.shape), 0, 255).astype(np.uint8) for _ in range(16)]
 
 
 @pytest.mark.parametrize("attack", ["printed_photo", "tablet_replay", "noisy_still"])
