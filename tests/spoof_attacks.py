@@ -16,12 +16,17 @@ physical process does to the light, then passes the result through a simple webc
 - ``camera_only`` (bona fide control): the real photo through the webcam model alone, to check
   that the cues answer the print or screen and not the camera's blur, noise or JPEG.
 
+:func:`attack_stream` makes frame sequences for the proctoring checks: a printed photo held in the hand,
+a tablet replaying a real clip, and a still photo of the client with fresh sensor noise on every frame.
+
 Used by tests/engine/test_antispoof.py, tests/services/test_proctor_spoof.py and bench/antispoof.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -199,3 +204,48 @@ ATTACKS: dict[str, Callable[[Image, Image, np.random.Generator], Image]] = {
     "screen_bezel": lambda p, b, r: screen_attack(p, b, r),
     "screen_closeup": lambda p, b, r: screen_attack(p, b, r, closeup=True),
 }
+
+
+def clip_frames(path: Path, step: int, count: int) -> list[tuple[float, Image]]:
+    """Every ``step``-th frame of a video (BGR) with its time in seconds, ``count`` at most."""
+    import av
+
+    frames = []
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i % step == 0:
+                frames.append((float(frame.time or 0.0), frame.to_ndarray(format="bgr24")))
+            if len(frames) >= count:
+                break
+    return frames
+
+
+STREAMS = ("printed_photo", "tablet_replay", "noisy_still")
+
+
+def attack_stream(engine: Any, data_dir: Path, kind: str) -> list[Image]:
+    """Frames of one attack on a proctoring client (``engine``: a FaceEngine, to find the face to frame).
+
+    ``printed_photo``: the client's photo printed and held (10 frames, a new pose each); ``tablet_replay``: a
+    real clip (pf_WolfgangLanger_Pexels) on a tablet held still (10 frames, 0.5 s apart, fresh camera noise);
+    ``noisy_still``: the client's photo with Gaussian noise (sigma 8) on every frame (16 frames).
+    """
+    def largest_portrait(image: Image) -> Image:
+        return portrait(image, engine.detect(image).sorted_by_area().xyxy[0])
+
+    background = cv2.imread(str(data_dir / "negatives/sk_coffee.png"), cv2.IMREAD_COLOR)
+    client = cv2.imread(str(data_dir / "identity/obama/fr_obama2.jpg"), cv2.IMREAD_COLOR)
+    if kind == "printed_photo":
+        photo = largest_portrait(client)
+        return [print_attack(photo, background, np.random.default_rng(i)) for i in range(10)]
+    if kind == "tablet_replay":
+        out = []
+        for i, (_, frame) in enumerate(clip_frames(data_dir / "video/pf_WolfgangLanger_Pexels.mp4", 12, 10)):
+            shown = screen_attack(largest_portrait(frame), background, np.random.default_rng(5))
+            noise = np.random.default_rng(100 + i).normal(0, 2, shown.shape)
+            out.append(np.clip(shown + noise, 0, 255).astype(np.uint8))
+        return out
+    if kind == "noisy_still":
+        rng = np.random.default_rng(0)
+        return [np.clip(client + rng.normal(0, 8, client.shape), 0, 255).astype(np.uint8) for _ in range(16)]
+    raise ValueError(f"unknown attack stream {kind!r}; expected one of {STREAMS}")
