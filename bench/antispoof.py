@@ -1,6 +1,6 @@
 """Passive anti-spoof (``faceport.engine.antispoof``): APCER / BPCER per attack type, and per-call cost.
 
-Usage: python bench/antispoof.py [--runs 3] [--dump cues.json]
+Usage: python bench/antispoof.py [--runs 3] [--dump cues.json] [--skip-images]
 
 Bona fide set: every face of at least 48 px in the shared identity, group and faces_misc photos and the
 Silent-Face live sample (spoof/sf_image_T1.jpg), plus the identity photos through the webcam model alone
@@ -9,6 +9,12 @@ recapture) and SYNTHETIC attacks made from every identity photo by tests/spoof_a
 border and fingers, print filling the frame, screen with bezel, screen filling the frame), two seeds
 each, over the shared negatives as backgrounds. APCER: attacks judged live; BPCER: bona fide faces
 judged spoof. Cost: the median over ``runs`` of ms per ``assess_spoof`` call on one face, 640x480.
+
+Streams (the proctoring spoof decision, ``LivenessTracker`` as the proctoring service runs it, with the
+default settings, one frame a second for the attacks and the clips' own timing for real clips): for each
+synthetic attack stream of tests/spoof_attacks.py (printed photo held, tablet replaying a real clip, noisy
+still of the client) the first frame judged a spoof and the deciding check; for real clips (every frame at
+24-30 fps, and sampled) the number of frames judged a spoof (must be 0). Cost: ms per tracker update.
 """
 
 from __future__ import annotations
@@ -31,9 +37,14 @@ DATA = Path(os.environ.get("FACEPORT_TEST_DATA", REPO.parent / "shared" / "data"
 from bench.engine import machine  # noqa: E402
 from faceport.engine.antispoof import assess_spoof  # noqa: E402
 from faceport.engine.core import FaceEngine  # noqa: E402
+from faceport.engine.liveness import LivenessTracker  # noqa: E402
 from faceport.engine.models import ModelStore  # noqa: E402
 from faceport.engine.models.cache import ModelCache  # noqa: E402
-from tests.spoof_attacks import ATTACKS, camera_only, portrait  # noqa: E402
+from tests.spoof_attacks import ATTACKS, STREAMS, attack_stream, camera_only, clip_frames, portrait  # noqa: E402
+
+REAL_CLIPS = [("pf_WolfgangLanger_Pexels.mp4", 1, 48), ("pf_WolfgangLanger_Pexels.mp4", 12, 36),
+              ("pf_single_face.mp4", 1, 60), ("skv_carphone_pristine.mp4", 1, 90), ("skv_carphone_pristine.mp4", 4, 30),
+              ("derived_face_noface_h264.mp4", 2, 40)]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -133,13 +144,53 @@ def cost(engine: FaceEngine, data: Path, runs: int) -> float:
     return statistics.median(times)
 
 
+def run_stream(engine: FaceEngine, frames: list[tuple[float, np.ndarray]]) -> tuple[list[str], list[float]]:
+    """Per frame: "-" (no face), "live" or the deciding spoof check; and ms per tracker update."""
+    tracker, out, ms = LivenessTracker(), [], []
+    for now, frame in frames:
+        faces = engine.detect(frame, landmarks=True)
+        if len(faces) == 0:
+            tracker.reset()
+            out.append("-")
+            continue
+        face = faces.sorted_by_area()[0]
+        started = time.perf_counter()
+        result = tracker.update(frame, face.xyxy[0], face.landmarks[0], now=now)  # type: ignore[index]
+        ms.append((time.perf_counter() - started) * 1000)
+        out.append("live" if result.live else result.method)
+    return out, ms
+
+
+def streams(engine: FaceEngine, data: Path) -> None:
+    costs: list[float] = []
+    for kind in STREAMS:
+        verdicts, ms = run_stream(engine, [(float(i), f) for i, f in enumerate(attack_stream(engine, data, kind))])
+        costs += ms
+        first = next((i for i, v in enumerate(verdicts) if v not in ("live", "-")), None)
+        spoofed = sum(v not in ("live", "-") for v in verdicts)
+        print(f"attack {kind:16s} frames={len(verdicts)} first_spoof_frame={first} spoof_frames={spoofed} "
+              f"by={sorted(set(v for v in verdicts if v not in ('live', '-')))}")
+    for name, step, count in REAL_CLIPS:
+        verdicts, ms = run_stream(engine, clip_frames(data / "video" / name, step, count))
+        costs += ms
+        judged = [v for v in verdicts if v != "-"]
+        print(f"real   {name} step={step:<3d} frames_with_face={len(judged)} "
+              f"spoof_frames={sum(v != 'live' for v in judged)} {sorted(set(judged) - {'live'})}")
+    print(f"LivenessTracker.update (passive cues + temporal): median {statistics.median(costs):.1f} ms per frame "
+          f"over {len(costs)} frames")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--dump", type=Path, help="write every judged face's cues as JSON")
+    parser.add_argument("--skip-images", action="store_true", help="only the streams")
     args = parser.parse_args()
-    print(machine())
+    print(machine(), "| load average", " ".join(f"{v:.1f}" for v in os.getloadavg()))
     engine = make_engine()
+    streams(engine, DATA)
+    if args.skip_images:
+        return
     summary, records = evaluate(engine, DATA)
     for kind, row in summary.items():
         print(f"{kind:28s} " + "  ".join(f"{k}={v}" for k, v in row.items()))
