@@ -240,7 +240,7 @@ def gamut_cue(image: BGRImage, xyxy: NDArray[np.float32]) -> tuple[float, float]
         return 0.0, 0.0
     scale = 160 / max(region.shape[:2])
     if scale < 1:  # statistics of a 160-px version: the same percentiles at a fraction of the cost
-        region = cv2.resize(region, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        region = np.asarray(cv2.resize(region, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), np.uint8)
     f = region.reshape(-1, 3).astype(np.float32)
     luma = f @ np.array([0.114, 0.587, 0.299], np.float32)
     rg = f[:, 2] - f[:, 1]
@@ -331,7 +331,10 @@ def assess_spoof(image: BGRImage, faces: Faces, options: SpoofOptions | None = N
         A :class:`SpoofAssessment` with one row per face (empty for no faces).
     """
     opts = options or SpoofOptions()
-    live, scores, methods, cues = [], [], [], []
+    live: list[bool] = []
+    scores: list[float] = []
+    methods: list[str] = []
+    cues: list[dict[str, float]] = []
     for i in range(len(faces)):
         xyxy = faces.xyxy[i]
         if min(xyxy[2] - xyxy[0], xyxy[3] - xyxy[1]) < opts.min_face:

@@ -1,26 +1,32 @@
-"""Heuristic face liveness (presentation-attack) checks: temporal over a client's recent frames,
-plus single-image cues. No learned anti-spoof model is used; every result names its method.
+"""Heuristic face liveness (presentation-attack) checks over a client's recent frames. No learned
+anti-spoof model is used; every result names its method.
+
+Per frame, passive cues (:func:`faceport.engine.antispoof.assess_spoof`: the print or device frame
+round the face, moire, gamut). They decide once a print or screen is seen in ``passive_fraction``
+of the window (``passive:<cue>``), or when the frame's sides seen over the window add up to a
+frame (``passive:frame_window``: a device held still keeps its edges where they are while the face
+on it moves; a room's lines beside a head do not add up to four sides).
 
 Temporal (a :class:`LivenessTracker` per stream, frames in memory only):
 
-- ``planar_motion``: a photo or a screen moves as a rigid plane, so the image features of
-  the face region between two frames are explained by one homography. ORB features of
-  the face crop are matched and a RANSAC homography fitted; a pair counts as planar when
-  the face moved (median displacement over ``planar_min_displacement`` px of a 256-px crop)
-  and the homography explains at least ``planar_min_inliers`` of the matches. A real head
-  shows parallax (nose against cheeks) and non-rigid changes, so fewer matches fit.
-- ``frozen_frame``: the same still resent: consecutive face crops differ by less than
-  sensor noise.
+- ``planar_motion``: a photo or a screen tilted in the hand moves as a rigid plane, so the image
+  features of the face region between two frames are explained by one homography. ORB features
+  of the face crop are matched and both a RANSAC homography and a similarity (rotation, scale,
+  shift) fitted; a pair counts as planar when the face moved (median displacement over
+  ``planar_min_displacement`` px of a 256-px crop), the homography explains at least
+  ``planar_min_inliers`` of the matches and at least ``planar_min_gain`` more than the similarity.
+  A real head shows parallax (nose against cheeks) and non-rigid changes; small or in-plane motion
+  (a real head between two consecutive 24 fps frames) fits both models and is no evidence.
+- ``frozen_frame``: the same still resent: consecutive face crops differ by less than sensor noise.
+- ``still_face``: no blink and the face within ``still_max_displacement`` crop pixels of an anchor
+  frame for ``still_frames`` frames spanning ``still_seconds``: a photo held still, whatever noise
+  is added to it (ORB keypoints sit on the photo's structure, not on the noise).
 - ``blink`` (eye aspect ratio from the FaceMesh eye contour) and ``micro_motion`` (non-rigid
-  landmark motion left after an affine fit) are reported as live signals; a blink in the
-  window vetoes a temporal spoof decision.
+  landmark motion left after an affine fit) are reported as live signals; a blink in the window
+  vetoes a planar-motion decision and restarts the still-face count.
 
-Single image:
-
-- ``moire``: a face shown on a screen shows periodic interference: strong isolated peaks in
-  the high-frequency band of the face crop's spectrum.
-- ``border``: a held-up photo or phone puts long straight edges around the face on at least
-  three sides.
+:func:`single_image_liveness` (moire and a border on 3-4 sides) is the older single-image check,
+kept for callers of it; :mod:`faceport.engine.antispoof` replaces it.
 """
 
 from __future__ import annotations
