@@ -220,7 +220,7 @@ def clip_frames(path: Path, step: int, count: int) -> list[tuple[float, Image]]:
     return frames
 
 
-STREAMS = ("printed_photo", "tablet_replay", "noisy_still")
+STREAMS = ("printed_photo", "tablet_replay", "noisy_still", "real_print_still")
 
 
 def attack_stream(engine: Any, data_dir: Path, kind: str) -> list[Image]:
@@ -228,7 +228,9 @@ def attack_stream(engine: Any, data_dir: Path, kind: str) -> list[Image]:
 
     ``printed_photo``: the client's photo printed and held (10 frames, a new pose each); ``tablet_replay``: a
     real clip (pf_WolfgangLanger_Pexels) on a tablet held still (10 frames, 0.5 s apart, fresh camera noise);
-    ``noisy_still``: the client's photo with Gaussian noise (sigma 8) on every frame (16 frames).
+    ``noisy_still``: the client's photo with Gaussian noise (sigma 8) on every frame (16 frames);
+    ``real_print_still``: the real recaptured print of the shared data (Silent-Face ``image_F1``, which the
+    passive cues miss) with fresh sensor noise (sigma 3) on every frame (16 frames).
     """
     def largest_portrait(image: Image) -> Image:
         return portrait(image, engine.detect(image).sorted_by_area().xyxy[0])
@@ -248,4 +250,8 @@ def attack_stream(engine: Any, data_dir: Path, kind: str) -> list[Image]:
     if kind == "noisy_still":
         rng = np.random.default_rng(0)
         return [np.clip(client + rng.normal(0, 8, client.shape), 0, 255).astype(np.uint8) for _ in range(16)]
+    if kind == "real_print_still":
+        rng = np.random.default_rng(1)
+        poster = cv2.imread(str(data_dir / "spoof/sf_image_F1.jpg"), cv2.IMREAD_COLOR)
+        return [np.clip(poster + rng.normal(0, 3, poster.shape), 0, 255).astype(np.uint8) for _ in range(16)]
     raise ValueError(f"unknown attack stream {kind!r}; expected one of {STREAMS}")
