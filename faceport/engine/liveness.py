@@ -149,19 +149,34 @@ class PairMotion:
     similarity_ratio: float = 0.0  # share of matches a similarity transform explains (same tolerance)
 
 
-def pair_motion(prev: NDArray[np.uint8], cur: NDArray[np.uint8]) -> PairMotion:
-    """Fit one homography to ORB matches between two (256, 256) grey face crops."""
-    difference = float(np.abs(prev.astype(np.int16) - cur.astype(np.int16)).mean())
-    orb = cv2.ORB.create(500)
-    k1, d1 = orb.detectAndCompute(prev, None)
-    k2, d2 = orb.detectAndCompute(cur, None)
-    if d1 is None or d2 is None:
+@dataclass(frozen=True, slots=True)
+class CropFeatures:
+    """A grey face crop with its ORB keypoint positions and descriptors (computed once per frame)."""
+
+    crop: NDArray[np.uint8]
+    points: NDArray[np.float32]  # (k, 2)
+    descriptors: NDArray[np.uint8] | None
+
+
+def crop_features(crop: NDArray[np.uint8]) -> CropFeatures:
+    """ORB (500 features) of a (256, 256) grey face crop."""
+    keypoints, descriptors = cv2.ORB.create(500).detectAndCompute(crop, None)
+    points = np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2)
+    return CropFeatures(crop, points, None if descriptors is None else np.asarray(descriptors, np.uint8))
+
+
+def pair_motion(prev: NDArray[np.uint8] | CropFeatures, cur: NDArray[np.uint8] | CropFeatures) -> PairMotion:
+    """Fit one homography (and a similarity) to ORB matches between two (256, 256) grey face crops."""
+    a = prev if isinstance(prev, CropFeatures) else crop_features(prev)
+    b = cur if isinstance(cur, CropFeatures) else crop_features(cur)
+    difference = float(np.abs(a.crop.astype(np.int16) - b.crop.astype(np.int16)).mean())
+    if a.descriptors is None or b.descriptors is None:
         return PairMotion(0, 0.0, 0.0, difference)
-    matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(d1, d2)
+    matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(a.descriptors, b.descriptors)
     if len(matches) < 12:
         return PairMotion(len(matches), 0.0, 0.0, difference)
-    p1 = np.array([k1[m.queryIdx].pt for m in matches], np.float32)
-    p2 = np.array([k2[m.trainIdx].pt for m in matches], np.float32)
+    p1 = a.points[[m.queryIdx for m in matches]]
+    p2 = b.points[[m.trainIdx for m in matches]]
     homography, mask = cv2.findHomography(p1, p2, cv2.RANSAC, 2.0)
     if homography is None or mask is None:
         return PairMotion(len(matches), 0.0, 0.0, difference)
@@ -254,7 +269,7 @@ def single_image_liveness(image: BGRImage, xyxy: NDArray[np.float32],
 
 @dataclass(slots=True)
 class _Frame:
-    crop: NDArray[np.uint8]
+    crop: CropFeatures
     landmarks: NDArray[np.float32] | None
     ear: float | None
 
@@ -263,7 +278,7 @@ class _Frame:
 class _Still:
     """The anchor of the current still segment: its crop, when it began, and how many frames since."""
 
-    crop: NDArray[np.uint8]
+    crop: CropFeatures
     since: float
     frames: int = 0
     displacement: float = 0.0
@@ -308,7 +323,7 @@ class LivenessTracker:
         now = time.monotonic() if now is None else now
         passive = assess_spoof(image, Faces(xyxy=np.asarray(xyxy, np.float32)[None, :4],
                                             score=np.ones(1, np.float32)), self.spoof_options)
-        frame = _Frame(face_crop(image, xyxy), landmarks,
+        frame = _Frame(crop_features(face_crop(image, xyxy)), landmarks,
                        eye_aspect_ratio(landmarks) if landmarks is not None else None)
         if self._frames:
             prev = self._frames[-1]
@@ -348,7 +363,7 @@ class LivenessTracker:
         ears = [f.ear for f in self._frames if f.ear is not None]
         return len(ears) >= 3 and min(ears) < self.options.blink_drop * float(np.median(ears))
 
-    def _still_check(self, crop: NDArray[np.uint8], now: float, blink: bool,
+    def _still_check(self, crop: CropFeatures, now: float, blink: bool,
                      details: dict[str, float]) -> LivenessResult | None:
         """Spoof when the face stayed put (no blink, under ``still_max_displacement``) for long enough."""
         opts = self.options
