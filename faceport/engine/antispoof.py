@@ -3,22 +3,26 @@
 No learned anti-spoof weights are obtainable offline, so every cue is a measured property of the
 image with a physical reason, and every verdict names the cue that decided it:
 
-- ``frame``: the edge of the paper or the device (bezel) round the face: long straight edges
-  enclosing the face on several sides, or a straight edge cutting through the neck and body
-  below the face (a real body continues down to the image border; a print or screen ends).
-- ``moire``: a display's pixel grid resampled by the camera's pixel grid beats into periodic
-  patterns: narrow isolated peaks in the high-frequency spectrum of the face, measured in the
-  luminance and in the red-blue chroma channel (the sub-pixel stripes are coloured).
-- ``gamut``: paper and recaptured screens cannot show deep black together with saturated colour;
-  reported as the face region's black level and colourfulness (a weak cue; it only adds to others).
-- ``specular``: large, flat, colourless glare on the face region (a sheet of paper or glass
-  reflects a light source as a band; skin gives small highlights).
-- ``blur``: recapture blur, the face's high-frequency energy relative to its contrast (weak).
+- ``frame`` (decides): the edge of the paper or the device (bezel) round the face: straight line
+  segments (OpenCV LSD) enclosing the face, the bottom side weighing most (a real body continues
+  down to the image border; a print or screen ends). ``frame_below`` (an edge across the chest,
+  past both sides of the face) is reported only.
+- ``moire`` (decides): a display's pixel grid resampled by the camera's pixel grid beats into
+  periodic patterns: narrow isolated peaks in the high-frequency spectrum of the face, measured in
+  the luminance and in the red-blue chroma channel (the sub-pixel stripes are coloured).
+- ``gamut`` (adds to a half-way frame or moire): paper and recaptured screens cannot show deep
+  black: the black level round the face. Colourfulness is reported only (black-and-white photos).
+- ``specular`` (reported): large, flat, colourless glare on the face (paper or glass reflects a
+  light source as a band; skin gives small highlights).
+- ``blur`` (reported): the face's high-frequency energy relative to its contrast.
 
-The strong cues (``frame``, ``moire``) decide on their own; the weak ones only count together
-with a strong cue half-way to its threshold. Figures measured on real and synthetic attacks
-are in BENCHMARKS.md; what this cannot catch is listed in README.md (a high-quality print or
-screen held so close that no edge is visible, with no moire, passes).
+Fingers holding a print are not a cue: no skin model told them from wood, walls and faces on the
+measured sets. Figures on real and synthetic attacks are in BENCHMARKS.md; what this cannot catch
+is in README.md (a print or screen held so close that no edge is visible passes: the camera's own
+blur leaves little moire).
+
+:func:`assess_spoof` is the entry point (``faceport.services.antispoof`` and the proctoring
+liveness tracker call it).
 """
 
 from __future__ import annotations
