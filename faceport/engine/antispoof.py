@@ -17,9 +17,9 @@ image with a physical reason, and every verdict names the cue that decided it:
 - ``blur`` (reported): the face's high-frequency energy relative to its contrast.
 
 Fingers holding a print are not a cue yet (not built; the synthetic prints carry fingers, but a
-skin-colour test was not tried against real backgrounds such as wood and walls). Figures on real and synthetic attacks are in BENCHMARKS.md; what this cannot catch
-is in README.md (a print or screen held so close that no edge is visible passes: the camera's own
-blur leaves little moire).
+skin-colour test was not tried against real backgrounds such as wood and walls). Figures on real
+and synthetic attacks are in BENCHMARKS.md; what this cannot catch is in README.md (a print or
+screen held so close that no edge is visible passes: the camera's own blur leaves little moire).
 
 :func:`assess_spoof` is the entry point (``faceport.services.antispoof`` and the proctoring
 liveness tracker call it).
