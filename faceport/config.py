@@ -208,6 +208,11 @@ class Settings(BaseSettings):
         description="Share of changed pixels (64x48 grey thumbnail, shift-tolerant) above which a frame is "
                     "always checked for phones.")
     proctor_liveness: bool = Field(default=True, description="Run the spoof (liveness) checks on /ws frames.")
+    proctor_still_seconds: float = Field(
+        default=8.0, ge=0.0, description="A face that neither blinks nor moves for this long (and for "
+        "proctor_still_frames frames) is a still photo held up: REASON_SPOOF_IMAGE.")
+    proctor_still_frames: int = Field(default=12, ge=2, le=100_000,
+                                      description="Frames a still face must last (with proctor_still_seconds).")
     proctor_require_reference: bool = Field(
         default=True,
         description="Answer /ws frames of a client without a reference face ACTION_ERROR / "

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from faceport.engine.antispoof import assess_spoof
 from faceport.engine.core import FaceEngine
 from faceport.engine.deepfake import DeepfakeScore, image_verdict, swap_artefacts
-from faceport.engine.liveness import single_image_liveness
 from faceport.engine.types import BGRImage, Faces
 
 
@@ -35,19 +35,11 @@ class DeepfakeReport:
 
 
 def _anti_spoof_for(image: BGRImage, faces: Faces) -> list[AntiSpoof]:
-    """Single-image anti-spoof verdict per face (row-aligned with ``faces``).
-
-    TODO(merge with helper "spoof"): switch this adapter to the engine's ``assess_spoof(image, faces)``
-    (engine/antispoof.py, issue #13 point 2) once it is on main; today it uses the single-image
-    cues of engine/liveness.py (screen moire, a border around the face).
-    """
-    out = []
-    for i in range(len(faces)):
-        result = single_image_liveness(image, faces.xyxy[i])
-        out.append(AntiSpoof(result.live, round(float(result.score), 4),
-                             f"liveness.{result.method} (single image: screen moire, device/print border)",
-                             dict(result.details)))
-    return out
+    """Single-image (passive) anti-spoof verdict per face, row-aligned with ``faces``: the same cues and
+    thresholds as ``POST /face/anti-spoof`` (engine/antispoof.py: print/device frame, moire, black level)."""
+    result = assess_spoof(image, faces)
+    return [AntiSpoof(bool(result.live[i]), round(float(result.score[i]), 4), f"passive_cues_v1:{result.method[i]}",
+                      {k: float(v) for k, v in result.cues[i].items()}) for i in range(len(faces))]
 
 
 def deepfake_for(engine: FaceEngine, image: BGRImage, faces: Faces, *, ai_generated: bool = True) -> DeepfakeReport:

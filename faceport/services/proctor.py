@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 from faceport.config import Settings
 from faceport.engine.core import FaceEngine
 from faceport.engine.imageio import decode_image
-from faceport.engine.liveness import LivenessResult, LivenessTracker
+from faceport.engine.liveness import LivenessOptions, LivenessResult, LivenessTracker
 from faceport.engine.objects import ObjectDetector, PhoneCheck, PhoneGate, PhoneGateOptions
 from faceport.engine.types import BGRImage
 from faceport.errors import InvalidImage, NoFace, NotFound
@@ -86,7 +86,7 @@ class _Client:
     embeddings: NDArray[np.float32]
     token_hash: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
-    liveness: LivenessTracker = field(default_factory=LivenessTracker)
+    liveness: LivenessTracker | None = None  # created on the first frame (needs settings)
     phone_gate: PhoneGate | None = None  # created on the first frame (needs settings)
     streak_reason: Reason | None = None
     streak: int = 0
@@ -328,8 +328,11 @@ class ProctorService:
             if len(self.check_ms[name]) > 10_000:
                 del self.check_ms[name][:5000]
 
-    def inspect(self, client: _Client, image: BGRImage) -> tuple[Reason, str, dict[str, Any]]:
-        """Run every check on one frame; the first reason found (phone, no face, wrong user, spoof, several)."""
+    def inspect(self, client: _Client, image: BGRImage, now: float | None = None) -> tuple[Reason, str, dict[str, Any]]:
+        """Run every check on one frame; the first reason found (phone, no face, wrong user, spoof, several).
+
+        ``now``: the frame's time in seconds for the temporal spoof checks (default: the monotonic clock).
+        """
         details: dict[str, Any] = {}
         faces = self._timed("face_detection+landmarks", lambda: self.engine.detect(image, landmarks=True))
         details["faces"] = len(faces)
@@ -337,8 +340,12 @@ class ProctorService:
         phone_score = phone.score
         details["phone"] = {"method": "ssd_mobilenet_v3_coco:cell_phone", "score": round(phone_score, 3),
                             "checked": phone.checked, "changed": round(phone.changed, 4)}
+        if client.liveness is None:
+            client.liveness = LivenessTracker(LivenessOptions(still_seconds=self.settings.proctor_still_seconds,
+                                                              still_frames=self.settings.proctor_still_frames))
+        liveness = client.liveness
         if len(faces) == 0:
-            client.liveness.reset()
+            liveness.reset()
         # A phone held up in front of the camera usually hides the face: the phone decides first.
         if phone_score >= self.settings.proctor_phone_score:
             details["decided_by"] = "ssd_mobilenet_v3_coco:cell_phone"
@@ -363,8 +370,8 @@ class ProctorService:
             details["identity"] = {"method": "none", "note": "client has no reference face"}
         if self.settings.proctor_liveness:
             assert largest.landmarks is not None
-            live: LivenessResult = self._timed("liveness", lambda: client.liveness.update(
-                image, largest.xyxy[0], largest.landmarks[0]))
+            live: LivenessResult = self._timed("liveness", lambda: liveness.update(
+                image, largest.xyxy[0], largest.landmarks[0], now=now))
             details["liveness"] = {"live": live.live, "method": live.method, "score": round(live.score, 4),
                                    **live.details}
             if not live.live:
@@ -398,8 +405,11 @@ class ProctorService:
                     best, best_name = d, other.user_name
         return best_name
 
-    def check_frame(self, user_name: str, image: BGRImage) -> Decision:
-        """Checks, policy and debouncing for one decoded frame of ``user_name`` (blocking)."""
+    def check_frame(self, user_name: str, image: BGRImage, *, now: float | None = None) -> Decision:
+        """Checks, policy and debouncing for one decoded frame of ``user_name`` (blocking).
+
+        ``now``: when the frame was taken, in seconds (default: when it is checked).
+        """
         client = self.client(user_name)
         if client is None:
             return Decision(Action.ACTION_ERROR, Reason.REASON_CLIENT_NOT_AVAILABLE, user_name)
@@ -411,7 +421,7 @@ class ProctorService:
             if self.settings.proctor_require_reference and not len(client.embeddings):
                 return Decision(Action.ACTION_ERROR, Reason.REASON_CLIENT_NOT_AVAILABLE, user_name,
                                 message=NO_REFERENCE_MESSAGE)
-            reason, actual, details = self.inspect(client, image)
+            reason, actual, details = self.inspect(client, image, now)
             if reason is Reason.EMPTY_REASON:
                 client.streak, client.streak_reason = 0, None
                 return Decision(Action.NO_ACTION, reason, actual, details)

@@ -129,8 +129,8 @@ def test_analyze_returns_everything_each_value_with_its_method(fp: FaceportClien
     assert face["pose"]["method"] == "facemesh_axes" and abs(face["pose"]["yaw"]) < 10
     quality = face["quality"]
     assert quality["frontalness"] > 0.85 and quality["size"] > 100 and quality["method"]
-    assert face["anti_spoof"]["live"] is True and face["anti_spoof"]["method"].startswith("liveness.")
-    assert set(face["anti_spoof"]["cues"]) >= {"moire", "border"}
+    assert face["anti_spoof"]["live"] is True and face["anti_spoof"]["method"].startswith("passive_cues_v1:")
+    assert set(face["anti_spoof"]["cues"]) >= {"frame_score", "moire_score"}
     assert face["deepfake"]["label"] == "real" and face["deepfake"]["method"].startswith("swap_artefacts")
     assert result["deepfake"]["label"] == "real" and result["ai_generated"]["method"].startswith("clip_aigen")
     for key in ("age", "gender", "emotion"):

@@ -488,3 +488,55 @@ async def deepfake(request: Request, ctx: ContextDep) -> dict[str, Any]:
                         ai_generated=_verdict(report.ai_generated) if report.ai_generated is not None else None,
                         not_available=[] if ctx.engine.ai_generated_installed() else ["ai_generated"])
     return ok(request, data.model_dump())
+
+
+# --- passive anti-spoof (single image) ----------------------------------------------------------------
+class AntiSpoofParams(DemographicsParams):
+    pass
+
+
+class SpoofOut(BaseModel):
+    live: bool = Field(description="false when a cue found a print or a screen held up to the camera")
+    score: float = Field(description="spoof score in [0, 1]; 0.5 is the decision threshold")
+    method: str = Field(description="passive_cues_v1:<cue that decided> (frame, moire, combined) or :passive")
+    cues: dict[str, float] = Field(description="every cue's raw value and its [0, 1] *_score")
+
+
+class AntiSpoofFace(FaceOut):
+    anti_spoof: SpoofOut
+
+
+class AntiSpoofData(BaseModel):
+    faces: list[AntiSpoofFace]
+    count: int
+    live: bool = Field(description="every face judged live (true for no face)")
+    image: dict[str, int]
+    detector: str
+    method: str
+
+
+def _anti_spoof(ctx: AppContext, image: BGRImage, params: AntiSpoofParams) -> list[AntiSpoofFace]:
+    from faceport.services.antispoof import check_image
+
+    faces, result = check_image(ctx.engine, image, detector=params.detector, score_threshold=params.score_threshold,
+                                max_faces=params.max_faces)
+    return [AntiSpoofFace(**_face_fields(faces, i), anti_spoof=SpoofOut(
+        live=bool(result.live[i]), score=round(float(result.score[i]), 4),
+        method=f"passive_cues_v1:{result.method[i]}", cues={k: float(v) for k, v in result.cues[i].items()}))
+        for i in range(len(faces))]
+
+
+@router.post("/face/anti-spoof", response_model=Envelope[AntiSpoofData],
+             summary="Passive anti-spoofing: is each face a print or a screen? (single image)",
+             openapi_extra=body_doc(AntiSpoofParams, {"image": "JPEG, PNG, BMP or WebP"}))
+async def anti_spoof(request: Request, ctx: ContextDep) -> dict[str, Any]:
+    from faceport.services.antispoof import METHOD_DESCRIPTION
+
+    params, image = await _image_request(request, ctx, AntiSpoofParams)
+    faces = await ctx.run(_anti_spoof, ctx, image, params)
+    detector = _detector_name(ctx, params)
+    request.state.model_used = f"{detector},passive_cues_v1"
+    data = AntiSpoofData(faces=faces, count=len(faces), live=all(f.anti_spoof.live for f in faces),
+                         image={"width": image.shape[1], "height": image.shape[0]}, detector=detector,
+                         method=METHOD_DESCRIPTION)
+    return ok(request, data.model_dump())
