@@ -42,6 +42,8 @@ class AppContext:
     privacy: Any = None  # faceport.services.privacy.PrivacyService (seed E)
     proctor: Any = None  # faceport.services.proctor.ProctorService (seed C)
     system: Any = None  # faceport.services.system.SystemService (seed D's /system/*)
+    notifier: Any = None  # faceport.services.notify.Notifier (seed D's /ws/notifications)
+    batch: Any = None  # faceport.services.batch.BatchService (seed D's /batch/*)
     started_at: float = field(default_factory=time.time)
 
     @classmethod
@@ -70,6 +72,14 @@ class AppContext:
         context.system = SystemService(settings, models, cache, store, jobs=jobs, executor=executor,
                                        storage_probes=(facefusion.unwritable_storage, privacy.unwritable_storage),
                                        started_at=context.started_at)
+        from faceport.api.v1 import batch_ops  # noqa: F401  (registers the built-in batch operations)
+        from faceport.services.batch import BatchService
+        from faceport.services.notify import Notifier
+
+        context.notifier = Notifier(settings.redis_url, settings.ws_redis_channel)
+        context.system.notifier = context.notifier
+        context.batch = BatchService(settings, store, jobs, context.notifier)  # registers its job kind
+        context.batch.runtime = context
         return context
 
     def start(self) -> None:
@@ -80,6 +90,10 @@ class AppContext:
             self.facefusion.start()
         if self.privacy is not None:  # removes leftovers of interrupted jobs before the runner resumes them
             self.privacy.start()
+        if self.notifier is not None:
+            self.notifier.start()
+        if self.batch is not None:  # removes staging folders of ended jobs before the runner resumes the rest
+            self.batch.start()
         if self.jobs is not None:  # after every service registered its job kinds
             self.jobs.start()
         if self.proctor is not None:
@@ -95,6 +109,10 @@ class AppContext:
             self.proctor.close()
         if self.jobs is not None:
             self.jobs.stop()
+        if self.batch is not None:
+            self.batch.close()
+        if self.notifier is not None:
+            self.notifier.close()
         if self.facefusion is not None:
             self.facefusion.close()
         self.cache.close()
