@@ -268,3 +268,26 @@ def test_finished_batches_are_purged_after_the_retention_window(settings) -> Non
 
             with pytest.raises(NotFound):
                 get_job(session=session, job_id=batch_id)
+
+
+def test_a_restart_resumes_an_interrupted_batch_after_its_last_stored_image(settings) -> None:  # type: ignore[no-untyped-def]
+    """Nothing accepted is lost: the server stops mid-batch, the next one finishes it, every image exactly once."""
+    shared = settings.model_copy(update={"redis_url": None})
+    total = 80
+    with serving(shared) as first:
+        ada = _headers(first, "ada")
+        response = _submit(first, ada, _images(*((f"g{i}.jpg", GRACE) for i in range(total))),
+                           operation="detect", landmarks="true")
+        batch_id = response.json()["data"]["batch_id"]
+        interrupted = _wait(first, ada, batch_id, until=lambda s: s["processed"] >= 3)
+    assert interrupted["processed"] < total
+    with serving(shared) as second:
+        login = httpx.post(f"{second.url}/api/v1/auth/login",
+                           json={"username": "ada", "password": "long-enough-password"})
+        ada = {"Authorization": f"Bearer {login.json()['data']['access_token']}"}
+        assert _get(second, ada, f"/status/{batch_id}").json()["data"]["state"] in ("queued", "running")
+        status = _wait(second, ada, batch_id)
+        assert (status["state"], status["processed"], status["succeeded"]) == ("completed", total, total)
+        items = _get(second, ada, f"/results/{batch_id}", size=500).json()["data"]["items"]
+        assert [item["index"] for item in items] == list(range(total))
+        assert all(len(item["result"]["faces"][0]["landmarks"]) == 478 for item in items)  # options kept

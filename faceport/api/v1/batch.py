@@ -36,6 +36,7 @@ _FILE_FIELDS = ("images", "images[]", "files", "files[]", "image")
 _TEXT_FIELDS = ("images_base64", "images_base64[]")
 _ARCHIVE_FIELDS = ("archive", "zip")
 _ZIP_MAGIC = b"PK\x03\x04"
+_RESERVED = {"operation", "options", "subject_id", "archive", "archive_name", "images"}
 
 
 class SubmitOut(BaseModel):
@@ -219,6 +220,8 @@ async def submit(request: Request, ctx: ContextDep, principal: CurrentPrincipal)
     options = fields.get("options") or {}
     if not isinstance(options, dict):
         raise InvalidInput("options must be a JSON object", details={"field": "options"})
+    # the operation's parameters may also come as top-level fields, as on the /face/* routes
+    options = {**{k: v for k, v in fields.items() if k not in _RESERVED}, **options}
     subject_id = fields.get("subject_id") or options.get("subject_id")
     if subject_id is not None and (not isinstance(subject_id, str) or len(subject_id) > 64):
         raise InvalidInput("subject_id must be a string of at most 64 characters", details={"field": "subject_id"})
