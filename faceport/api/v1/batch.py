@@ -193,6 +193,9 @@ async def _sources(request: Request, ctx: AppContext) -> tuple[dict[str, Any], l
 
 @router.post("/submit", status_code=202, response_model=Envelope[SubmitOut], summary="Submit a batch job",
              dependencies=[Depends(rate_limit("batch"))],
+             responses={403: {"description": "AUTH_FORBIDDEN: options.owner (another owner's gallery) needs the "
+                                             "admin role"},
+                        404: {"description": "NOT_FOUND: subject_id is not one of the caller's subjects"}},
              openapi_extra={"requestBody": {"required": True, "content": {
                  "multipart/form-data": {"schema": {"type": "object", "properties": {
                      "operation": {"type": "string", "enum": ["detect", "recognize", "verify", "analyze",
@@ -270,7 +273,8 @@ async def cancel(request: Request, batch_id: str, ctx: ContextDep, principal: Cu
     return ok(request, _status_out(BatchStatus(record, ctx.batch.eta(record))).model_dump(mode="json"))
 
 
-@router.get("/list", response_model=Envelope[BatchListOut], summary="The caller's batches (admins: all), newest first")
+@router.get("/list", response_model=Envelope[BatchListOut], summary="The caller's batches (admins: all), newest first",
+            responses={403: {"description": "AUTH_FORBIDDEN: ?owner= needs the admin role"}})
 async def list_batches(request: Request, ctx: ContextDep, principal: CurrentPrincipal,
                        page: int = Query(1, ge=1), size: int = Query(20, ge=1, le=200),
                        state: str | None = Query(None, pattern="^(queued|running|completed|failed|cancelled)$"),
