@@ -52,6 +52,8 @@ def _lifespan(settings: Settings, context: AppContext | None):  # type: ignore[n
             yield
         finally:
             await app.state.rate_limiter.aclose()
+            if getattr(app.state, "ws_hub", None) is not None:
+                await app.state.ws_hub.aclose()
             app.state.audit.close()
             if owned:
                 ctx.close()
@@ -102,7 +104,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     app.include_router(facefusion.router, max_body_size=facefusion.body_limit(settings))
     install_live_swap(app, settings)  # seed A: /, /upload_source, /status, /socket.io
     install_proctor(app)  # seed C: /ws
-    install_platform_ws(app)  # seed D: /ws/face-analysis, /ws/system-status, /ws/notifications
+    install_platform_ws(app, settings)  # seed D: /ws/face-analysis, /ws/system-status, /ws/notifications
     install_metrics(app)
     return app
 

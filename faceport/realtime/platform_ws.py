@@ -108,26 +108,102 @@ def register_message_type(name: str, handler: MessageHandler, *, supersede: bool
 
 
 # ---- connection bookkeeping ------------------------------------------------------------------
-class WsHub:
-    """Open ``/ws/*`` sockets per identity (one process), for the per-user cap."""
+# Atomic "count live entries, add one if below the limit" over a sorted set of connection ids scored by
+# their expiry; entries of a node that died expire after CONNECTION_TTL_S without heartbeats.
+_ENTER_LUA = """
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[4])
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3]) * 2))
+return 1
+"""
+CONNECTION_TTL_S = 60.0
+HEARTBEAT_S = 20.0
 
-    def __init__(self) -> None:
+
+class WsHub:
+    """Open ``/ws/*`` sockets per identity, for the per-user cap.
+
+    In this process's memory, or with ``FACEPORT_REDIS_URL`` in Redis (one sorted set per identity,
+    refreshed every 20 s), so the cap holds across API nodes. Redis unreachable: the local count decides
+    (logged), never a refusal of every connection.
+    """
+
+    def __init__(self, redis_url: str | None = None, prefix: str = "faceport") -> None:
         self.per_identity: dict[str, int] = {}
         self.frames_analysed = 0
         self.frames_superseded = 0
+        self.redis_url = redis_url
+        self.prefix = f"{prefix}:ws:conn:"
+        self._redis: Any = None
+        self._enter_script: Any = None
+        self._live: dict[str, str] = {}  # connection id -> identity, for heartbeats
+        self._heartbeat: asyncio.Task[None] | None = None
 
-    def enter(self, identity: str, limit: int) -> bool:
+    def _client(self) -> Any:
+        if self._redis is None:
+            import redis.asyncio as aioredis
+
+            self._redis = aioredis.Redis.from_url(self.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+            self._enter_script = self._redis.register_script(_ENTER_LUA)
+        return self._redis
+
+    async def enter(self, identity: str, connection_id: str, limit: int) -> bool:
+        if self.redis_url:
+            try:
+                self._client()
+                admitted = await self._enter_script(keys=[self.prefix + identity],
+                                                    args=[time.time(), limit, CONNECTION_TTL_S, connection_id])
+            except Exception as exc:  # Redis down: fall back to this node's count
+                log.warning("ws connection cap: Redis unreachable (%s); counting on this node only", exc)
+            else:
+                if not admitted:
+                    return False
+                self._live[connection_id] = identity
+                self._count(identity, +1)
+                if self._heartbeat is None or self._heartbeat.done():
+                    self._heartbeat = asyncio.ensure_future(self._beat())
+                return True
         if self.per_identity.get(identity, 0) >= limit:
             return False
-        self.per_identity[identity] = self.per_identity.get(identity, 0) + 1
+        self._count(identity, +1)
         return True
 
-    def leave(self, identity: str) -> None:
-        left = self.per_identity.get(identity, 1) - 1
+    def _count(self, identity: str, delta: int) -> None:
+        left = self.per_identity.get(identity, 0) + delta
         if left > 0:
             self.per_identity[identity] = left
         else:
             self.per_identity.pop(identity, None)
+
+    async def leave(self, identity: str, connection_id: str) -> None:
+        self._count(identity, -1)
+        if self._live.pop(connection_id, None) is not None:
+            try:
+                await self._client().zrem(self.prefix + identity, connection_id)
+            except Exception as exc:  # the entry expires by itself
+                log.warning("ws connection cap: could not release a connection in Redis: %s", exc)
+
+    async def _beat(self) -> None:
+        while self._live:
+            await asyncio.sleep(HEARTBEAT_S)
+            expiry = time.time() + CONNECTION_TTL_S
+            try:
+                async with self._client().pipeline(transaction=False) as pipe:
+                    for connection_id, identity in list(self._live.items()):
+                        pipe.zadd(self.prefix + identity, {connection_id: expiry}, xx=True)
+                        pipe.expire(self.prefix + identity, int(CONNECTION_TTL_S * 2))
+                    await pipe.execute()
+            except Exception as exc:  # entries may expire meanwhile; the next beat retries
+                log.warning("ws connection cap: heartbeat failed: %s", exc)
+
+    async def aclose(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
 
 
 async def _receive(websocket: WebSocket) -> tuple[str | None, bytes | None]:
@@ -224,7 +300,7 @@ async def _open(websocket: WebSocket, channel: str, *, admin_only: bool = False)
                                                     request_id=request_id), CLOSE_FORBIDDEN)
         return None
     limit = ctx.settings.ws_max_connections_per_user
-    if not hub.enter(principal.rate_key, limit):
+    if not await hub.enter(principal.rate_key, request_id, limit):
         await _close_with(websocket, error_envelope(
             "RATE_LIMITED", f"at most {limit} WebSocket connections per user (FACEPORT_WS_MAX_CONNECTIONS_PER_USER)",
             request_id=request_id, details={"limit": limit, "category": "websocket"}), CLOSE_TOO_MANY)
@@ -234,13 +310,13 @@ async def _open(websocket: WebSocket, channel: str, *, admin_only: bool = False)
         await session.ok("connected", {"channel": channel, "user": principal.username, "role": principal.role,
                                        "connection_id": request_id, "max_connections": limit})
     except (WebSocketDisconnect, RuntimeError, OSError):
-        hub.leave(principal.rate_key)
+        await hub.leave(principal.rate_key, request_id)
         return None
     return session
 
 
-def _leave(websocket: WebSocket, session: _Session) -> None:
-    websocket.app.state.ws_hub.leave(session.principal.rate_key)
+async def _leave(websocket: WebSocket, session: _Session) -> None:
+    await websocket.app.state.ws_hub.leave(session.principal.rate_key, session.request_id)
 
 
 # ---- /ws/face-analysis -----------------------------------------------------------------------
@@ -457,7 +533,7 @@ async def face_analysis_socket(websocket: WebSocket) -> None:
         pass
     finally:
         runner.cancel()
-        _leave(websocket, session)
+        await _leave(websocket, session)
 
 
 # ---- /ws/system-status -----------------------------------------------------------------------
@@ -495,7 +571,7 @@ async def system_status_socket(websocket: WebSocket) -> None:
         pass
     finally:
         receive.cancel()
-        _leave(websocket, session)
+        await _leave(websocket, session)
 
 
 # ---- /ws/notifications -----------------------------------------------------------------------
@@ -547,12 +623,12 @@ async def notifications_socket(websocket: WebSocket) -> None:
     finally:
         unsubscribe()
         receive.cancel()
-        _leave(websocket, session)
+        await _leave(websocket, session)
 
 
-def install_platform_ws(app: FastAPI) -> None:
-    """Register seed D's ``/ws/*`` channels on the main app."""
-    app.state.ws_hub = WsHub()
+def install_platform_ws(app: FastAPI, settings: Any) -> None:
+    """Register seed D's ``/ws/*`` channels on the main app (the hub's Redis client closes with the app)."""
+    app.state.ws_hub = WsHub(settings.redis_url, settings.rate_limit_key_prefix)
     app.add_api_websocket_route("/ws/face-analysis", face_analysis_socket, name="ws_face_analysis")
     app.add_api_websocket_route("/ws/system-status", system_status_socket, name="ws_system_status")
     app.add_api_websocket_route("/ws/notifications", notifications_socket, name="ws_notifications")

@@ -227,9 +227,10 @@ def test_notifications_cross_nodes_through_redis(settings) -> None:  # type: ign
     """Two API nodes on one database and one Redis: a batch run on node B notifies ada's socket on node A."""
     if (problem := redis_available()) is not None:
         pytest.skip(problem)
-    shared = settings.model_copy(update={"redis_url": REDIS_URL,
+    shared = settings.model_copy(update={"redis_url": REDIS_URL, "ws_max_connections_per_user": 2,
                                          "ws_redis_channel": f"faceport:notify:test-{uuid.uuid4().hex}",
                                          "rate_limit_key_prefix": f"faceport-test-{uuid.uuid4().hex}"})
+    # two nodes: each with its own process-local state, sharing the database, Redis and the settings
     with serving(shared) as node_a, serving(shared) as node_b:
         assert node_a.context.notifier.cross_node and node_b.context.notifier.cross_node
         ada, admin = _token(node_a, "ada"), _token(node_a, TEST_ADMIN["username"])
@@ -250,3 +251,17 @@ def test_notifications_cross_nodes_through_redis(settings) -> None:  # type: ign
                 assert _recv_type(admin_ws, "model.loaded")["data"]["model"] == "iris"
             ada_ws.send(json.dumps({"type": "ping"}))
             assert _recv(ada_ws)["type"] == "pong"  # exactly one job.finished, no duplicate from node B's own listener
+
+            # the per-user cap counts ada's sockets on both nodes
+            with connect(_ws_url(node_b, f"/ws/face-analysis?token={ada}")) as second:
+                assert _recv(second)["type"] == "connected"
+                with connect(_ws_url(node_a, f"/ws/face-analysis?token={ada}")) as third:
+                    error, code = _refused(third)
+                    assert (error["error"]["code"], code) == ("RATE_LIMITED", 4029)
+            deadline = time.monotonic() + 10
+            while True:  # node B released its socket: ada may open one again, on either node
+                with connect(_ws_url(node_a, f"/ws/face-analysis?token={ada}")) as again:
+                    if _recv(again)["type"] == "connected":
+                        break
+                assert time.monotonic() < deadline
+                time.sleep(0.1)

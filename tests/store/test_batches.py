@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 
 from faceport.errors import InvalidInput, NotFound
-from faceport.store import cancel_job, create_job, start_job
 from faceport.store import batches as repo
+from faceport.store import cancel_job, create_job, start_job
 from faceport.store.models import utcnow
 
 
