@@ -265,3 +265,28 @@ def test_notifications_cross_nodes_through_redis(settings) -> None:  # type: ign
                         break
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
+
+
+def test_registered_message_types_keep_per_connection_state_in_order(server: LiveServer) -> None:
+    """The hook a liveness session uses: every message handled in order, with state kept per connection."""
+    from faceport.realtime.platform_ws import MESSAGE_TYPES, register_message_type
+
+    def count_frames(ctx: Any, principal: Any, message: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+        state["seen"] = state.get("seen", 0) + 1
+        return {"seen": state["seen"], "user": principal.username, "step": message.get("step")}
+
+    register_message_type("count_frames", count_frames)
+    try:
+        token = _token(server, "ada")
+        with connect(_ws_url(server, f"/ws/face-analysis?token={token}")) as ws, \
+                connect(_ws_url(server, f"/ws/face-analysis?token={token}")) as other:
+            assert _recv(ws)["type"] == "connected" and _recv(other)["type"] == "connected"
+            for step in range(5):
+                ws.send(json.dumps({"type": "count_frames", "frame_id": step, "step": step}))
+            replies = [_recv_type(ws, "count_frames.result")["data"] for _ in range(5)]
+            assert [(r["frame_id"], r["seen"], r["step"]) for r in replies] == [(i, i + 1, i) for i in range(5)]
+            assert replies[0]["user"] == "ada"
+            other.send(json.dumps({"type": "count_frames", "frame_id": "x"}))
+            assert _recv_type(other, "count_frames.result")["data"]["seen"] == 1  # its own state
+    finally:
+        MESSAGE_TYPES.pop("count_frames", None)
