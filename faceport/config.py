@@ -202,6 +202,8 @@ class Settings(BaseSettings):
     ws_auth_timeout: float = Field(default=10.0, gt=0.0,
                                    description="Seconds a /ws/* socket may wait for its auth message.")
     ws_status_interval: float = Field(default=5.0, gt=0.0, description="Seconds between /ws/system-status pushes.")
+    ws_reauth_interval: float = Field(default=30.0, gt=0.0, description="Seconds between re-checks of a /ws/* "
+                                      "socket's credentials (logout, expiry, revoked key end it).")
     ws_redis_channel: str = Field(default="faceport:notify", min_length=1,
                                   description="Redis pub/sub channel carrying /ws/notifications between nodes.")
 

@@ -225,8 +225,12 @@ def _parse(text: str) -> dict[str, Any]:
     return message
 
 
-async def _authenticate(websocket: WebSocket, ctx: AppContext, request_id: str) -> Principal | None:
-    """The caller, or ``None`` after answering the error and closing the socket."""
+_Credentials = tuple[str | None, str | None]  # (Authorization header value, API key)
+
+
+async def _authenticate(websocket: WebSocket, ctx: AppContext, request_id: str
+                        ) -> tuple[Principal, _Credentials] | None:
+    """The caller and the credentials it used, or ``None`` after answering the error and closing the socket."""
     headers = websocket.headers
     authorization = headers.get("authorization")
     api_key = headers.get("x-api-key")
@@ -249,7 +253,8 @@ async def _authenticate(websocket: WebSocket, ctx: AppContext, request_id: str) 
             token, key = message.get("token"), message.get("api_key")
             authorization = f"Bearer {token}" if isinstance(token, str) and token else None
             api_key = key if isinstance(key, str) and key else None
-        return await run_in_threadpool(ctx.auth.authenticate_headers, authorization, api_key)
+        principal = await run_in_threadpool(ctx.auth.authenticate_headers, authorization, api_key)
+        return principal, (authorization, api_key)
     except FaceportError as exc:
         code = exc.code if exc.code.startswith("AUTH_") else "AUTH_REQUIRED"
         await _close_with(websocket, error_envelope(code, exc.message, request_id=request_id), CLOSE_AUTH)
@@ -272,7 +277,48 @@ class _Session:
     ctx: AppContext
     principal: Principal
     request_id: str
+    credentials: _Credentials = (None, None)
+    admin_only: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    watchdog: asyncio.Future[None] | None = None
+
+    async def renew(self, message: dict[str, Any]) -> None:
+        """``{"type": "auth", "token" | "api_key"}`` on an open socket: replace its credentials (a fresh access
+        token before the old one expires); another user's credentials are refused.
+
+        Raises:
+            FaceportError: AUTH_* for bad credentials or another user's.
+        """
+        token, key = message.get("token"), message.get("api_key")
+        credentials = (f"Bearer {token}" if isinstance(token, str) and token else None,
+                       key if isinstance(key, str) and key else None)
+        if credentials == (None, None):
+            raise FaceportError("auth needs a token or an api_key", code="AUTH_REQUIRED")
+        principal = await run_in_threadpool(self.ctx.auth.authenticate_headers, *credentials)
+        if principal.rate_key != self.principal.rate_key:
+            raise FaceportError("a socket cannot change its user; open a new one", code="AUTH_INVALID")
+        self.credentials = credentials
+        await self.ok("authenticated", {"user": principal.username, "role": principal.role})
+
+    async def recheck_forever(self, interval: float) -> None:
+        """Re-authenticate every ``interval`` s: a logout, an expired token, a revoked key, a deactivated
+        user or a lost admin role ends the socket (error envelope, then 4001 / 4003)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                principal = await run_in_threadpool(self.ctx.auth.authenticate_headers, *self.credentials)
+            except FaceportError as exc:
+                code = exc.code if exc.code.startswith("AUTH_") else "AUTH_INVALID"
+                async with self.lock:
+                    await _close_with(self.websocket, error_envelope(code, exc.message, request_id=self.request_id),
+                                      CLOSE_AUTH)
+                return
+            if self.admin_only and not principal.is_admin:
+                async with self.lock:
+                    await _close_with(self.websocket, error_envelope(
+                        "AUTH_FORBIDDEN", "the admin role was withdrawn", request_id=self.request_id),
+                        CLOSE_FORBIDDEN)
+                return
 
     async def send(self, message: dict[str, Any]) -> None:
         async with self.lock:
@@ -292,9 +338,10 @@ async def _open(websocket: WebSocket, channel: str, *, admin_only: bool = False)
     hub: WsHub = websocket.app.state.ws_hub
     request_id = f"ws_{uuid.uuid4().hex[:16]}"
     await websocket.accept()
-    principal = await _authenticate(websocket, ctx, request_id)
-    if principal is None:
+    authenticated = await _authenticate(websocket, ctx, request_id)
+    if authenticated is None:
         return None
+    principal, credentials = authenticated
     if admin_only and not principal.is_admin:
         await _close_with(websocket, error_envelope("AUTH_FORBIDDEN", f"{channel} needs the admin role",
                                                     request_id=request_id), CLOSE_FORBIDDEN)
@@ -305,17 +352,20 @@ async def _open(websocket: WebSocket, channel: str, *, admin_only: bool = False)
             "RATE_LIMITED", f"at most {limit} WebSocket connections per user (FACEPORT_WS_MAX_CONNECTIONS_PER_USER)",
             request_id=request_id, details={"limit": limit, "category": "websocket"}), CLOSE_TOO_MANY)
         return None
-    session = _Session(websocket, ctx, principal, request_id)
+    session = _Session(websocket, ctx, principal, request_id, credentials, admin_only)
     try:
         await session.ok("connected", {"channel": channel, "user": principal.username, "role": principal.role,
                                        "connection_id": request_id, "max_connections": limit})
     except (WebSocketDisconnect, RuntimeError, OSError):
         await hub.leave(principal.rate_key, request_id)
         return None
+    session.watchdog = asyncio.ensure_future(session.recheck_forever(ctx.settings.ws_reauth_interval))
     return session
 
 
 async def _leave(websocket: WebSocket, session: _Session) -> None:
+    if session.watchdog is not None:
+        session.watchdog.cancel()
     await websocket.app.state.ws_hub.leave(session.principal.rate_key, session.request_id)
 
 
@@ -503,7 +553,7 @@ async def face_analysis_socket(websocket: WebSocket) -> None:
                 if kind == "ping":
                     await session.ok("pong", {"frame_id": frame_id})
                 elif kind == "auth":
-                    await session.ok("authenticated", {"user": session.principal.username})
+                    await session.renew(message)
                 elif kind == "config":
                     config = _config(config, {k: v for k, v in message.items() if k not in ("type", "frame_id")})
                     await session.ok("config", config.model_dump())
@@ -561,12 +611,17 @@ async def system_status_socket(websocket: WebSocket) -> None:
                 except FaceportError as exc:
                     await session.error(exc)
                     continue
-                if message.get("type") == "ping":
-                    await session.ok("pong", {})
-                elif message.get("type") == "refresh":
-                    break
-                else:
-                    await session.error(InvalidInput("expected ping or refresh", details={"field": "type"}))
+                try:
+                    if message.get("type") == "ping":
+                        await session.ok("pong", {})
+                    elif message.get("type") == "auth":
+                        await session.renew(message)
+                    elif message.get("type") == "refresh":
+                        break
+                    else:
+                        raise InvalidInput("expected ping, auth or refresh", details={"field": "type"})
+                except FaceportError as exc:
+                    await session.error(exc)
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass
     finally:
@@ -613,11 +668,15 @@ async def notifications_socket(websocket: WebSocket) -> None:
                 except FaceportError as exc:
                     await session.error(exc)
                     continue
-                if message.get("type") == "ping":
-                    await session.ok("pong", {})
-                else:
-                    await session.error(InvalidInput("this channel only sends; expected ping",
-                                                     details={"field": "type"}))
+                try:
+                    if message.get("type") == "ping":
+                        await session.ok("pong", {})
+                    elif message.get("type") == "auth":
+                        await session.renew(message)
+                    else:
+                        raise InvalidInput("this channel only sends; expected ping or auth", details={"field": "type"})
+                except FaceportError as exc:
+                    await session.error(exc)
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass
     finally:

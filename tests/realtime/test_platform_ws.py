@@ -290,3 +290,41 @@ def test_registered_message_types_keep_per_connection_state_in_order(server: Liv
             assert _recv_type(other, "count_frames.result")["data"]["seen"] == 1  # its own state
     finally:
         MESSAGE_TYPES.pop("count_frames", None)
+
+
+def test_logout_or_a_lost_admin_role_ends_open_sockets_and_tokens_can_be_renewed(settings) -> None:  # type: ignore[no-untyped-def]
+    with serving(settings.model_copy(update={"redis_url": None, "ws_reauth_interval": 0.3,
+                                             "ws_status_interval": 0.2})) as server:
+        token = _token(server, "ada")
+        bob = _token(server, "bob")
+        with connect(_ws_url(server, f"/ws/notifications?token={token}")) as ws:
+            assert _recv(ws)["type"] == "connected"
+            second = httpx.post(f"{server.url}/api/v1/auth/login",
+                                json={"username": "ada", "password": "long-enough-password"}).json()["data"]
+            ws.send(json.dumps({"type": "auth", "token": second["access_token"]}))
+            assert _recv_type(ws, "authenticated")["data"]["user"] == "ada"
+            ws.send(json.dumps({"type": "auth", "token": bob}))
+            assert _recv_type(ws, "error")["error"]["code"] == "AUTH_INVALID"  # cannot become bob
+            # the socket now runs on the second session; ending it ends the socket
+            out = httpx.post(f"{server.url}/api/v1/auth/logout", headers={"Authorization": f"Bearer "
+                                                                          f"{second['access_token']}"},
+                             json={"refresh_token": second["refresh_token"]})
+            assert out.status_code == 200, out.text
+            error, code = _refused(ws)
+            assert (error["error"]["code"], code) == ("AUTH_INVALID", 4001)
+        admin = _token(server, TEST_ADMIN["username"])
+        with connect(_ws_url(server, f"/ws/system-status?token={admin}")) as ws:
+            assert _recv(ws)["type"] == "connected"
+            with server.context.store.session() as session:
+                from sqlalchemy import update
+
+                from faceport.store.models import User
+
+                session.execute(update(User).where(User.username == TEST_ADMIN["username"]).values(role="user"))
+            deadline = time.monotonic() + 30
+            while (message := _recv(ws))["type"] == "system.status":
+                assert time.monotonic() < deadline
+            assert message["error"]["code"] == "AUTH_FORBIDDEN"
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=30)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4003
