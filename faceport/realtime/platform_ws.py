@@ -7,7 +7,10 @@ cannot set WebSocket headers); otherwise the first message must be
 ``FACEPORT_WS_AUTH_TIMEOUT`` seconds. Failure: an error envelope (``AUTH_REQUIRED``,
 ``AUTH_INVALID``, ``AUTH_EXPIRED``) and close code 4001; a non-admin on ``/ws/system-status``:
 ``AUTH_FORBIDDEN`` and 4003; more than ``FACEPORT_WS_MAX_CONNECTIONS_PER_USER`` sockets (seed D:
-50 per user, all three channels together): ``RATE_LIMITED`` and 4029.
+50 per user, all three channels together, across nodes with Redis): ``RATE_LIMITED`` and 4029. Open
+sockets re-check their credentials every ``FACEPORT_WS_REAUTH_INTERVAL`` seconds (logout, expiry, a
+revoked key or a withdrawn admin role end them); ``{"type": "auth", "token": ...}`` on an open socket
+renews its token.
 
 Every server message is a seed D envelope with its ``type``::
 

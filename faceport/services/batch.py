@@ -45,6 +45,7 @@ from faceport.errors import (
     FileTooLarge,
     InvalidFormat,
     InvalidInput,
+    MissingField,
     NotFound,
     ProcessingFailed,
     QueueFull,
@@ -191,7 +192,6 @@ class _Stager:
     def text(self, name: str, text: str) -> None:
         """Store a base64 / data-URL image as given (decoded by the job, so a bad one is that item's error)."""
         if len(text) > self.max_image * 4 // 3 + 1024:
-            self._next_index()
             self._count(len(text))
             self.error_item(name, FileTooLarge.code,
                             f"image exceeds the {self.max_image // (1024 * 1024)} MB limit (FACEPORT_MAX_IMAGE_BYTES)")
@@ -269,8 +269,6 @@ def stage_sources(sources: Iterable[Source], folder: Path, *, max_items: int, ma
                 stager.text(safe_name(source.name, fallback), source.text or "")
         items = stager.staged.items
         if not items:
-            from faceport.errors import MissingField
-
             raise MissingField("no images: send files 'images', base64 strings 'images' (JSON) or a zip 'archive'",
                                details={"field": "images"})
         (folder / "manifest.json").write_text(json.dumps({"items": items}), encoding="utf-8")
@@ -387,8 +385,6 @@ class BatchService:
             raise InvalidInput(f"unknown operation {operation!r}; available: {', '.join(sorted(OPERATIONS))}",
                                details={"field": "operation", "available": sorted(OPERATIONS)})
         if op.needs_subject and not params.get("subject_id"):
-            from faceport.errors import MissingField
-
             raise MissingField(f"operation {operation!r} needs subject_id", details={"field": "subject_id"})
         return op.validate(options, self.runtime, params) if op.validate is not None else dict(options)
 

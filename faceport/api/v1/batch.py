@@ -25,7 +25,7 @@ from faceport.api.deps import ContextDep, CurrentPrincipal
 from faceport.api.envelope import Envelope, ok
 from faceport.api.errors import platform_code
 from faceport.api.ratelimit import api_v1_dependencies, rate_limit
-from faceport.errors import FileTooLarge, InvalidFormat, InvalidInput
+from faceport.errors import FileTooLarge, InvalidFormat, InvalidInput, MissingField
 from faceport.principal import Principal
 from faceport.services.batch import BatchStatus, Source, operation_names
 from faceport.services.gallery import owner_scope
@@ -216,8 +216,6 @@ async def submit(request: Request, ctx: ContextDep, principal: CurrentPrincipal)
     fields, sources = await _sources(request, ctx)
     operation = fields.get("operation")
     if not isinstance(operation, str) or not operation:
-        from faceport.errors import MissingField
-
         raise MissingField(f"operation is required: one of {', '.join(operation_names())}",
                            details={"field": "operation"})
     options = fields.get("options") or {}
