@@ -240,6 +240,18 @@ def test_json_base64_submission_verify_against_a_subject_and_bad_requests(server
     assert items[1]["result"]["distance"] > items[0]["result"]["distance"]
     assert items[2]["status"] == "error" and items[2]["error"]["code"] == "INVALID_FORMAT"
 
+    # recognize against ada's gallery, images from a base64 zip in JSON; bob's gallery knows nobody
+    archive = base64.b64encode(_zip([("grace.jpg", GRACE), ("astronaut.png", ASTRONAUT)])).decode()
+    for headers, expected in ((ada, [subject_id, None]), (bob, [None, None])):
+        response = httpx.post(f"{server.url}/api/v1/batch/submit", headers=headers, timeout=60,
+                              json={"operation": "recognize", "archive": archive, "options": {"top_k": 3}})
+        assert response.status_code == 202, response.text
+        recognized = response.json()["data"]["batch_id"]
+        assert _wait(server, headers, recognized)["state"] == "completed"
+        items = _get(server, headers, f"/results/{recognized}").json()["data"]["items"]
+        found = [(item["result"]["faces"][0]["subject"] or {}).get("subject_id") for item in items]
+        assert found == expected, items
+
     bobs = httpx.post(f"{server.url}/api/v1/batch/submit", headers=bob, json=body, timeout=60)
     assert bobs.status_code == 404 and bobs.json()["error"]["code"] == "NOT_FOUND"  # ada's subject
     for bad, code in (({"images": ["x"]}, "MISSING_FIELD"), ({"operation": "teleport", "images": ["x"]},
