@@ -348,13 +348,23 @@ class BatchService:
             log.info("purged %d batch(es) past their retention", count)
         return count
 
-    def remove_orphans(self) -> None:
-        """Staging folders of submissions that never became a job, or of jobs that ended."""
+    def remove_orphans(self, incoming_age_s: float = 3600.0) -> None:
+        """Staging folders of submissions that never became a job, or of jobs that ended.
+
+        An ``.incoming-*`` folder is removed only when older than ``incoming_age_s``: with a shared
+        ``FACEPORT_BATCH_DIR`` another node may be staging into it right now.
+        """
         if not self.folder.is_dir():
             return
+        now = time.time()
         for entry in self.folder.iterdir():
             if entry.name.startswith(".incoming-"):
-                shutil.rmtree(entry, ignore_errors=True)
+                try:
+                    stale = now - entry.stat().st_mtime > incoming_age_s
+                except OSError:
+                    continue
+                if stale:
+                    shutil.rmtree(entry, ignore_errors=True)
                 continue
             with self.store.session() as session:
                 state = repo.job_state(session=session, job_id=entry.name)
