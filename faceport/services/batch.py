@@ -173,14 +173,18 @@ class _Stager:
         path = self.items_dir / file_name
         size = 0
         too_large = False
-        with path.open("wb") as out:
-            while chunk := reader.read(_CHUNK):
-                size += len(chunk)
-                self._count(len(chunk))
-                if size > self.max_image:
-                    too_large = True
-                    break
-                out.write(chunk)
+        try:
+            with path.open("wb") as out:
+                while chunk := reader.read(_CHUNK):
+                    size += len(chunk)
+                    self._count(len(chunk))
+                    if size > self.max_image:
+                        too_large = True
+                        break
+                    out.write(chunk)
+        except BaseException:  # a damaged archive member, a limit: no partial file stays behind
+            path.unlink(missing_ok=True)
+            raise
         if too_large:
             path.unlink(missing_ok=True)
             self.staged.items.append({"index": index, "name": name, "file": None, "error": {
@@ -238,9 +242,7 @@ class _Stager:
                     with archive.open(info) as member:
                         self.stream(label, member)
                 except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, EOFError,
-                        ValueError) as exc:
-                    if self.staged.items and self.staged.items[-1]["name"] == label:
-                        self.staged.items.pop()
+                        ValueError) as exc:  # stream() appends only once a member is read whole
                     self.error_item(label, InvalidFormat.code, f"damaged archive member: {type(exc).__name__}")
 
 
