@@ -221,6 +221,23 @@ class Settings(BaseSettings):
                                                    description="Days evidence frames are kept before the purge.")
     proctor_purge_interval: float = Field(default=3600.0, gt=0.0, description="Seconds between evidence purges.")
 
+    # Seed D batches (/api/v1/batch/*) and realtime channels (/ws/face-analysis, /ws/system-status, /ws/notifications).
+    batch_dir: Path | None = Field(default=None, description="Staged batch inputs while their job runs; "
+                                   "default <home>/batches.")
+    batch_max_items: int = Field(default=1000, ge=1, le=100_000, description="Images in one batch.")
+    batch_max_bytes: int = Field(default=200 * 1024 * 1024, ge=1,
+                                 description="Bytes of images in one batch (an archive: uncompressed).")
+    batch_retention_hours: float = Field(default=24.0, gt=0.0,
+                                         description="Hours a finished batch and its results are kept.")
+    ws_max_connections_per_user: int = Field(default=50, ge=1, description="Open /ws/* sockets per user or key.")
+    ws_auth_timeout: float = Field(default=10.0, gt=0.0,
+                                   description="Seconds a /ws/* socket may wait for its auth message.")
+    ws_status_interval: float = Field(default=5.0, gt=0.0, description="Seconds between /ws/system-status pushes.")
+    ws_reauth_interval: float = Field(default=30.0, gt=0.0, description="Seconds between re-checks of a /ws/* "
+                                      "socket's credentials (logout, expiry, revoked key end it).")
+    ws_redis_channel: str = Field(default="faceport:notify", min_length=1,
+                                  description="Redis pub/sub channel carrying /ws/notifications between nodes.")
+
     log_level: str = "INFO"
 
     # Seed D's default limits, in the `limits` library's notation ("100/hour", "5 per minute").
@@ -294,6 +311,10 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.models_dir_override or self.home / "models"
+
+    @property
+    def resolved_batch_dir(self) -> Path:
+        return self.batch_dir or self.home / "batches"
 
     @property
     def resolved_database_url(self) -> str:

@@ -44,6 +44,8 @@ class AppContext:
     system: Any = None  # faceport.services.system.SystemService (seed D's /system/*)
     gallery_sync: Any = None  # faceport.services.gallery.GallerySync, with FACEPORT_REDIS_URL
     notices: Any = None  # faceport.services.notices.ChangeNotices (gallery, proctoring registry), with Redis
+    notifier: Any = None  # faceport.services.notify.Notifier (seed D's /ws/notifications)
+    batch: Any = None  # faceport.services.batch.BatchService (seed D's /batch/*)
     started_at: float = field(default_factory=time.time)
 
     @classmethod
@@ -86,6 +88,14 @@ class AppContext:
             proctor.on_change = lambda: notices.announce("proctor")
             notices.watch("proctor", proctor.reload)
             context.notices = notices
+        from faceport.api.v1 import batch_ops  # noqa: F401  (registers the built-in batch operations)
+        from faceport.services.batch import BatchService
+        from faceport.services.notify import Notifier
+
+        context.notifier = Notifier(settings.redis_url, settings.ws_redis_channel)
+        context.system.notifier = context.notifier
+        context.batch = BatchService(settings, store, jobs, context.notifier)  # registers its job kind
+        context.batch.runtime = context
         return context
 
     def start(self) -> None:
@@ -98,6 +108,10 @@ class AppContext:
             self.facefusion.start()
         if self.privacy is not None:  # removes leftovers of interrupted jobs before the runner resumes them
             self.privacy.start()
+        if self.notifier is not None:
+            self.notifier.start()
+        if self.batch is not None:  # removes staging folders of ended jobs before the runner resumes the rest
+            self.batch.start()
         if self.jobs is not None:  # after every service registered its job kinds
             self.jobs.start()
         if self.proctor is not None:
@@ -115,6 +129,10 @@ class AppContext:
             self.proctor.close()
         if self.jobs is not None:
             self.jobs.stop()
+        if self.batch is not None:
+            self.batch.close()
+        if self.notifier is not None:
+            self.notifier.close()
         if self.facefusion is not None:
             self.facefusion.close()
         self.cache.close()

@@ -97,7 +97,7 @@ def test_migrations_create_jobs_table(store: Store, store_target: StoreTarget) -
     assert inspector.get_pk_constraint("jobs", schema=schema)["constrained_columns"] == ["id"]
     indexed = {tuple(index["column_names"]) for index in inspector.get_indexes("jobs", schema=schema)}
     assert {("kind",), ("state",)} <= indexed
-    assert store.revision() == head_revision() == "0007"
+    assert store.revision() == head_revision() == "0008"
     assert store.ping() is True
 
 
