@@ -303,3 +303,27 @@ def test_a_restart_resumes_an_interrupted_batch_after_its_last_stored_image(sett
         items = _get(second, ada, f"/results/{batch_id}", size=500).json()["data"]["items"]
         assert [item["index"] for item in items] == list(range(total))
         assert all(len(item["result"]["faces"][0]["landmarks"]) == 478 for item in items)  # options kept
+
+
+@pytest.mark.parametrize(("operation", "route", "options"), [
+    ("anti_spoof", "anti-spoof", {}),
+    ("deepfake", "deepfake", {"ai_generated": False}),
+])
+def test_trust_operations_in_a_batch_equal_their_routes(server: LiveServer, operation: str, route: str,
+                                                        options: dict[str, Any]) -> None:
+    import json
+
+    ada = _headers(server, "ada")
+    response = _submit(server, ada, _images(("grace.jpg", GRACE), ("broken.jpg", b"nope")), operation=operation,
+                       options=json.dumps(options))
+    assert response.status_code == 202, response.text
+    batch_id = response.json()["data"]["batch_id"]
+    assert _wait(server, ada, batch_id)["state"] == "completed"
+    items = {i["name"]: i for i in _get(server, ada, f"/results/{batch_id}").json()["data"]["items"]}
+    assert items["broken.jpg"]["status"] == "error"
+    single = httpx.post(f"{server.url}/api/v1/face/{route}", headers=ada, files={"image": ("grace.jpg", GRACE)},
+                        data={k: str(v).lower() for k, v in options.items()}, timeout=60)
+    assert single.status_code == 200, single.text
+    assert items["grace.jpg"]["result"] == single.json()["data"]
+    face = items["grace.jpg"]["result"]["faces"][0]
+    assert (face["anti_spoof"]["live"] is True) if operation == "anti_spoof" else (face["deepfake"]["label"] == "real")

@@ -122,3 +122,9 @@ register_operation("verify", verify, setup=verify_setup, validate=_verify_valida
 register_operation("analyze", analyze, validate=_validator(face.AnalyzeParams), description="as POST /face/analyze")
 register_operation("demographics", demographics, validate=_validator(face.DemographicsParams),
                    description="as POST /face/demographics")
+register_operation("anti_spoof", lambda ctx, image, params, _state: face.anti_spoof_data(
+    ctx, image, face.AntiSpoofParams(**params["options"])).model_dump(),
+    validate=_validator(face.AntiSpoofParams), description="as POST /face/anti-spoof")
+register_operation("deepfake", lambda ctx, image, params, _state: face.deepfake_data(
+    ctx, image, face.DeepfakeParams(**params["options"])).model_dump(),
+    validate=_validator(face.DeepfakeParams), description="as POST /face/deepfake")

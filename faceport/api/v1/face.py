@@ -476,18 +476,21 @@ class DeepfakeData(BaseModel):
              openapi_extra=body_doc(DeepfakeParams, {"image": "JPEG, PNG, BMP or WebP"}))
 async def deepfake(request: Request, ctx: ContextDep) -> dict[str, Any]:
     params, image = await _image_request(request, ctx, DeepfakeParams)
-    report = await ctx.run(detect_deepfakes, ctx.engine, image, detector=params.detector,
-                           score_threshold=params.score_threshold, max_faces=params.max_faces,
-                           ai_generated=params.ai_generated)
-    detector = _detector_name(ctx, params)
-    request.state.model_used = f"{detector},facemesh,iris" + (f",{CLIP_MODEL}" if report.ai_generated else "")
+    data = await ctx.run(deepfake_data, ctx, image, params)
+    request.state.model_used = f"{data.detector},facemesh,iris" + (f",{CLIP_MODEL}" if data.ai_generated else "")
+    return ok(request, data.model_dump())
+
+
+def deepfake_data(ctx: AppContext, image: BGRImage, params: DeepfakeParams) -> DeepfakeData:
+    """What ``POST /face/deepfake`` answers in ``data`` (blocking; also a batch operation)."""
+    report = detect_deepfakes(ctx.engine, image, detector=params.detector, score_threshold=params.score_threshold,
+                              max_faces=params.max_faces, ai_generated=params.ai_generated)
     faces = [DeepfakeFace(**_face_fields(report.faces, i) | {"landmarks": None},
                           deepfake=_deepfake_out(report.per_face[i])) for i in range(len(report.faces))]
-    data = DeepfakeData(faces=faces, count=len(faces), image={"width": image.shape[1], "height": image.shape[0]},
-                        detector=detector, deepfake=_verdict(report.image),
+    return DeepfakeData(faces=faces, count=len(faces), image={"width": image.shape[1], "height": image.shape[0]},
+                        detector=_detector_name(ctx, params), deepfake=_verdict(report.image),
                         ai_generated=_verdict(report.ai_generated) if report.ai_generated is not None else None,
                         not_available=[] if ctx.engine.ai_generated_installed() else ["ai_generated"])
-    return ok(request, data.model_dump())
 
 
 # --- passive anti-spoof (single image) ----------------------------------------------------------------
@@ -530,13 +533,17 @@ def _anti_spoof(ctx: AppContext, image: BGRImage, params: AntiSpoofParams) -> li
              summary="Passive anti-spoofing: is each face a print or a screen? (single image)",
              openapi_extra=body_doc(AntiSpoofParams, {"image": "JPEG, PNG, BMP or WebP"}))
 async def anti_spoof(request: Request, ctx: ContextDep) -> dict[str, Any]:
+    params, image = await _image_request(request, ctx, AntiSpoofParams)
+    data = await ctx.run(anti_spoof_data, ctx, image, params)
+    request.state.model_used = f"{data.detector},passive_cues_v1"
+    return ok(request, data.model_dump())
+
+
+def anti_spoof_data(ctx: AppContext, image: BGRImage, params: AntiSpoofParams) -> AntiSpoofData:
+    """What ``POST /face/anti-spoof`` answers in ``data`` (blocking; also a batch operation)."""
     from faceport.services.antispoof import METHOD_DESCRIPTION
 
-    params, image = await _image_request(request, ctx, AntiSpoofParams)
-    faces = await ctx.run(_anti_spoof, ctx, image, params)
-    detector = _detector_name(ctx, params)
-    request.state.model_used = f"{detector},passive_cues_v1"
-    data = AntiSpoofData(faces=faces, count=len(faces), live=all(f.anti_spoof.live for f in faces),
-                         image={"width": image.shape[1], "height": image.shape[0]}, detector=detector,
-                         method=METHOD_DESCRIPTION)
-    return ok(request, data.model_dump())
+    faces = _anti_spoof(ctx, image, params)
+    return AntiSpoofData(faces=faces, count=len(faces), live=all(f.anti_spoof.live for f in faces),
+                         image={"width": image.shape[1], "height": image.shape[0]},
+                         detector=_detector_name(ctx, params), method=METHOD_DESCRIPTION)
