@@ -147,9 +147,10 @@ class Reason:
 
     Attributes:
         kind: "face", "plate", "text" or "mouth" (a mouth hidden while personal data is spoken).
-        why: face: "detected" (full-frame detection at or above ``faces.confidence``), "confirmed"
-            (a lower score seen in two consecutive frames), "tracked" (found again inside the
-            window around its last box), "held" (not found this frame; the last box kept, grown);
+        why: face: "detected" (full-frame detection at or above ``faces.confidence``), "continued"
+            (a lower score continuing a face already tracked), "confirmed" (a lower score seen in
+            two consecutive frames), "tracked" (found again inside the window around its last box,
+            ``detect_every`` above 1), "held" (not found this frame; the last box kept, grown);
             plate: "plate"; text: the entity ("PERSON", "phone", "mrz", a form label's kind, "text"
             in ``all`` mode); mouth: "speech".
         detector: The model that found it ("centerface", "plate_cascades+ppocr_v4", "ppocr_v4", ...).
@@ -442,7 +443,8 @@ class FaceTracker:
             if j >= 0 and iou[i, j] > 0.1 and j not in used:
                 used.add(j)
                 kept.append(_Track(faces.xyxy[j], None if faces.kps is None else faces.kps[j],
-                                   score=float(faces.score[j]), why="detected"))
+                                   score=float(faces.score[j]),
+                                   why="detected" if faces.score[j] >= self.confidence else "continued"))
             elif track.missed < self.hold_frames:
                 track.missed += 1
                 track.box = _scaled(track.box, 1.0 + self.hold_growth, w, h)

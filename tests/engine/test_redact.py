@@ -146,9 +146,12 @@ def test_low_scores_continue_a_face_or_confirm_in_two_frames_and_held_boxes_grow
     # a low-score face seen in a second consecutive frame is confirmed; a blip that does not repeat never is
     tracker._match(_faces((106, 100, 206, 200, 0.25), (402, 52, 442, 92, 0.3)), 640, 360)
     assert len(tracker.tracks) == 2
+    # the audit report's reasons: the profile continues its track, the texture was confirmed in two frames
+    assert [(r.why, r.score) for r in tracker.reasons()] == [("continued", 0.25), ("confirmed", 0.3)]
     tracker._match(_faces((402, 52, 442, 92, 0.3)), 640, 360)  # the first face is lost: held, growing
     held = tracker.tracks[0]
     assert held.missed == 1 and held.box[2] - held.box[0] == pytest.approx(110)
+    assert [(r.why, r.held) for r in tracker.reasons()] == [("held", 1), ("continued", 0)]
     tracker._match(_faces(), 640, 360)
     tracker._match(_faces(), 640, 360)
     assert len(tracker.tracks) == 1  # held 2 frames, then dropped; the other is in its first held frame

@@ -17,7 +17,7 @@ from tests.privacy_judge import read_frames
 
 PRIVACY_MODELS = ("centerface", "ppocr_v4_det", "ppocr_v4_rec", "ppocr_cls", "plate_cascades", "whisper_tiny_en",
                   "spacy_en_core_web_sm")
-FACE_WHYS = {"detected", "confirmed", "tracked", "held"}
+FACE_WHYS = {"detected", "continued", "confirmed", "tracked", "held"}
 
 
 @pytest.fixture(scope="module")
