@@ -175,6 +175,10 @@ def faces_section(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[
         "faces_judged": judged, "faces_visible": visible,
         "frames_with_leak": sum(r["frames_with_leak"] for r in rows),
         "flagged_not_checked_by_eye": None if None in unchecked else sum(unchecked),
+        "coverage_checked": None if None in unchecked or not judged else round(
+            100.0 * (1 - sum(unchecked) / max(1, judged - (visible - sum(unchecked)))), 2),
+        "coverage_checked_note": "the same, leaving out the flagged boxes looked at by eye and found to be no face "
+                                 "(tests/privacy_judge.py JUDGE_FALSE_POSITIVES); null when a clip has no such list",
         "fps_median": round(statistics.median(r["fps"] for r in rows), 2),
         "fps_note": "whole process (faceport redact --faces), frames written / median wall time"}
     if ratios:
