@@ -175,6 +175,9 @@ class Reason:
         return self.why
 
 
+_PLATE_SOURCES: Final = {"cascade": "plate_cascades", "text": "ppocr_v4", "both": "plate_cascades+ppocr_v4"}
+
+
 def label_reasons(kind: RegionKind, labels: Sequence[str | Reason], detector: str | None = None) -> list[Reason]:
     """Reasons for a finder's labels: a ``Reason`` is kept, a string becomes one.
 
@@ -503,11 +506,14 @@ class FrameRedactor:
         self.ner = ner
 
     # ---- finders -------------------------------------------------------------------------------
-    def find_plates(self, image: BGRImage) -> tuple[Boxes, list[str]]:
+    def find_plates(self, image: BGRImage) -> tuple[Boxes, list[Reason]]:
+        """Plate boxes, each with its reason (which detector found it, its score, the text OCR read)."""
         if self.plates is None or not self.options.plates.enabled:
             return _EMPTY, []
         found = self.plates.detect(image, confidence=self.options.plates.confidence)
-        return _boxes([p.xyxy for p in found]), [f"plate:{p.text}" if p.text else "plate" for p in found]
+        return _boxes([p.xyxy for p in found]), [
+            Reason("plate", "plate", _PLATE_SOURCES.get(p.source, p.source), round(float(p.score), 3),
+                   text=p.text or None) for p in found]
 
     def find_text(self, image: BGRImage) -> tuple[Boxes, list[str]]:
         """Text boxes to hide: every line ("all") or the personal data in them ("pii")."""

@@ -71,6 +71,37 @@ def test_image_report_boxes_are_exactly_the_pixels_replaced(cache, data_dir: Pat
         assert secret not in lowered
 
 
+@pytest.mark.parametrize("with_text", [False, True])
+def test_plate_in_the_report_with_its_text_only_when_asked(cache, data_dir: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                           with_text: bool) -> None:
+    """A real plate photo: the plate's box is reported with its detector and score; the registration OCR read
+    is in the report only with ``report_text``."""
+    source = data_dir / "plates" / "alpr_br_OKL1235.jpg"
+    x, y, w, h = (int(v) for v in (data_dir / "plates" / "alpr_br_OKL1235.txt").read_text().split("\t")[1:5])
+    target = tmp_path / "car.png"
+    config = parse_config({"video": {"face_detection": False, "blur": {"type": "solid"}}, "report": True,
+                           "report_text": with_text})
+    result = redact_file(cache, source, target, config)
+    [frame] = json.loads(result.report.read_text())["frames"]
+    plates = [r for r in frame["regions"] if r["kind"] == "plate"]
+    truth = [x, y, x + w, y + h]
+    assert any(_iou(r["box"], truth) > 0.6 for r in plates), (plates, truth)
+    assert all(r["why"] == "plate" and r["detector"] and 0 < r["score"] <= 1 for r in plates)
+    after, before = cv2.imread(str(target)), cv2.imread(str(source))
+    inside = _mask(before.shape, [r["box"] for r in frame["regions"]])
+    assert (after[inside] == 0).all() and np.array_equal(after[~inside], before[~inside])
+    assert ("OKL" in json.dumps(frame)) == with_text  # (the file name holds it too: look at the frames)
+    if with_text:  # as OCR read it ("OKL·1235")
+        assert any("".join(c for c in r.get("text", "") if c.isalnum()) == "OKL1235" for r in plates)
+
+
+def _iou(a: list[int], b: list[int]) -> float:
+    w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / max(union, 1)
+
+
 def _frame_fps(path: Path) -> float:
     with av.open(str(path)) as container:
         return float(container.streams.video[0].average_rate)
