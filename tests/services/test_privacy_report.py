@@ -194,3 +194,42 @@ def test_no_report_unless_asked_and_none_left_by_a_failed_job(cache, data_dir: P
     with pytest.raises(Exception):  # noqa: B017 (any refusal; the point is what is left behind)
         redact_file(cache, broken, tmp_path / "out.mp4", parse_config({"report": True}))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.mp4", "card.png"]
+
+
+def test_video_with_speech_reports_spans_and_the_mouths_hidden_during_them(cache, data_dir: Path,  # type: ignore[no-untyped-def]
+                                                                            tmp_path: Path) -> None:
+    """Carphone's picture with the first 4 s of the spoken personal data: the name is listed as an audio span,
+    and the frames within the span (± mouth window) list a mouth box, with the tone in the output's audio."""
+    clip = tmp_path / "talk.mkv"
+    with av.open(str(data_dir / "video" / "skv_carphone_pristine.mp4")) as v, \
+            av.open(str(data_dir / "audio" / "tts_personal_data_en_16k.wav")) as a, av.open(str(clip), "w") as out:
+        vs = out.add_stream_from_template(v.streams.video[0])
+        as_ = out.add_stream_from_template(a.streams.audio[0])
+        for packet in v.demux(v.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = vs
+                out.mux(packet)
+        for packet in a.demux(a.streams.audio[0]):
+            if packet.dts is not None and packet.pts * packet.time_base < 4.0:
+                packet.stream = as_
+                out.mux(packet)
+    config = parse_config({"video": {"face_detection": False, "plate_detection": False},
+                           "audio": {"mouth_blur_window_ms": 200}, "report": True})
+    result = redact_file(cache, clip, tmp_path / "talk_out.mp4", config)
+    report = json.loads(result.report.read_text())
+    spans = report["audio"]["spans"]
+    assert spans and spans[0]["entity"] == "name" and len(spans) == len(result.redactions)
+    assert len(report["frames"]) == result.frames
+    for entry in report["frames"]:
+        speaking = any(s["words"][0] - 0.2 <= entry["time"] <= s["words"][1] + 0.2 for s in spans)
+        mouths = [r for r in entry["regions"] if r["kind"] == "mouth"]
+        assert all(r["why"] == "speech" for r in mouths)
+        assert not mouths or speaking, entry  # no mouth hidden outside a span
+    assert sum(bool(e["regions"]) for e in report["frames"]) >= 5  # the face is there: its mouth was hidden
+    with av.open(str(tmp_path / "talk_out.mp4")) as container:
+        stream = container.streams.audio[0]
+        samples = np.concatenate([f.to_ndarray()[0] for f in container.decode(stream)])
+        rate = stream.rate
+    span = spans[0]
+    middle = samples[int((span["words"][0] + 0.05) * rate):int((span["words"][1] - 0.05) * rate)]
+    assert _tone_ratio(middle.astype(np.float32), rate) > 0.5
