@@ -356,8 +356,10 @@ def process_video_cmd(sources: tuple[Path, ...], target: Path, output: Path, pro
 @click.option("--kernel-size", type=int, default=41, help="Gaussian kernel size in pixels.")
 @click.option("--padding", type=int, default=4, help="Pixels added around every box.")
 @click.option("--silence", is_flag=True, help="Silence personal data instead of bleeping it.")
+@click.option("--report", "audit", is_flag=True, help="Also write OUTPUT.report.json: every box hidden per frame "
+              "and why, every speech span redacted.")
 def redact(input_path: Path, output: Path, faces: bool, plates: bool, text_mode: str | None, audio: bool,
-           blur_type: str, kernel_size: int, padding: int, silence: bool) -> None:
+           blur_type: str, kernel_size: int, padding: int, silence: bool, audit: bool) -> None:
     """Redact a video, image or audio file: faceport redact in.mp4 -o out.mp4 --faces --plates --text pii --audio."""
     from tqdm import tqdm
 
@@ -371,7 +373,7 @@ def redact(input_path: Path, output: Path, faces: bool, plates: bool, text_mode:
         "video": {"face_detection": faces, "plate_detection": plates, "text_detection": text_mode is not None,
                   "models": {"pii_text": {"mode": text_mode or "pii"}},
                   "blur": {"type": blur_type, "kernel_size": kernel_size, "padding": padding}},
-        "audio": {"enabled": audio, "redaction": "silence" if silence else "bleep"}})
+        "audio": {"enabled": audio, "redaction": "silence" if silence else "bleep"}, "report": audit})
     settings = _settings()
     cache = ModelCache(ModelStore(settings.models_dir), providers=settings.execution_providers)
     try:
@@ -390,6 +392,8 @@ def redact(input_path: Path, output: Path, faces: bool, plates: bool, text_mode:
                + (f", {len(report.redactions)} speech redactions" if report.redactions else "") + ")")
     if report.transcript is not None:
         click.echo(f"transcript: {report.transcript}")
+    if report.report is not None:
+        click.echo(f"report: {report.report}")
 
 
 # ---- users and API keys (seed D auth) ----------------------------------------------------------
