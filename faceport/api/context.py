@@ -42,6 +42,7 @@ class AppContext:
     privacy: Any = None  # faceport.services.privacy.PrivacyService (seed E)
     proctor: Any = None  # faceport.services.proctor.ProctorService (seed C)
     system: Any = None  # faceport.services.system.SystemService (seed D's /system/*)
+    liveness: Any = None  # faceport.services.liveness.LivenessService (seed D's active anti-spoof sessions)
     started_at: float = field(default_factory=time.time)
 
     @classmethod
@@ -67,6 +68,9 @@ class AppContext:
         context = cls(settings, models, cache, engine, executor, store,
                       auth=build_auth(settings, store), gallery=load_gallery(store), jobs=jobs, facefusion=facefusion,
                       privacy=privacy, proctor=ProctorService(settings, engine, store))
+        from faceport.services.liveness import LivenessService
+
+        context.liveness = LivenessService(settings, engine)
         context.system = SystemService(settings, models, cache, store, jobs=jobs, executor=executor,
                                        storage_probes=(facefusion.unwritable_storage, privacy.unwritable_storage),
                                        started_at=context.started_at)
@@ -93,6 +97,8 @@ class AppContext:
     def close(self) -> None:
         if self.proctor is not None:
             self.proctor.close()
+        if self.liveness is not None:
+            self.liveness.close()
         if self.jobs is not None:
             self.jobs.stop()
         if self.facefusion is not None:

@@ -577,6 +577,6 @@ class ActiveSession:
             setattr(session, name, record[name])
         session.references = arrays.get("references")
         if "p_start" in arrays:
-            session.parallax = ParallaxTracker(arrays["p_start"], arrays["p_current"], arrays["p_nose"], arrays["p_prev"],
-                                               float(record["parallax_scale"]))
+            session.parallax = ParallaxTracker(arrays["p_start"], arrays["p_current"], arrays["p_nose"],
+                                               arrays["p_prev"], float(record["parallax_scale"]))
         return session
