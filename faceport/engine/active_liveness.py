@@ -106,7 +106,9 @@ class ActiveOptions:
     passive_every: int = 3
     passive_max_share: float = 0.34
     passive_min_checks: int = 4  # a verdict on presentation cues needs at least this many
-    border_threshold: float = 0.75
+    # a straight edge framing the face on two sides (see border_score) in over passive_max_share of the
+    # checked frames: one frame's 0.5 is common in rooms, a third of a session's frames is not
+    border_threshold: float = 0.5
     moire_threshold: float = 1000.0
     work_side: int = 640  # frames are tracked at this longer side at most
     require_three_d: bool = True  # a session passes only with parallax measured on a turn
