@@ -105,21 +105,25 @@ def planar_photo(still: np.ndarray, centre: tuple[float, float], *, degrees: flo
     return out
 
 
-def screen_replay(frames: Frames, *, seed: int = 0) -> Frames:
-    """The frames as a camera would see them on a phone screen held in front of it."""
+def screen_replay(frames: Frames, *, seed: int = 0, bezel: bool = True) -> Frames:
+    """The frames as a camera would see them on a phone screen held in front of it.
+
+    ``bezel=False``: the screen fills the camera's whole view (no border in sight, moire only).
+    """
     rng = np.random.default_rng(seed)
     out: Frames = []
     for t, frame in frames:
         h, w = frame.shape[:2]
         desk = np.full((h, w, 3), (96, 104, 110), np.uint8)
-        sw, sh = int(w * 0.62), int(h * 0.62)
+        sw, sh = (int(w * 0.62), int(h * 0.62)) if bezel else (w, h)
         screen = cv2.resize(frame, (sw, sh), interpolation=cv2.INTER_AREA).astype(np.float32)
         yy, xx = np.mgrid[:sh, :sw].astype(np.float32)
         moire = 1.0 + 0.12 * np.sin(2 * np.pi * (xx * 0.31 + yy * 0.07)) * np.sin(2 * np.pi * (yy * 0.29 - xx * 0.05))
         screen = np.clip((screen * 0.9 + 18) * moire[..., None], 0, 255)  # screen gamma/black level and beating
-        bezel = max(6, int(0.03 * w))
         x0, y0 = (w - sw) // 2, (h - sh) // 2
-        cv2.rectangle(desk, (x0 - bezel, y0 - bezel), (x0 + sw + bezel, y0 + sh + bezel), (22, 22, 24), -1)
+        if bezel:
+            edge = max(6, int(0.03 * w))
+            cv2.rectangle(desk, (x0 - edge, y0 - edge), (x0 + sw + edge, y0 + sh + edge), (22, 22, 24), -1)
         desk[y0:y0 + sh, x0:x0 + sw] = screen.astype(np.uint8)
         noisy = desk.astype(np.float32) + rng.normal(0, 3.0, desk.shape)
         out.append((t, _jpeg(np.clip(noisy, 0, 255).astype(np.uint8))))
