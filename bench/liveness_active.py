@@ -181,7 +181,25 @@ def main() -> None:
             started = time.perf_counter()
             engine.detect(frame, landmarks=True)
             detect_only.append((time.perf_counter() - started) * 1000)
+    obs = Observed(engine, frames)
+    update, embed = [], []
+    for _ in range(args.runs):
+        session = ActiveSession(clips.BONA_FIDE[2].challenges, replace(ActiveOptions(), parallax_min=10.0,
+                                                                       step_timeout_s=60.0))
+        for i, ((t, frame), face) in enumerate(zip(obs.frames, obs.faces, strict=True)):
+            if face is None:
+                continue
+            vector = obs.embedding(i)
+            started = time.perf_counter()
+            session.add_frame(t, frame, face.landmarks[0], face.xyxy[0], lambda v=vector: v)
+            update.append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        engine.embedder().embed(frames[0][1], obs.faces[0])
+        embed.append((time.perf_counter() - started) * 1000)
     cost = {"frames": len(full), "analyse_frame_ms": round(statistics.median(full), 1),
+            "session_update_ms": round(statistics.median(update), 2),
+            "session_update_p90_ms": round(float(np.percentile(update, 90)), 2),
+            "embedding_ms": round(statistics.median(embed), 1),
             "analyse_frame_p90_ms": round(float(np.percentile(full, 90)), 1),
             "detect_landmarks_ms": round(statistics.median(detect_only), 1),
             "ratio": round(statistics.median(full) / statistics.median(detect_only), 2),
