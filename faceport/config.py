@@ -197,6 +197,10 @@ class Settings(BaseSettings):
                                        description="Seconds a session's verdict stays readable after it expires.")
     liveness_challenges: int = Field(default=3, ge=2, le=5, description="Challenges in a generated sequence.")
     liveness_max_frames: int = Field(default=600, ge=10, le=100_000, description="Frames accepted per session.")
+    liveness_turn_degrees: float = Field(default=8.0, ge=2.0, le=45.0,
+                                         description="Head yaw (degrees from the first frames) a turn challenge needs.")
+    liveness_step_timeout: float = Field(default=6.0, gt=0.0, le=60.0,
+                                         description="Seconds of client time allowed for each challenge.")
     liveness_redis_prefix: str = Field(default="faceport:liveness", min_length=1,
                                        description="Redis key prefix of active-liveness sessions.")
 

@@ -188,7 +188,8 @@ class LivenessService:
                  options: ActiveOptions | None = None) -> None:
         self.settings = settings
         self.engine = engine
-        self.options = options or ActiveOptions()
+        self.options = options or ActiveOptions(turn_degrees=settings.liveness_turn_degrees,
+                                                step_timeout_s=settings.liveness_step_timeout)
         if store is None:
             store = (RedisSessionStore(settings.redis_url, prefix=settings.liveness_redis_prefix,
                                        retention=settings.liveness_result_ttl)
