@@ -46,7 +46,8 @@ class SessionCreate(BaseModel):
 class FrameParams(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    timestamp: float = Field(ge=0, description="client capture time of the frame, milliseconds (e.g. Date.now())")
+    timestamp: float = Field(ge=0, le=1e15, allow_inf_nan=False,
+                             description="client capture time of the frame, milliseconds (e.g. Date.now())")
 
 
 class ChallengeOut(BaseModel):
