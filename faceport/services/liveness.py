@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -158,7 +158,7 @@ class RedisSessionStore:
 
     def get(self, session_id: str) -> SessionRecord | None:
         with self._shared():
-            values = self._redis.hmget(self._key(session_id), ["meta", "state"])
+            values = cast(list[bytes | None], self._redis.hmget(self._key(session_id), ["meta", "state"]))
         if not values or values[0] is None or values[1] is None:
             return None
         meta = json.loads(values[0])
