@@ -145,3 +145,28 @@ def test_a_user_session_expires(client, auth_headers, grace_hopper: np.ndarray) 
     data = client.get(f"{SESSIONS}/{session_id}", headers=auth_headers).json()["data"]
     assert data["status"] == "failed" and data["verdict"] == {**data["verdict"], "live": False,
                                                               "reason": "session_expired"}
+
+
+
+def test_a_session_takes_a_bounded_number_of_frames(settings, grace_hopper: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from faceport.api.app import create_app
+
+    with TestClient(create_app(settings.model_copy(update={"liveness_max_frames": 10}))) as client:
+        _bounded(client, register_headers(client), grace_hopper)
+
+
+def _bounded(client, auth_headers, grace_hopper: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    session_id = client.post(SESSIONS, headers=auth_headers, json={}).json()["data"]["session_id"]
+    url = f"{SESSIONS}/{session_id}/frames"
+    image = _jpeg(grace_hopper)
+    for k in range(10):
+        response = client.post(url, headers=auth_headers, files={"image": ("f.jpg", image, "image/jpeg")},
+                               data={"timestamp": str(1000 + 50 * k)})
+        assert response.status_code == 200 and response.json()["data"]["status"] == "in_progress"
+    over = client.post(url, headers=auth_headers, files={"image": ("f.jpg", image, "image/jpeg")},
+                       data={"timestamp": "5000"})
+    assert over.status_code == 400 and "at most 10 frames" in over.json()["error"]["message"]
+    data = client.get(f"{SESSIONS}/{session_id}", headers=auth_headers).json()["data"]
+    assert data["status"] == "failed" and data["verdict"]["reason"] == "session_expired"
