@@ -86,6 +86,25 @@ class Settings(BaseSettings):
                                     "relative to and confined in this directory; default <home>/media.")
     job_queue_max: int = Field(default=16, ge=1, le=100_000,
                                description="Jobs waiting in the local runner; more are refused (QUEUE_FULL).")
+    jobs: Literal["local", "celery"] = Field(
+        default="local", description="Job runner: local (threads of the server process) or celery (Celery workers, "
+        "`faceport worker`, over Redis; the database and FACEPORT_HOME must be shared with them).")
+    celery_broker_url: str | None = Field(default=None, description="Celery broker; default FACEPORT_REDIS_URL.")
+    celery_queue: str = Field(default="faceport", min_length=1, description="Celery queue jobs go to by default.")
+    celery_routes: dict[str, str] = Field(
+        default_factory=dict, description="Job kind -> Celery queue (JSON), e.g. {\"facefusion.video\": \"gpu\"}: "
+        "those jobs run only on workers consuming that queue.")
+    celery_visibility_timeout: float = Field(
+        default=3600.0, ge=1.0, description="Seconds before Redis hands a message a dead worker took to another "
+        "worker; job leases usually recover the job long before.")
+    job_lease_seconds: float = Field(
+        default=30.0, ge=1.0, le=3600.0, description="A worker renews its claim on a running job this often "
+        "(every third of it); a job whose claim expired (its worker died) is run again by another worker.")
+    job_inline_timeout: float = Field(
+        default=300.0, gt=0.0, description="Seconds a request answered synchronously waits for its job on a "
+        "Celery worker (seed B's proxy timeout).")
+    node_name: str | None = Field(default=None, description="This process's name in /health and in Redis "
+                                  "(default host:pid).")
     sync_video_max_seconds: float = Field(default=120.0, ge=0.0,
                                           description="Videos up to this long are processed within the request; "
                                           "longer ones are queued as jobs.")
@@ -104,6 +123,13 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(default=6, ge=1, le=100, description="Delivery attempts per webhook.")
     webhook_backoff_seconds: float = Field(default=5.0, gt=0.0, le=3600.0,
                                            description="Wait before the first retry; doubled for each next one.")
+
+    # Seed B face selection: "many"/"all"/"one" leave small background faces alone (no pale ghosts).
+    swap_min_face_px: int = Field(default=24, ge=0, le=4096, description="Faces whose shorter box side is under "
+                                  "this many pixels are not swapped/enhanced in selector modes many, all and one; "
+                                  "a request's face_selector_min_size overrides it.")
+    swap_min_face_ratio: float = Field(default=0.25, ge=0.0, le=1.0, description="... nor faces smaller than this "
+                                       "share of the largest face's side in the same image (0 turns it off).")
 
     # Seed A (live webcam face swap: /upload_source, /status, Socket.IO on the main app).
     live_max_fps: float = Field(default=15.0, gt=0.0, le=120.0,
@@ -299,6 +325,13 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def node_name(settings: Settings) -> str:
+    """This process's name in /health, logs and Redis: ``FACEPORT_NODE_NAME``, else ``host:pid``."""
+    import socket
+
+    return settings.node_name or f"{socket.gethostname()}:{os.getpid()}"
 
 
 @lru_cache(maxsize=1)

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from faceport.config import Settings
 from faceport.engine.core import EngineOptions, FaceEngine
 from faceport.engine.models import ModelCache, ModelStore
-from faceport.jobs import LocalJobRunner
+from faceport.jobs import JobQueue, make_job_queue
 from faceport.services.auth import build_auth
 from faceport.services.facefusion import FaceFusionService
 from faceport.services.gallery import load_gallery
@@ -37,17 +37,22 @@ class AppContext:
     store: Store
     auth: Any = None  # faceport.services.auth.AuthService
     gallery: Any = None  # faceport.services.gallery.Gallery
-    jobs: LocalJobRunner | None = None  # the local job runner (long videos, batch work)
+    jobs: JobQueue | None = None  # the job runner (long videos, batch work): local threads or Celery
     facefusion: FaceFusionService | None = None  # seed B
     privacy: Any = None  # faceport.services.privacy.PrivacyService (seed E)
     proctor: Any = None  # faceport.services.proctor.ProctorService (seed C)
     system: Any = None  # faceport.services.system.SystemService (seed D's /system/*)
     liveness: Any = None  # faceport.services.liveness.LivenessService (seed D's active anti-spoof sessions)
+    gallery_sync: Any = None  # faceport.services.gallery.GallerySync, with FACEPORT_REDIS_URL
+    notices: Any = None  # faceport.services.notices.ChangeNotices (gallery, proctoring registry), with Redis
     started_at: float = field(default_factory=time.time)
 
     @classmethod
-    def create(cls, settings: Settings) -> AppContext:
-        """Open the database (migrations run here) and build the engine; loads no model yet."""
+    def create(cls, settings: Settings, *, role: str = "api", concurrency: int | None = None) -> AppContext:
+        """Open the database (migrations run here) and build the engine; loads no model yet.
+
+        ``role="worker"`` builds the same services for ``faceport worker`` (its Celery runner runs jobs).
+        """
         settings.home.mkdir(parents=True, exist_ok=True)
         models = ModelStore(settings.models_dir)
         cache = ModelCache(models, providers=settings.execution_providers, idle_ttl=settings.model_idle_ttl,
@@ -58,7 +63,7 @@ class AppContext:
         executor = CountingThreadPool(max_workers=settings.thread_pool_size, thread_name_prefix="faceport-work")
         store = open_store(settings.resolved_database_url)
         log.info("store %s at revision %s", store.dialect, store.revision())
-        jobs = LocalJobRunner(store, workers=settings.job_workers, queue_max=settings.job_queue_max)
+        jobs = make_job_queue(settings, store, role=role, concurrency=concurrency)
         facefusion = FaceFusionService(settings, engine, jobs)  # registers its job kinds
         from faceport.services.privacy import PrivacyService
 
@@ -74,9 +79,22 @@ class AppContext:
         context.system = SystemService(settings, models, cache, store, jobs=jobs, executor=executor,
                                        storage_probes=(facefusion.unwritable_storage, privacy.unwritable_storage),
                                        started_at=context.started_at)
+        if settings.redis_url:  # several nodes on one database: other nodes' changes reach the in-memory caches
+            from faceport.config import node_name
+            from faceport.services.gallery import GallerySync
+            from faceport.services.notices import ChangeNotices
+
+            notices = ChangeNotices(settings.redis_url, node_name(settings))
+            context.gallery_sync = GallerySync(context.gallery, notices)
+            proctor = context.proctor
+            proctor.on_change = lambda: notices.announce("proctor")
+            notices.watch("proctor", proctor.reload)
+            context.notices = notices
         return context
 
     def start(self) -> None:
+        if self.notices is not None:
+            self.notices.start()
         self.cache.start_janitor()
         if self.settings.preload_models:
             self.cache.preload(self.settings.preload_models)
@@ -95,6 +113,8 @@ class AppContext:
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
 
     def close(self) -> None:
+        if self.notices is not None:
+            self.notices.close()
         if self.proctor is not None:
             self.proctor.close()
         if self.liveness is not None:

@@ -462,11 +462,17 @@ class PrivacyService:
         needed = {str(r.params.get("input_path")) for r in waiting if r.params.get("upload")}
         removed = 0
         uploads = root / UPLOAD_DIR
+        # with Celery workers other processes share the media root: an upload younger than an hour may be
+        # another node's request in flight, and a running job's partial output belongs to a live worker
+        shared = getattr(self.settings, "jobs", "local") == "celery"
         if uploads.is_dir():
             for path in uploads.iterdir():
-                if path.is_file() and f"{UPLOAD_DIR}/{path.name}" not in needed:
+                if path.is_file() and f"{UPLOAD_DIR}/{path.name}" not in needed \
+                        and not (shared and time.time() - path.stat().st_mtime < 3600):
                     path.unlink(missing_ok=True)
                     removed += 1
+        if shared:
+            waiting = []  # a worker removes a job's partial outputs when it (re)starts the job, see _run
         for record in waiting:
             try:
                 target = confine(root, str(record.params.get("output_path", "")), field_name="output_path")
@@ -619,6 +625,9 @@ class PrivacyService:
             if target.exists() and not params.get("overwrite", True):  # rows from before "overwrite" replaced
                 raise OutputExists(f"output_path {params['output_path']} appeared after the job was queued; "
                                    "send \"overwrite\": true to replace it", details={"field": "output_path"})
+            if record.attempts > 1:  # an earlier attempt was killed mid-write: its partial output is litter
+                for partial in _partials(target):
+                    partial.unlink(missing_ok=True)
             config = parse_config(params.get("config"))
             speech = self.speech() if config.audio.enabled and params.get("media") in ("audio", "video") else None
             _writable_folder(target.parent, "the output folder")

@@ -180,6 +180,8 @@ class SystemService:
         alive, workers = self.jobs.alive_workers(), self.jobs.workers
         if not self.jobs.started:
             problem: str | None = "the job runner is not running"
+        elif getattr(self.jobs, "role", None) == "api" and alive == 0:  # FACEPORT_JOBS=celery
+            problem = "no job worker is alive: start `faceport worker` (FACEPORT_JOBS=celery)"
         elif alive < workers:
             problem = f"{workers - alive} of {workers} job workers died (FACEPORT_JOB_WORKERS)"
         else:
@@ -236,7 +238,8 @@ class SystemService:
         installed = self.models.is_installed(name)
         size = self.models.status(name).size_bytes if installed else 0
         idle = min((m.idle_seconds for m in sessions), default=None)
-        pull = f"faceport models pull {name}" + ("" if spec.default else " --from FILE|URL --sha256 HEX")
+        public = spec.source.package is not None or spec.source.installed_module is not None
+        pull = f"faceport models pull {name}" + ("" if public else " --from FILE|URL --sha256 HEX")
         return ModelState(
             name=name, task=spec.task, runtime=spec.runtime,
             providers=list(self.cache.providers) if spec.runtime == "onnxruntime" else ["CPU"],
