@@ -238,6 +238,20 @@ class Settings(BaseSettings):
     ws_redis_channel: str = Field(default="faceport:notify", min_length=1,
                                   description="Redis pub/sub channel carrying /ws/notifications between nodes.")
 
+    # Active liveness sessions (seed D: /api/v1/face/anti-spoof/sessions).
+    liveness_session_ttl: float = Field(default=120.0, gt=0.0, le=3600.0,
+                                        description="Seconds an active-liveness session accepts frames.")
+    liveness_result_ttl: float = Field(default=600.0, ge=0.0, le=86_400.0,
+                                       description="Seconds a session's verdict stays readable after it expires.")
+    liveness_challenges: int = Field(default=3, ge=2, le=5, description="Challenges in a generated sequence.")
+    liveness_max_frames: int = Field(default=600, ge=10, le=100_000, description="Frames accepted per session.")
+    liveness_turn_degrees: float = Field(default=8.0, ge=2.0, le=45.0,
+                                         description="Head yaw (degrees from the first frames) a turn challenge needs.")
+    liveness_step_timeout: float = Field(default=6.0, gt=0.0, le=60.0,
+                                         description="Seconds of client time allowed for each challenge.")
+    liveness_redis_prefix: str = Field(default="faceport:liveness", min_length=1,
+                                       description="Redis key prefix of active-liveness sessions.")
+
     log_level: str = "INFO"
 
     # Seed D's default limits, in the `limits` library's notation ("100/hour", "5 per minute").

@@ -23,6 +23,7 @@ from faceport.api.ratelimit import RateLimiter, RateLimitHeadersMiddleware
 from faceport.api.v1 import auth as auth_v1
 from faceport.api.v1 import batch as batch_v1
 from faceport.api.v1 import face as face_v1
+from faceport.api.v1 import liveness as liveness_v1
 from faceport.api.v1 import proctor as proctor_v1
 from faceport.api.v1 import subjects as subjects_v1
 from faceport.api.v1 import system as system_v1
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     app = _base_app("faceport", "Face AI server: live swap, FaceFusion-style REST, proctoring, face platform API.",
                     settings, context, "plain", inner_middleware=PLATFORM_MIDDLEWARE)
     app.include_router(auth_v1.router)
+    app.include_router(liveness_v1.router)  # before face_v1: its paths sit under /face/anti-spoof
     app.include_router(face_v1.router)
     app.include_router(subjects_v1.router)
     app.include_router(proctor_v1.router)

@@ -42,6 +42,7 @@ class AppContext:
     privacy: Any = None  # faceport.services.privacy.PrivacyService (seed E)
     proctor: Any = None  # faceport.services.proctor.ProctorService (seed C)
     system: Any = None  # faceport.services.system.SystemService (seed D's /system/*)
+    liveness: Any = None  # faceport.services.liveness.LivenessService (seed D's active anti-spoof sessions)
     gallery_sync: Any = None  # faceport.services.gallery.GallerySync, with FACEPORT_REDIS_URL
     notices: Any = None  # faceport.services.notices.ChangeNotices (gallery, proctoring registry), with Redis
     notifier: Any = None  # faceport.services.notify.Notifier (seed D's /ws/notifications)
@@ -74,6 +75,9 @@ class AppContext:
         context = cls(settings, models, cache, engine, executor, store,
                       auth=build_auth(settings, store), gallery=load_gallery(store), jobs=jobs, facefusion=facefusion,
                       privacy=privacy, proctor=ProctorService(settings, engine, store))
+        from faceport.services.liveness import LivenessService
+
+        context.liveness = LivenessService(settings, engine)
         context.system = SystemService(settings, models, cache, store, jobs=jobs, executor=executor,
                                        storage_probes=(facefusion.unwritable_storage, privacy.unwritable_storage),
                                        started_at=context.started_at)
@@ -127,6 +131,8 @@ class AppContext:
             self.notices.close()
         if self.proctor is not None:
             self.proctor.close()
+        if self.liveness is not None:
+            self.liveness.close()
         if self.jobs is not None:
             self.jobs.stop()
         if self.batch is not None:
