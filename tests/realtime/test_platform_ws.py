@@ -328,3 +328,39 @@ def test_logout_or_a_lost_admin_role_ends_open_sockets_and_tokens_can_be_renewed
             with pytest.raises(ConnectionClosed) as closed:
                 ws.recv(timeout=30)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 4003
+
+
+def test_liveness_session_frames_over_face_analysis(server: LiveServer, data_dir) -> None:  # type: ignore[no-untyped-def]
+    """An active-liveness session fed over /ws/face-analysis: a real clip turning right passes; another user's
+    session is NOT_FOUND and a frame without its fields is an error on a socket that stays open."""
+    import cv2
+
+    from tests.liveness_clips import BONA_FIDE, read_segment
+
+    admin = _token(server, TEST_ADMIN["username"])
+    other = _token(server, "mallory")
+    created = httpx.post(f"{server.url}/api/v1/face/anti-spoof/sessions", headers={"Authorization": f"Bearer {admin}"},
+                         json={"challenges": ["turn_right"]}, timeout=30)
+    assert created.status_code == 201, created.text
+    session_id = created.json()["data"]["session_id"]
+    segment = next(s for s in BONA_FIDE if s.challenges == ("turn_right",))
+    frames = read_segment(data_dir, segment)
+    with connect(_ws_url(server, f"/ws/face-analysis?token={other}")) as ws:
+        _recv_type(ws, "connected")
+        jpeg = base64.b64encode(cv2.imencode(".jpg", frames[0][1])[1].tobytes()).decode()
+        ws.send(json.dumps({"type": "liveness_frame", "session_id": session_id, "image": jpeg, "timestamp": 0}))
+        refused = _recv_type(ws, "error")
+        assert refused["error"]["code"] == "NOT_FOUND"
+    with connect(_ws_url(server, f"/ws/face-analysis?token={admin}")) as ws:
+        _recv_type(ws, "connected")
+        ws.send(json.dumps({"type": "liveness_frame", "session_id": session_id}))
+        assert _recv_type(ws, "error")["error"]["code"] in ("MISSING_FIELD", "VALIDATION_ERROR", "INVALID_INPUT")
+        result: dict[str, Any] = {}
+        for t, frame in frames:
+            jpeg = base64.b64encode(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()).decode()
+            ws.send(json.dumps({"type": "liveness_frame", "session_id": session_id, "image": jpeg,
+                                "timestamp": round(t * 1000.0, 1)}))
+            result = _recv_type(ws, "liveness_frame.result")["data"]
+            if result["status"] != "in_progress":
+                break
+        assert result["status"] == "passed" and result["verdict"]["live"] is True, result

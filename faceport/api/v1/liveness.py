@@ -168,3 +168,36 @@ async def get_session(session_id: str, request: Request, ctx: ContextDep,
                       principal: CurrentPrincipal) -> dict[str, Any]:
     record = await ctx.run(_service(ctx).get, session_id, principal)
     return ok(request, session_out(record))
+
+
+# ---- the same frames over /ws/face-analysis ---------------------------------------------------
+def _ws_liveness_frame(ctx: AppContext, principal: Any, message: dict[str, Any], _state: dict[str, Any]
+                       ) -> dict[str, Any]:
+    """``{"type": "liveness_frame", "session_id", "image": <base64 or data URL>, "timestamp": <ms>}`` → the
+    REST frame route's ``data`` (blocking; run on the thread pool by the socket)."""
+    from faceport.engine.imageio import decode_image
+    from faceport.errors import InvalidInput, MissingField
+
+    for name in ("session_id", "image", "timestamp"):
+        if message.get(name) in (None, ""):
+            raise MissingField(f"{name} is required", details={"field": name})
+    session_id, image, timestamp = message["session_id"], message["image"], message["timestamp"]
+    if not isinstance(session_id, str) or not isinstance(image, str):
+        raise InvalidInput("session_id and image must be strings", details={"field": "session_id"})
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int | float):
+        raise InvalidInput("timestamp must be a number of milliseconds", details={"field": "timestamp"})
+    service = _service(ctx)
+    service.get(session_id, principal)  # NOT_FOUND before decoding
+    settings = ctx.settings
+    frame = decode_image(image, max_pixels=settings.max_image_pixels, max_bytes=settings.max_image_bytes)
+    return frame_out(service.add_frame(session_id, principal, frame, float(timestamp)))
+
+
+def _register_ws() -> None:
+    from faceport.realtime.platform_ws import MESSAGE_TYPES, register_message_type
+
+    if "liveness_frame" not in MESSAGE_TYPES:
+        register_message_type("liveness_frame", _ws_liveness_frame, reply_type="liveness_frame.result")
+
+
+_register_ws()
