@@ -345,7 +345,8 @@ class ModelStore:
                 with _open_member(archive, file.member) as src:
                     digest = _copy_hashing(src, target, tick)
             if digest != file.sha256:
-                raise ModelFetchFailed(f"{spec.name}: {file.member or file.name} has sha256 {digest}, expected {file.sha256}",
+                raise ModelFetchFailed(f"{spec.name}: {file.member or file.name} has sha256 {digest}, "
+                                       f"expected {file.sha256}",
                                        details={"model": spec.name, "file": file.name})
 
     def pull_from(self, name: str, source: str, sha256: str, *, progress: bool = False) -> ModelStatus:
