@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 
 RATE = 16_000
 SLACK_S = 0.3
+CUT_S = 1.0  # each item is also heard alone: its window plus this much on either side
 TONE_HZ = 1000.0
 _NUMBER_WORDS = {
     "zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
@@ -119,8 +120,12 @@ class Judge:
         self.model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=2,
                                   local_files_only=True)
 
-    def words(self, path: Path, language: str) -> list[HeardWord]:
+    def words(self, path: Path, language: str, window: tuple[float, float] | None = None) -> list[HeardWord]:
+        """Words heard in the file, or only in ``window`` (file time, cut out and heard on its own)."""
         samples, origin = read_track(path)
+        if window is not None:
+            i0 = max(0, int((window[0] - origin) * RATE))
+            samples, origin = samples[i0:max(i0, int((window[1] - origin) * RATE))], origin + i0 / RATE
         segments, _ = self.model.transcribe(samples, language=language, beam_size=5, word_timestamps=True,
                                             condition_on_previous_text=False)
         return [HeardWord(w.word, float(w.start) + origin, float(w.end) + origin)
@@ -168,6 +173,8 @@ class SpeechVerdict:
     leaked_words: list[str] = field(default_factory=list)
     coverage: list[float] = field(default_factory=list)
     missing_windows: list[str] = field(default_factory=list)
+    other_words: int = 0  # input words outside every item window
+    other_kept: int = 0  # ... of which the judge hears the same word in the output, at the same time
     heard_in: list[HeardWord] = field(default_factory=list)
     heard_out: list[HeardWord] = field(default_factory=list)
 
@@ -191,12 +198,23 @@ def judge_speech(judge: Judge, source: Path, output: Path, recording: str,
             continue
         a, b = window
         near = [w for w in heard_out if w.end > a - SLACK_S and w.start < b + SLACK_S and _matches(w, item)]
+        # Heard on its own, the item's stretch of the output (a long tone can send Whisper into a
+        # loop that hides what follows); the same stretch of the input must show the item.
+        cut = (a - CUT_S, b + CUT_S)
+        if not any(_matches(w, item) for w in judge.words(source, language, cut)):
+            verdict.missing_windows.append(item.kind)
+        near += [w for w in judge.words(output, language, cut) if _matches(w, item)]
         if near:
             verdict.leaked.append(item.kind)
             verdict.leaked_words.extend(f"{w.text.strip()}@{w.start:.2f}" for w in near)
         i0, i1 = int((a - origin) / 0.01), int(np.ceil((b - origin) / 0.01))
         span = mask[max(0, i0):max(0, i1)]
         verdict.coverage.append(float(span.mean()) if len(span) else 0.0)
+    for w in heard_in:
+        if not w.norm or any(win and win[0] - SLACK_S < w.start < win[1] + SLACK_S for win in windows):
+            continue
+        verdict.other_words += 1
+        verdict.other_kept += any(o.norm == w.norm and abs(o.start - w.start) < 0.5 for o in heard_out)
     return verdict
 
 
