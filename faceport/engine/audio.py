@@ -186,8 +186,8 @@ def read_speech(source: str | os.PathLike[str]) -> tuple[NDArray[np.float32], fl
                 for frame in frames:
                     if origin is None:
                         origin = max(0.0, float(frame.time or 0.0))
-                    chunks.extend(c.to_ndarray().reshape(-1) for c in resampler.resample(frame))
-            chunks.extend(c.to_ndarray().reshape(-1) for c in resampler.resample(None))
+                    chunks.extend(np.asarray(c.to_ndarray(), np.float32).reshape(-1) for c in resampler.resample(frame))
+            chunks.extend(np.asarray(c.to_ndarray(), np.float32).reshape(-1) for c in resampler.resample(None))
     except av.error.FFmpegError as exc:
         raise InvalidFormat(f"{name} is not a readable audio file: {exc.strerror or exc}") from exc
     samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
