@@ -76,7 +76,8 @@ def main() -> None:
                          "items": verdict.items, "not_found_by_judge": verdict.missing_windows,
                          "recoverable": verdict.leaked, "recoverable_words": verdict.leaked_words,
                          "least_bleep_coverage": round(min(verdict.coverage, default=0.0), 3),
-                         "other_words_audible": f"{verdict.other_kept}/{verdict.other_words}",
+                         "other_words_bleeped": f"{verdict.other_bleeped}/{verdict.other_words}",
+                         "other_words_heard_again": f"{verdict.other_kept}/{verdict.other_words}",
                          "warnings": len(report.warnings)})
         try:
             redact_file(cache, source(args.data, tmp, "tts_personal_data_de", "wav"), tmp / "de.wav", config(),
@@ -96,21 +97,23 @@ def main() -> None:
                 seconds.append(time.perf_counter() - started)
             speed[label] = statistics.median(seconds)
     duration = 29.37
-    result = {"machine": machine("faster-whisper int8"), "rows": rows, "german_default": german_default,
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
+    result = {"machine": machine("faster-whisper int8"), "load_average": load, "rows": rows,
+              "german_default": german_default,
               "lyrics_false_hits": len(lyrics.redactions), "lyrics_redactions": lyrics.redactions,
               "seconds_en_29s": {k: round(v, 2) for k, v in speed.items()},
               "real_time_factor": {k: round(duration / v, 1) for k, v in speed.items()}}
     if args.json:
         print(json.dumps(result))
         return
-    print(f"machine: {result['machine']}")
+    print(f"machine: {result['machine']}; load average {' '.join(load)}")
     print("| recording | container | items | not found by judge | recoverable | least bleep coverage | "
-          "other words audible |")
-    print("|---|---|---|---|---|---|---|")
+          "other words bleeped | other words heard again |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['recording']} | {r['container']} | {r['items']} | {len(r['not_found_by_judge'])} | "  # type: ignore[arg-type]
               f"{len(r['recoverable'])} {r['recoverable_words'] or ''} | {r['least_bleep_coverage']} | "  # type: ignore[arg-type]
-              f"{r['other_words_audible']} |")
+              f"{r['other_words_bleeped']} | {r['other_words_heard_again']} |")
     print(f"German, default policy: {german_default}")
     print(f"false hits on the live rap (no personal data): {result['lyrics_false_hits']}")
     print(f"speed, 29.4 s English WAV, median of {args.runs}: {result['seconds_en_29s']} s, "

@@ -175,6 +175,7 @@ class SpeechVerdict:
     missing_windows: list[str] = field(default_factory=list)
     other_words: int = 0  # input words outside every item window
     other_kept: int = 0  # ... of which the judge hears the same word in the output, at the same time
+    other_bleeped: int = 0  # ... of which the bleep covers the middle (over-redaction, judge-loop free)
     heard_in: list[HeardWord] = field(default_factory=list)
     heard_out: list[HeardWord] = field(default_factory=list)
 
@@ -203,7 +204,8 @@ def judge_speech(judge: Judge, source: Path, output: Path, recording: str,
         cut = (a - CUT_S, b + CUT_S)
         if not any(_matches(w, item) for w in judge.words(source, language, cut)):
             verdict.missing_windows.append(item.kind)
-        near += [w for w in judge.words(output, language, cut) if _matches(w, item)]
+        near += [w for w in judge.words(output, language, cut)
+                 if w.end > a - SLACK_S and w.start < b + SLACK_S and _matches(w, item)]
         if near:
             verdict.leaked.append(item.kind)
             verdict.leaked_words.extend(f"{w.text.strip()}@{w.start:.2f}" for w in near)
@@ -215,6 +217,8 @@ def judge_speech(judge: Judge, source: Path, output: Path, recording: str,
             continue
         verdict.other_words += 1
         verdict.other_kept += any(o.norm == w.norm and abs(o.start - w.start) < 0.5 for o in heard_out)
+        middle = int(((w.start + w.end) / 2 - origin) / 0.01)
+        verdict.other_bleeped += bool(0 <= middle < len(mask) and mask[middle])
     return verdict
 
 

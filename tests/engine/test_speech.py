@@ -78,8 +78,8 @@ def test_no_part_of_any_item_is_recoverable(cache, speech, judge: Judge, data_di
     assert min(verdict.coverage) >= 0.95, verdict.coverage  # the bleep sounds over each item, not beside it
     # ... and not over the whole file: the greeting and the sentence frames stay audible
     heard = " ".join(w.text.lower() for w in verdict.heard_out)
-    # (the judge itself loops on "if if if" after a long tone, so only a third is asked for)
-    assert "hello" in heard and "phone" in heard and verdict.other_kept >= verdict.other_words // 3
+    assert "hello" in heard and "phone" in heard
+    assert verdict.other_bleeped <= verdict.other_words // 2  # padding takes a neighbour word, not the sentence
 
 
 def test_result_does_not_depend_on_chunk_seconds(cache, speech, data_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
