@@ -74,6 +74,7 @@ def main() -> None:
             verdict = judge_speech(judge, src, out, recording)
             rows.append({"recording": recording, "container": container, "language": report.language,
                          "items": verdict.items, "not_found_by_judge": verdict.missing_windows,
+                         "not_heard_in_input_cut": verdict.cut_unheard,
                          "recoverable": verdict.leaked, "recoverable_words": verdict.leaked_words,
                          "least_bleep_coverage": round(min(verdict.coverage, default=0.0), 3),
                          "other_words_bleeped": f"{verdict.other_bleeped}/{verdict.other_words}",

@@ -173,6 +173,7 @@ class SpeechVerdict:
     leaked_words: list[str] = field(default_factory=list)
     coverage: list[float] = field(default_factory=list)
     missing_windows: list[str] = field(default_factory=list)
+    cut_unheard: list[str] = field(default_factory=list)  # items the judge did not hear in the input's cut
     other_words: int = 0  # input words outside every item window
     other_kept: int = 0  # ... of which the judge hears the same word in the output, at the same time
     other_bleeped: int = 0  # ... of which the bleep covers the middle (over-redaction, judge-loop free)
@@ -181,7 +182,8 @@ class SpeechVerdict:
 
     def line(self) -> str:
         return (f"{self.items} items ({len(self.missing_windows)} not found in the input "
-                f"{self.missing_windows or ''}), {len(self.leaked)} recoverable {self.leaked or ''} "
+                f"{self.missing_windows or ''}, {len(self.cut_unheard)} not heard in the input's cut "
+                f"{self.cut_unheard or ''}), {len(self.leaked)} recoverable {self.leaked or ''} "
                 f"{self.leaked_words or ''}, least bleep coverage {min(self.coverage, default=0):.2f}")
 
 
@@ -203,7 +205,7 @@ def judge_speech(judge: Judge, source: Path, output: Path, recording: str,
         # loop that hides what follows); the same stretch of the input must show the item.
         cut = (a - CUT_S, b + CUT_S)
         if not any(_matches(w, item) for w in judge.words(source, language, cut)):
-            verdict.missing_windows.append(item.kind)
+            verdict.cut_unheard.append(item.kind)  # this check is blind for the item; the others still hold
         near += [w for w in judge.words(output, language, cut)
                  if w.end > a - SLACK_S and w.start < b + SLACK_S and _matches(w, item)]
         if near:
