@@ -358,8 +358,14 @@ def process_video_cmd(sources: tuple[Path, ...], target: Path, output: Path, pro
 @click.option("--silence", is_flag=True, help="Silence personal data instead of bleeping it.")
 @click.option("--report", "audit", is_flag=True, help="Also write OUTPUT.report.json: every box hidden per frame "
               "and why, every speech span redacted.")
+@click.option("--language", default="auto", show_default=True,
+              help="Spoken language: auto (detected) or an ISO 639-1 code such as en.")
+@click.option("--unsupported-language", type=click.Choice(["fail", "skip", "process"]), default="fail",
+              show_default=True, help="Speech in a language without an offline named-entity model: fail, leave "
+                                      "the audio as it is (skip), or redact trigger phrases and patterns (process).")
 def redact(input_path: Path, output: Path, faces: bool, plates: bool, text_mode: str | None, audio: bool,
-           blur_type: str, kernel_size: int, padding: int, silence: bool, audit: bool) -> None:
+           blur_type: str, kernel_size: int, padding: int, silence: bool, audit: bool, language: str,
+           unsupported_language: str) -> None:
     """Redact a video, image or audio file: faceport redact in.mp4 -o out.mp4 --faces --plates --text pii --audio."""
     from tqdm import tqdm
 
@@ -373,7 +379,8 @@ def redact(input_path: Path, output: Path, faces: bool, plates: bool, text_mode:
         "video": {"face_detection": faces, "plate_detection": plates, "text_detection": text_mode is not None,
                   "models": {"pii_text": {"mode": text_mode or "pii"}},
                   "blur": {"type": blur_type, "kernel_size": kernel_size, "padding": padding}},
-        "audio": {"enabled": audio, "redaction": "silence" if silence else "bleep"}, "report": audit})
+        "audio": {"enabled": audio, "redaction": "silence" if silence else "bleep", "language": language,
+                  "unsupported_language": unsupported_language}, "report": audit})
     settings = _settings()
     cache = ModelCache(ModelStore(settings.models_dir), providers=settings.execution_providers)
     try:
@@ -394,6 +401,8 @@ def redact(input_path: Path, output: Path, faces: bool, plates: bool, text_mode:
         click.echo(f"transcript: {report.transcript}")
     if report.report is not None:
         click.echo(f"report: {report.report}")
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 # ---- users and API keys (seed D auth) ----------------------------------------------------------

@@ -99,3 +99,9 @@ class StateUnavailable(FaceportError):
 
 class VramExhausted(FaceportError):
     code = "VRAM_EXHAUSTED"
+
+
+class UnsupportedLanguage(FaceportError):
+    """Speech in a language faceport cannot fully redact offline, and the caller chose to fail."""
+
+    code = "UNSUPPORTED_LANGUAGE"

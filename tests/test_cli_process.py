@@ -81,3 +81,22 @@ def test_process_video_keeps_audio(cli_env: dict[str, str], data_dir: Path, tmp_
     bad = _run(["video", "--source", str(data_dir / "identity/biden/fr_biden.jpg"), "--target",
                 str(data_dir / "audio/tts_personal_data_en_16k.wav"), "-o", str(tmp_path / "x.mp4")], cli_env)
     assert bad.returncode == 1 and "no video stream" in bad.stderr
+
+
+def test_redact_german_speech_fails_unless_told_what_to_do(cli_env: dict[str, str], data_dir: Path,
+                                                           tmp_path: Path) -> None:
+    from faceport.engine.models import ModelStore
+
+    ModelStore(Path(cli_env["FACEPORT_MODELS_DIR"])).pull(["whisper_base", "whisper_tiny_en", "spacy_en_core_web_sm"])
+    speech = str(data_dir / "audio/tts_personal_data_de_22k.wav")
+
+    def redact(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "faceport.cli", "redact", speech, "--audio", *args],
+                              capture_output=True, text=True, env=cli_env, check=False, timeout=600)
+
+    failed = redact("-o", str(tmp_path / "a.wav"))
+    assert failed.returncode == 1 and "'de'" in failed.stderr and "unsupported_language" in failed.stderr
+    assert not (tmp_path / "a.wav").exists()
+    done = redact("-o", str(tmp_path / "b.wav"), "--unsupported-language", "process")
+    assert done.returncode == 0, done.stderr
+    assert "[NAME]" in done.stdout and "Mustermann" not in done.stdout and "warning:" in done.stderr

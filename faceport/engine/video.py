@@ -260,7 +260,8 @@ def _pick_video_stream(container: InputContainer, name: str) -> VideoStream:
     return stream
 
 
-def _pick_audio_stream(container: InputContainer) -> AudioStream | None:
+def pick_audio_stream(container: InputContainer) -> AudioStream | None:
+    """The audio stream an output keeps and speech redaction listens to: the default one, else the first."""
     streams = [s for s in container.streams.audio if s.codec_context.sample_rate and s.codec_context.channels]
     if not streams:
         return None
@@ -367,7 +368,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
     damage = _Damage(file.name)
     with _open_input(file) as container:
         stream = _pick_video_stream(container, file.name)
-        audio = _pick_audio_stream(container)
+        audio = pick_audio_stream(container)
         rate = _average_rate(stream)
         duration = _file_duration(container, stream)
         codec = stream.codec_context.codec.canonical_name
@@ -618,7 +619,7 @@ class _Transcode:
         self.to_yuv = VideoReformatter()
 
         self.audio: _AudioOut | None = None
-        source = _pick_audio_stream(inp)
+        source = pick_audio_stream(inp)
         if source is not None and opts.audio != "drop":
             codec = source.codec_context.codec.canonical_name
             copyable = codec in _COPYABLE_AUDIO[out_format]

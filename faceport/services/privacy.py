@@ -38,7 +38,16 @@ import cv2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from faceport.config import Settings
-from faceport.engine.audio import AUDIO_SUFFIXES, Bleeper, PiiDetector, Transcriber, redact_audio_file, redact_words
+from faceport.engine.audio import (
+    AUDIO_SUFFIXES,
+    Bleeper,
+    PiiDetector,
+    SpeechAnalyzer,
+    SpeechOptions,
+    SpeechResult,
+    Transcriber,
+    redact_audio_file,
+)
 from faceport.engine.imageio import load_image_file
 from faceport.engine.redact import BlurOptions, ClassOptions, Detections, RedactOptions, build_redactor
 from faceport.engine.text import load_spacy
@@ -119,9 +128,23 @@ class VideoConfig(_Model):
 class AudioConfig(_Model):
     enabled: bool = True
     whisper_model: str = Field(default="tiny.en", description="Accepted for compatibility; tiny.en is used.")
-    chunk_seconds: int = Field(default=5, ge=1, le=30)
+    chunk_seconds: int = Field(default=5, ge=1, le=30,
+                               description="Accepted for compatibility; files are transcribed whole.")
     mouth_blur_window_ms: int = Field(default=500, ge=0, le=10_000)
     redaction: Literal["bleep", "silence"] = "bleep"
+    pad_before_ms: int = Field(default=150, ge=0, le=2_000, description="Bleeped before each item.")
+    pad_after_ms: int = Field(default=100, ge=0, le=2_000, description="Bleeped after each item.")
+    language: str = Field(default="auto", pattern=r"^(auto|[a-z]{2,3})$",
+                          description="Spoken language: auto (detected) or an ISO 639-1 code.")
+    unsupported_language: Literal["fail", "skip", "process"] = Field(
+        default="fail", description="Speech in a language without an offline named-entity model: fail the job, "
+                                    "skip (audio left as it is) or process (trigger phrases and patterns only); "
+                                    "skip and process add a warning to the result.")
+
+    def speech_options(self) -> SpeechOptions:
+        return SpeechOptions(language=self.language, unsupported_language=self.unsupported_language,
+                             pad_before_s=self.pad_before_ms / 1000, pad_after_s=self.pad_after_ms / 1000,
+                             chunk_seconds=self.chunk_seconds)
 
 
 class PrivacyConfig(_Model):
@@ -253,20 +276,28 @@ class RedactReport:
     redactions: list[dict[str, Any]] = field(default_factory=list)
     audio: str = "none"
     report: Path | None = None  # the audit report written beside the output (``"report": true``)
+    language: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"media": self.media, "processing_time": round(self.processing_time, 3), "frames": self.frames,
                 "fps": round(self.fps, 2), "detections": {"faces": self.faces, "plates": self.plates,
                                                            "text_regions": self.text_regions},
-                "audio": self.audio, "transcript": self.transcript, "redactions": self.redactions}
+                "audio": self.audio, "transcript": self.transcript, "redactions": self.redactions,
+                "language": self.language, "warnings": self.warnings}
 
 
 class Speech:
-    """The ASR and PII models, loaded once per service (tiny.en and spaCy small)."""
+    """The ASR and PII models, loaded on first use, once per service (tiny.en, Whisper base, spaCy small)."""
 
     def __init__(self, cache: Any) -> None:
-        self.transcriber = Transcriber(cache.get("whisper_tiny_en"))
-        self.pii = PiiDetector(load_spacy(cache.get("spacy_en_core_web_sm")))
+        self.analyzer = SpeechAnalyzer(
+            english=lambda: Transcriber(cache.get("whisper_tiny_en")),
+            multilingual=lambda: Transcriber(cache.get("whisper_base")),
+            english_ner=lambda: PiiDetector(load_spacy(cache.get("spacy_en_core_web_sm"))))
+
+    def analyse(self, source: Path, config: AudioConfig) -> SpeechResult:
+        return self.analyzer.analyse(source, config.speech_options())
 
 
 def redact_file(cache: Any, source: Path, target: Path, config: PrivacyConfig, *,
@@ -336,34 +367,37 @@ def _redact(cache: Any, source: Path, target: Path, config: PrivacyConfig, kind:
     if kind == "audio":
         if not config.audio.enabled:
             raise InvalidInput("audio.enabled is false: nothing to do for an audio file", details={"field": "config"})
-        speech = speech or Speech(cache)
-        words, _ = speech.transcriber.transcribe(source, chunk_seconds=config.audio.chunk_seconds)
+        heard = (speech or Speech(cache)).analyse(source, config.audio)
         report_progress(60.0)
-        redactions = redact_words(words, speech.pii)
+        redactions = heard.redactions
         bleeper = Bleeper([(r.start, r.end) for r in redactions], mode=config.audio.redaction)
-        if audit is not None:
+        if audit is not None and heard.action != "skipped":
             audit.audio(config.audio.redaction, audio_spans(redactions, bleeper.spans))
         redact_audio_file(source, target, bleeper)
         report_progress(100.0)
-        return RedactReport("audio", target, time.perf_counter() - started, transcript=_transcript(words, redactions),
-                            redactions=[_red(r) for r in redactions], audio=config.audio.redaction)
+        return RedactReport("audio", target, time.perf_counter() - started,
+                            transcript=_transcript(heard.words, redactions) if heard.action != "skipped" else None,
+                            redactions=[_red(r) for r in redactions],
+                            audio=config.audio.redaction if heard.action != "skipped" else "unredacted",
+                            language=heard.language, warnings=heard.warnings)
     info = probe_video(source)
     video_options = VideoOptions()
     mouth_spans: list[tuple[float, float]] = []
     transcript: str | None = None
     redactions: list[Any] = []
+    heard: SpeechResult | None = None
     share = 0.0
     if config.audio.enabled and info.has_audio:
-        speech = speech or Speech(cache)
-        words, _ = speech.transcriber.transcribe(source, chunk_seconds=config.audio.chunk_seconds)
-        redactions = redact_words(words, speech.pii)
-        bleeper = Bleeper([(r.start, r.end) for r in redactions], mode=config.audio.redaction)
-        if audit is not None:
-            audit.audio(config.audio.redaction, audio_spans(redactions, bleeper.spans))
-        video_options = VideoOptions(audio_filter=bleeper)
+        heard = (speech or Speech(cache)).analyse(source, config.audio)
+        redactions = heard.redactions
+        if heard.action != "skipped":
+            bleeper = Bleeper([(r.start, r.end) for r in redactions], mode=config.audio.redaction)
+            if audit is not None:
+                audit.audio(config.audio.redaction, audio_spans(redactions, bleeper.spans))
+            video_options = VideoOptions(audio_filter=bleeper)
+            transcript = _transcript(heard.words, redactions)
         window = config.audio.mouth_blur_window_ms / 1000.0
         mouth_spans = [(r.start - window, r.end + window) for r in redactions] if window > 0 else []
-        transcript = _transcript(words, redactions)
         share = 15.0
         report_progress(share)
     redactor = build_redactor(cache, options, mouths=bool(mouth_spans))
@@ -387,7 +421,10 @@ def _redact(cache: Any, source: Path, target: Path, config: PrivacyConfig, kind:
     elapsed = time.perf_counter() - started
     return RedactReport("video", target, elapsed, frames=result.frames_out, fps=result.frames_out / max(elapsed, 1e-6),
                         faces=counts["faces"], plates=counts["plates"], text_regions=counts["text"],
-                        transcript=transcript, redactions=[_red(r) for r in redactions], audio=result.audio)
+                        transcript=transcript, redactions=[_red(r) for r in redactions],
+                        audio="unredacted" if heard is not None and heard.action == "skipped" else result.audio,
+                        language=None if heard is None else heard.language,
+                        warnings=[] if heard is None else heard.warnings)
 
 
 def _audited(frame_fn: Callable[[Any], Any], latest: list[Detections], audit: ReportWriter) -> Callable[[Any], Any]:

