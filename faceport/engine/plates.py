@@ -14,8 +14,9 @@ A candidate is confirmed by OCR where a recogniser is available: the text read i
 rectified line (tight, and grown by a fifth of its height so clipped edge characters are read)
 must look like a registration (4-8 letters/digits with at least one digit). A text line OCR
 cannot read as a word (nothing confident of 3+ characters) is kept when its surroundings look
-like a plate: an even, light, low-saturation face with dark strokes (:func:`plate_contrast`). Cascade hits that OCR cannot confirm are kept only above a higher
-score, so the false positives stay few. The returned box is the plate, not its characters: a
+like a plate: an even, light, low-saturation face with dark strokes (:func:`plate_contrast`).
+Cascade hits that OCR cannot confirm are kept only above a higher score, so the false positives
+stay few. The returned box is the plate, not its characters: a
 text box grown by ``PLATE_GROWTH`` of its height.
 """
 
@@ -277,7 +278,7 @@ def _rectified(reader: TextReader, image: BGRImage, quad: NDArray[np.float32], g
 
 
 def _crop(image: BGRImage, box: NDArray[np.float32]) -> BGRImage:
-    x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+    x1, y1, x2, y2 = (round(float(v)) for v in box)
     return image[max(0, y1):max(0, y2), max(0, x1):max(0, x2)]
 
 
