@@ -6,7 +6,7 @@ Sources of candidates, merged:
   which fire on most European/US plates at a modest precision);
 - PP-OCRv4 text lines whose rotated box is plate-shaped (width/height 1-8, a small part of the
   image), found at the image's own size and, for images whose longer side is under
-  ``upscale_below``, once more on a copy enlarged up to 2x: a 60x30 px plate whose characters are
+  ``upscale_below``, once more on a copy enlarged 2x: a 60x30 px plate whose characters are
   12 px high is often missed by the detector at 1x and found at 2x;
 - neighbouring fragments of one row ("627" and "WWI" split by a sticker) joined into one line.
 
@@ -124,7 +124,7 @@ class PlateDetector:
         reader: A text reader (detection + recognition), or None for cascades only.
         max_side: Longer image side used for the cascades (larger images are scaled down).
         upscale_below: Images whose longer side is under this get a second text-detection pass on
-            a copy enlarged up to 2x (0: never).
+            a copy enlarged 2x (0: never).
     """
 
     def __init__(self, cascades: Any | None, reader: TextReader | None, *, max_side: int = 1280,
@@ -159,8 +159,8 @@ class PlateDetector:
         lines = self.reader.detect(image)
         longest = max(h, w)
         if self.upscale_below and longest < self.upscale_below:
-            factor = min(2.0, 2 * self.upscale_below / longest)
-            big = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
+            factor = 2.0
+            big = np.asarray(cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC), np.uint8)
             for line in self.reader.detect(big, max_side=max(big.shape[:2])):
                 quad = (line.quad / factor).astype(np.float32)
                 if not any(_iou(_box(quad), other.xyxy) > 0.8 for other in lines):
@@ -273,7 +273,7 @@ def _rectified(reader: TextReader, image: BGRImage, quad: NDArray[np.float32], g
     crop = reader.crop(image, grown)
     if 0 < crop.shape[0] < 32:
         factor = 32 / crop.shape[0]
-        crop = cv2.resize(crop, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
+        return np.asarray(cv2.resize(crop, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC), np.uint8)
     return crop
 
 
