@@ -1,4 +1,4 @@
-"""``faceport`` command line: serve | models | process image|video | users create-admin|list |
+"""``faceport`` command line: serve | worker | models | process image|video | users create-admin|list |
 apikeys create|list|revoke."""
 
 from __future__ import annotations
@@ -103,6 +103,40 @@ async def _serve(settings: Settings) -> None:
         log.info("faceport %s: main app http://%s:%d, privacy app %s", __version__, settings.host, settings.port,
                  f"http://{settings.host}:{settings.privacy_port}" if settings.privacy_port else "disabled")
         await asyncio.gather(*(server.serve() for server in servers))
+    finally:
+        context.close()
+
+
+# ---- worker ----------------------------------------------------------------------------
+@main.command()
+@click.option("--concurrency", "-c", type=int, default=None,
+              help="Jobs this worker runs at once (default FACEPORT_JOB_WORKERS).")
+@click.option("--queues", "-Q", default=None,
+              help="Comma-separated Celery queues to consume (default FACEPORT_CELERY_QUEUE).")
+@click.option("--pool", type=click.Choice(["threads", "prefork", "solo"]), default="threads", show_default=True,
+              help="Celery pool: threads share one model cache (onnxruntime releases the GIL).")
+@click.option("--no-pull", is_flag=True, help="Do not pull missing default models before starting.")
+def worker(concurrency: int | None, queues: str | None, pool: str, no_pull: bool) -> None:
+    """Run jobs on a Celery worker (FACEPORT_JOBS=celery): same database, FACEPORT_HOME and Redis as the API."""
+    settings = _settings(jobs="celery")
+    _setup_logging(settings.log_level)
+    if settings.pull_on_start and not no_pull:
+        _pull_missing(settings)
+    from faceport.api.context import AppContext
+    from faceport.jobs.celery_runner import CeleryJobRunner
+
+    try:
+        context = AppContext.create(settings, role="worker", concurrency=concurrency or settings.job_workers)
+    except FaceportError as exc:
+        raise click.UsageError(exc.message) from exc
+    runner = context.jobs
+    assert isinstance(runner, CeleryJobRunner)
+    names = [q.strip() for q in (queues or settings.celery_queue).split(",") if q.strip()]
+    context.start()
+    log.info("faceport %s worker %s: queues %s, kinds %s, concurrency %d", __version__, runner.worker_id,
+             ",".join(names), ",".join(runner.kinds), runner.concurrency)
+    try:
+        runner.run_worker(queues=names, pool=pool, loglevel=settings.log_level.upper())
     finally:
         context.close()
 
@@ -238,7 +272,7 @@ def _render_setup(sources: tuple[Path, ...], target: Path, processors: str, *, d
         request["output_image_scale" if media == "image" else "output_video_scale"] = scale
     if fps is not None:
         request["output_video_fps"] = fps
-    options = RenderOptions.from_request(validate_process_request(request))
+    options = RenderOptions.from_request(validate_process_request(request), settings)
     for path in (*sources, target):
         if not path.is_file():
             raise click.ClickException(f"no such file: {path}")
@@ -322,8 +356,10 @@ def process_video_cmd(sources: tuple[Path, ...], target: Path, output: Path, pro
 @click.option("--kernel-size", type=int, default=41, help="Gaussian kernel size in pixels.")
 @click.option("--padding", type=int, default=4, help="Pixels added around every box.")
 @click.option("--silence", is_flag=True, help="Silence personal data instead of bleeping it.")
+@click.option("--report", "audit", is_flag=True, help="Also write OUTPUT.report.json: every box hidden per frame "
+              "and why, every speech span redacted.")
 def redact(input_path: Path, output: Path, faces: bool, plates: bool, text_mode: str | None, audio: bool,
-           blur_type: str, kernel_size: int, padding: int, silence: bool) -> None:
+           blur_type: str, kernel_size: int, padding: int, silence: bool, audit: bool) -> None:
     """Redact a video, image or audio file: faceport redact in.mp4 -o out.mp4 --faces --plates --text pii --audio."""
     from tqdm import tqdm
 
@@ -337,7 +373,7 @@ def redact(input_path: Path, output: Path, faces: bool, plates: bool, text_mode:
         "video": {"face_detection": faces, "plate_detection": plates, "text_detection": text_mode is not None,
                   "models": {"pii_text": {"mode": text_mode or "pii"}},
                   "blur": {"type": blur_type, "kernel_size": kernel_size, "padding": padding}},
-        "audio": {"enabled": audio, "redaction": "silence" if silence else "bleep"}})
+        "audio": {"enabled": audio, "redaction": "silence" if silence else "bleep"}, "report": audit})
     settings = _settings()
     cache = ModelCache(ModelStore(settings.models_dir), providers=settings.execution_providers)
     try:
@@ -356,6 +392,8 @@ def redact(input_path: Path, output: Path, faces: bool, plates: bool, text_mode:
                + (f", {len(report.redactions)} speech redactions" if report.redactions else "") + ")")
     if report.transcript is not None:
         click.echo(f"transcript: {report.transcript}")
+    if report.report is not None:
+        click.echo(f"report: {report.report}")
 
 
 # ---- users and API keys (seed D auth) ----------------------------------------------------------

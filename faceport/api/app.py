@@ -21,12 +21,15 @@ from faceport.api.metrics import install_metrics
 from faceport.api.middleware import BodyTooLargeMiddleware, CorsMiddleware, TracingMiddleware
 from faceport.api.ratelimit import RateLimiter, RateLimitHeadersMiddleware
 from faceport.api.v1 import auth as auth_v1
+from faceport.api.v1 import batch as batch_v1
 from faceport.api.v1 import face as face_v1
+from faceport.api.v1 import liveness as liveness_v1
 from faceport.api.v1 import proctor as proctor_v1
 from faceport.api.v1 import subjects as subjects_v1
 from faceport.api.v1 import system as system_v1
 from faceport.api.versioning import ApiVersionMiddleware
 from faceport.config import Settings, get_settings
+from faceport.realtime.platform_ws import install_platform_ws
 from faceport.realtime.proctor import install_proctor
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,8 @@ def _lifespan(settings: Settings, context: AppContext | None):  # type: ignore[n
             yield
         finally:
             await app.state.rate_limiter.aclose()
+            if getattr(app.state, "ws_hub", None) is not None:
+                await app.state.ws_hub.aclose()
             app.state.audit.close()
             if owned:
                 ctx.close()
@@ -92,13 +97,16 @@ def create_app(settings: Settings | None = None, *, context: AppContext | None =
     app = _base_app("faceport", "Face AI server: live swap, FaceFusion-style REST, proctoring, face platform API.",
                     settings, context, "plain", inner_middleware=PLATFORM_MIDDLEWARE)
     app.include_router(auth_v1.router)
+    app.include_router(liveness_v1.router)  # before face_v1: its paths sit under /face/anti-spoof
     app.include_router(face_v1.router)
     app.include_router(subjects_v1.router)
     app.include_router(proctor_v1.router)
     app.include_router(system_v1.router)
+    app.include_router(batch_v1.router)
     app.include_router(facefusion.router, max_body_size=facefusion.body_limit(settings))
     install_live_swap(app, settings)  # seed A: /, /upload_source, /status, /socket.io
     install_proctor(app)  # seed C: /ws
+    install_platform_ws(app, settings)  # seed D: /ws/face-analysis, /ws/system-status, /ws/notifications
     install_metrics(app)
     return app
 

@@ -89,15 +89,21 @@ _PLATFORM_CODES = {"INVALID_IMAGE": "INVALID_FORMAT", "NO_FACE": "INVALID_INPUT"
                    "MODEL_LOAD_FAILED": "MODEL_UNAVAILABLE", "MODEL_FETCH_FAILED": "MODEL_UNAVAILABLE"}
 
 
+def platform_code(code: str, details: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Seed D's code for a domain code, the precise one kept in ``details["reason"]``."""
+    if code in _PLATFORM_CODES:
+        details = {**details, "reason": code}
+        if code == "NO_FACE":
+            details.setdefault("validation", "face_required")
+        code = _PLATFORM_CODES[code]
+    return code, details
+
+
 def error_body(surface: Surface, *, code: str, message: str, details: dict[str, Any],
                request_id: str | None) -> dict[str, Any]:
     status = status_for(code)
     if surface == "platform":
-        if code in _PLATFORM_CODES:
-            details = {**details, "reason": code}
-            if code == "NO_FACE":
-                details.setdefault("validation", "face_required")
-            code = _PLATFORM_CODES[code]
+        code, details = platform_code(code, details)
         return {"success": False, "error": {"code": code, "message": message, "details": details},
                 "meta": {"timestamp": now_iso(), "request_id": request_id}}
     if surface == "privacy":

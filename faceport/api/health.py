@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from faceport import __version__
 from faceport.api.deps import ContextDep
 from faceport.api.errors import now_iso
+from faceport.config import node_name
 from faceport.services.system import processors_available
 
 router = APIRouter(tags=["health"])
@@ -25,6 +26,8 @@ class Health(BaseModel):
     storage: str  # "ok" | "unwritable"
     storage_unwritable: list[str]  # "<folder>:<setting>", e.g. "media:FACEPORT_MEDIA_ROOT"
     uptime_seconds: float
+    node: str  # FACEPORT_NODE_NAME (default host:pid): which API node answered, behind a load balancer
+    job_runner: str  # FACEPORT_JOBS: "local" or "celery"
 
 
 @router.get("/health", response_model=Health, summary="Service health")
@@ -42,5 +45,7 @@ async def health(ctx: ContextDep) -> JSONResponse:
         storage="unwritable" if unwritable else "ok",
         storage_unwritable=unwritable,
         uptime_seconds=round(time.time() - ctx.started_at, 3),
+        node=node_name(ctx.settings),
+        job_runner=ctx.settings.jobs,
     )
     return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)

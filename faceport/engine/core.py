@@ -6,8 +6,11 @@ models can be evicted and reloaded transparently.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 
+from faceport.engine.deepfake import CLIP_HEAD_FILE, CLIP_MODEL, ClipProbe, ProbeHead
 from faceport.engine.demographics import AGE_MODEL, EMOTION_MODEL, GENDER_MODEL, DemographicsAnalyzer
 from faceport.engine.detect import DETECTORS, BlazeFace, CenterFace, FaceDetector, YuNet
 from faceport.engine.embed import DEFAULT_THRESHOLD, Comparison, DlibEmbedder, OnnxDlibEmbedder, compare
@@ -80,6 +83,19 @@ class FaceEngine:
         return DemographicsAnalyzer(self.cache.get("dlib_shape5"), self.cache.get(AGE_MODEL),
                                     self.cache.get(GENDER_MODEL), self.cache.get(EMOTION_MODEL))
 
+    def ai_generated_installed(self) -> bool:
+        """Whether the optional AI-generated-image detector (``faceport models pull clip_aigen``) is installed."""
+        return self.cache.store.is_installed(CLIP_MODEL)
+
+    def clip_probe(self) -> ClipProbe:
+        """The optional AI-generated-image detector (CLIP ViT-B/16 int8 + linear probe).
+
+        Raises:
+            ModelUnavailable: ``clip_aigen`` is not installed (the message names the pull command).
+        """
+        session = self.cache.get(CLIP_MODEL)
+        return ClipProbe(session, _probe_head(self.cache.store.file_path(CLIP_MODEL, CLIP_HEAD_FILE)))
+
     def detect(self, image: BGRImage, *, detector: str | None = None, score_threshold: float | None = None,
                max_faces: int | None = None, landmarks: bool = False, embed: bool = False) -> Faces:
         """Find faces, optionally with 468/478 landmarks and embeddings. Nothing found → ``Faces.empty()``."""
@@ -121,3 +137,8 @@ class FaceEngine:
         return FaceMeshTracker(self.facemesh(), self.detector(detector), max_faces=max_faces,
                                redetect_every=redetect_every,
                                fallback=self.detector(fallback) if fallback else None, trust_detector=trust_detector)
+
+
+@functools.lru_cache(maxsize=4)
+def _probe_head(path: Path) -> ProbeHead:
+    return ProbeHead.load(path)

@@ -1,30 +1,37 @@
-"""Heuristic face liveness (presentation-attack) checks: temporal over a client's recent frames,
-plus single-image cues. No learned anti-spoof model is used; every result names its method.
+"""Heuristic face liveness (presentation-attack) checks over a client's recent frames. No learned
+anti-spoof model is used; every result names its method.
+
+Per frame, passive cues (:func:`faceport.engine.antispoof.assess_spoof`: the print or device frame
+round the face, moire, gamut). They decide once a print or screen is seen in ``passive_fraction``
+of the window (``passive:<cue>``), or when the frame's sides seen over the window add up to a
+frame (``passive:frame_window``: a device held still keeps its edges where they are while the face
+on it moves; a room's lines beside a head do not add up to four sides).
 
 Temporal (a :class:`LivenessTracker` per stream, frames in memory only):
 
-- ``planar_motion``: a photo or a screen moves as a rigid plane, so the image features of
-  the face region between two frames are explained by one homography. ORB features of
-  the face crop are matched and a RANSAC homography fitted; a pair counts as planar when
-  the face moved (median displacement over ``planar_min_displacement`` px of a 256-px crop)
-  and the homography explains at least ``planar_min_inliers`` of the matches. A real head
-  shows parallax (nose against cheeks) and non-rigid changes, so fewer matches fit.
-- ``frozen_frame``: the same still resent: consecutive face crops differ by less than
-  sensor noise.
+- ``planar_motion``: a photo or a screen tilted in the hand moves as a rigid plane, so the image
+  features of the face region between two frames are explained by one homography. ORB features
+  of the face crop are matched and both a RANSAC homography and a similarity (rotation, scale,
+  shift) fitted; a pair counts as planar when the face moved (median displacement over
+  ``planar_min_displacement`` px of a 256-px crop), the homography explains at least
+  ``planar_min_inliers`` of the matches and at least ``planar_min_gain`` more than the similarity.
+  A real head shows parallax (nose against cheeks) and non-rigid changes; small or in-plane motion
+  (a real head between two consecutive 24 fps frames) fits both models and is no evidence.
+- ``frozen_frame``: the same still resent: consecutive face crops differ by less than sensor noise.
+- ``still_face``: no blink and the face within ``still_max_displacement`` crop pixels of an anchor
+  frame for ``still_frames`` frames spanning ``still_seconds``: a photo held still, whatever noise
+  is added to it (ORB keypoints sit on the photo's structure, not on the noise).
 - ``blink`` (eye aspect ratio from the FaceMesh eye contour) and ``micro_motion`` (non-rigid
-  landmark motion left after an affine fit) are reported as live signals; a blink in the
-  window vetoes a temporal spoof decision.
+  landmark motion left after an affine fit) are reported as live signals; a blink in the window
+  vetoes a planar-motion decision and restarts the still-face count.
 
-Single image:
-
-- ``moire``: a face shown on a screen shows periodic interference: strong isolated peaks in
-  the high-frequency band of the face crop's spectrum.
-- ``border``: a held-up photo or phone puts long straight edges around the face on at least
-  three sides.
+:func:`single_image_liveness` (moire and a border on 3-4 sides) is the older single-image check,
+kept for callers of it; :mod:`faceport.engine.antispoof` replaces it.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -32,7 +39,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from faceport.engine.types import BGRImage
+from faceport.engine.antispoof import SIDE_WEIGHTS, SpoofAssessment, SpoofOptions, assess_spoof
+from faceport.engine.types import BGRImage, Faces
 
 CROP_SIZE = 256
 # FaceMesh eye contour points: (corner, corner, top1, bottom1, top2, bottom2) per eye.
@@ -52,6 +60,19 @@ class LivenessOptions:
     blink_drop: float = 0.65  # EAR below this share of the window median = a blink
     moire_threshold: float = 1000.0
     border_threshold: float = 0.75
+    # A pair is planar evidence only when a homography explains the matches clearly better than a
+    # similarity (rotation, scale, shift): small or in-plane motion (a real head between two
+    # consecutive 24 fps frames) fits both and says nothing.
+    planar_min_gain: float = 0.2
+    # Passive cues (faceport.engine.antispoof) over the window: spoof when this share of the frames
+    # (at least min_pairs + 1 of them) was judged a print or screen.
+    passive_fraction: float = 0.5
+    # Still face: no blink and the face region moved under still_max_displacement crop pixels away
+    # from an anchor frame for still_frames frames spanning still_seconds: a photo (noise added or
+    # not) held still. A live person blinks or moves within seconds.
+    still_max_displacement: float = 2.0
+    still_frames: int = 12
+    still_seconds: float = 8.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,27 +146,45 @@ class PairMotion:
     inlier_ratio: float
     displacement: float  # median feature displacement, crop pixels
     difference: float  # mean absolute grey difference
+    similarity_ratio: float = 0.0  # share of matches a similarity transform explains (same tolerance)
 
 
-def pair_motion(prev: NDArray[np.uint8], cur: NDArray[np.uint8]) -> PairMotion:
-    """Fit one homography to ORB matches between two (256, 256) grey face crops."""
-    difference = float(np.abs(prev.astype(np.int16) - cur.astype(np.int16)).mean())
-    orb = cv2.ORB.create(500)
-    k1, d1 = orb.detectAndCompute(prev, None)
-    k2, d2 = orb.detectAndCompute(cur, None)
-    if d1 is None or d2 is None:
+@dataclass(frozen=True, slots=True)
+class CropFeatures:
+    """A grey face crop with its ORB keypoint positions and descriptors (computed once per frame)."""
+
+    crop: NDArray[np.uint8]
+    points: NDArray[np.float32]  # (k, 2)
+    descriptors: NDArray[np.uint8] | None
+
+
+def crop_features(crop: NDArray[np.uint8]) -> CropFeatures:
+    """ORB (500 features) of a (256, 256) grey face crop."""
+    keypoints, descriptors = cv2.ORB.create(500).detectAndCompute(crop, None)
+    points = np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2)
+    return CropFeatures(crop, points, None if descriptors is None else np.asarray(descriptors, np.uint8))
+
+
+def pair_motion(prev: NDArray[np.uint8] | CropFeatures, cur: NDArray[np.uint8] | CropFeatures) -> PairMotion:
+    """Fit one homography (and a similarity) to ORB matches between two (256, 256) grey face crops."""
+    a = prev if isinstance(prev, CropFeatures) else crop_features(prev)
+    b = cur if isinstance(cur, CropFeatures) else crop_features(cur)
+    difference = float(np.abs(a.crop.astype(np.int16) - b.crop.astype(np.int16)).mean())
+    if a.descriptors is None or b.descriptors is None:
         return PairMotion(0, 0.0, 0.0, difference)
-    matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(d1, d2)
+    matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(a.descriptors, b.descriptors)
     if len(matches) < 12:
         return PairMotion(len(matches), 0.0, 0.0, difference)
-    p1 = np.array([k1[m.queryIdx].pt for m in matches], np.float32)
-    p2 = np.array([k2[m.trainIdx].pt for m in matches], np.float32)
+    p1 = a.points[[m.queryIdx for m in matches]]
+    p2 = b.points[[m.trainIdx for m in matches]]
     homography, mask = cv2.findHomography(p1, p2, cv2.RANSAC, 2.0)
     if homography is None or mask is None:
         return PairMotion(len(matches), 0.0, 0.0, difference)
     inliers = mask.ravel().astype(bool)
     displacement = float(np.median(np.linalg.norm(p2[inliers] - p1[inliers], axis=1))) if inliers.any() else 0.0
-    return PairMotion(len(matches), float(inliers.mean()), displacement, difference)
+    _, similar = cv2.estimateAffinePartial2D(p1, p2, method=cv2.RANSAC, ransacReprojThreshold=2.0)
+    similarity = float(similar.mean()) if similar is not None else 0.0
+    return PairMotion(len(matches), float(inliers.mean()), displacement, difference, similarity)
 
 
 def moire_score(crop: NDArray[np.uint8]) -> float:
@@ -230,38 +269,61 @@ def single_image_liveness(image: BGRImage, xyxy: NDArray[np.float32],
 
 @dataclass(slots=True)
 class _Frame:
-    crop: NDArray[np.uint8]
+    crop: CropFeatures
     landmarks: NDArray[np.float32] | None
     ear: float | None
 
 
-class LivenessTracker:
-    """Temporal liveness of one stream (one client); keeps its last ``window`` face crops in memory.
+@dataclass(slots=True)
+class _Still:
+    """The anchor of the current still segment: its crop, when it began, and how many frames since."""
 
-    Not thread-safe: one stream's frames are processed one at a time.
+    crop: CropFeatures
+    since: float
+    frames: int = 0
+    displacement: float = 0.0
+
+
+class LivenessTracker:
+    """Liveness of one stream (one client): passive cues per frame plus temporal checks over its frames.
+
+    Keeps its last ``window`` face crops and one anchor crop in memory. Not thread-safe: one
+    stream's frames are processed one at a time.
     """
 
-    def __init__(self, options: LivenessOptions | None = None) -> None:
+    def __init__(self, options: LivenessOptions | None = None,
+                 spoof_options: SpoofOptions | None = None) -> None:
         self.options = options or LivenessOptions()
+        self.spoof_options = spoof_options or SpoofOptions()
         self._frames: deque[_Frame] = deque(maxlen=self.options.window)
         self._pairs: deque[PairMotion] = deque(maxlen=self.options.window - 1)
         self._motions: deque[float] = deque(maxlen=self.options.window - 1)
+        self._passive: deque[bool] = deque(maxlen=self.options.window)
+        self._sides: deque[frozenset[str]] = deque(maxlen=self.options.window)
+        self._still: _Still | None = None
 
     def reset(self) -> None:
         self._frames.clear()
         self._pairs.clear()
         self._motions.clear()
+        self._passive.clear()
+        self._sides.clear()
+        self._still = None
 
     def update(self, image: BGRImage, xyxy: NDArray[np.float32],
-               landmarks: NDArray[np.float32] | None = None) -> LivenessResult:
+               landmarks: NDArray[np.float32] | None = None, *, now: float | None = None) -> LivenessResult:
         """Add one frame's face (box in pixels, optional (468|478, 3) landmarks) and decide.
 
-        Single-image cues are checked first (they need no history); then the temporal
-        checks once ``min_pairs`` frame pairs are known.
+        Passive cues (:func:`faceport.engine.antispoof.assess_spoof`) are judged on every frame and
+        decide once they hold for ``passive_fraction`` of the window; then the temporal checks
+        (frozen frame, planar motion, still face) once ``min_pairs`` frame pairs are known.
+        ``now`` is the frame's time in seconds (default: ``time.monotonic()``).
         """
         opts = self.options
-        single = single_image_liveness(image, xyxy, opts)
-        frame = _Frame(face_crop(image, xyxy), landmarks,
+        now = time.monotonic() if now is None else now
+        passive = assess_spoof(image, Faces(xyxy=np.asarray(xyxy, np.float32)[None, :4],
+                                            score=np.ones(1, np.float32)), self.spoof_options)
+        frame = _Frame(crop_features(face_crop(image, xyxy)), landmarks,
                        eye_aspect_ratio(landmarks) if landmarks is not None else None)
         if self._frames:
             prev = self._frames[-1]
@@ -269,24 +331,67 @@ class LivenessTracker:
             if prev.landmarks is not None and landmarks is not None:
                 self._motions.append(non_rigid_motion(prev.landmarks, landmarks))
         self._frames.append(frame)
-        details = dict(single.details)
-        if not single.live:
-            return LivenessResult(False, single.score, single.method, details)
-        temporal = self._temporal(details)
+        self._passive.append(not bool(passive.live[0]))
+        self._sides.append(frozenset(side for side in SIDE_WEIGHTS if passive.cues[0].get(f"frame_{side}")))
+        details: dict[str, float] = {f"passive_{k}": v for k, v in passive.cues[0].items()
+                                     if k.endswith("_score")}
+        details["passive_score"] = round(float(passive.score[0]), 4)
+        spoof_share = sum(self._passive) / len(self._passive)
+        details["passive_spoof_share"] = round(spoof_share, 3)
+        # A device or print held still keeps its edges where they are while its content moves: the
+        # sides seen over the window add up (a room's edges beside a head do not make a frame).
+        union = round(sum(SIDE_WEIGHTS[side] for side in frozenset().union(*self._sides)), 3)
+        details["passive_frame_window"] = union
+        if len(self._passive) >= opts.min_pairs + 1:
+            if spoof_share >= opts.passive_fraction:
+                return LivenessResult(False, round(spoof_share, 3), "passive:" + _last_spoof_method(passive),
+                                      details)
+            if union >= self.spoof_options.frame_threshold:
+                return LivenessResult(False, union, "passive:frame_window", details)
+        blink = self._blink()
+        still = self._still_check(frame.crop, now, blink, details)
+        temporal = self._temporal(details, blink)
+        if temporal is not None and not temporal.live:
+            return temporal
+        if still is not None:
+            return still
         if temporal is not None:
             return temporal
-        return LivenessResult(True, single.score, "insufficient_frames", details)
+        return LivenessResult(True, float(passive.score[0]), "insufficient_frames", details)
 
-    def _temporal(self, details: dict[str, float]) -> LivenessResult | None:
+    def _blink(self) -> bool:
+        ears = [f.ear for f in self._frames if f.ear is not None]
+        return len(ears) >= 3 and min(ears) < self.options.blink_drop * float(np.median(ears))
+
+    def _still_check(self, crop: CropFeatures, now: float, blink: bool,
+                     details: dict[str, float]) -> LivenessResult | None:
+        """Spoof when the face stayed put (no blink, under ``still_max_displacement``) for long enough."""
+        opts = self.options
+        if self._still is None:
+            self._still = _Still(crop, now)
+            return None
+        motion = pair_motion(self._still.crop, crop)
+        moved = motion.displacement >= opts.still_max_displacement or motion.inlier_ratio < 0.5
+        if blink or moved:
+            self._still = _Still(crop, now)
+            details.update({"still_frames": 0.0, "still_seconds": 0.0})
+            return None
+        self._still.frames += 1
+        seconds = now - self._still.since
+        details.update({"still_frames": float(self._still.frames), "still_seconds": round(seconds, 2)})
+        if self._still.frames >= opts.still_frames and seconds >= opts.still_seconds:
+            return LivenessResult(False, 1.0, "still_face", details)
+        return None
+
+    def _temporal(self, details: dict[str, float], blink: bool) -> LivenessResult | None:
         opts = self.options
         pairs = list(self._pairs)
         if len(pairs) < opts.min_pairs:
             return None
-        ears = [f.ear for f in self._frames if f.ear is not None]
-        blink = bool(ears) and min(ears) < opts.blink_drop * float(np.median(ears))
         frozen = sum(p.difference < opts.frozen_max_difference for p in pairs)
         moving = [p for p in pairs if p.displacement >= opts.planar_min_displacement]
-        planar = sum(p.inlier_ratio >= opts.planar_min_inliers for p in moving)
+        planar = sum(p.inlier_ratio >= opts.planar_min_inliers
+                     and p.inlier_ratio - p.similarity_ratio >= opts.planar_min_gain for p in moving)
         planar_share = planar / len(moving) if moving else 0.0
         details.update({
             "pairs": float(len(pairs)), "frozen_pairs": float(frozen), "moving_pairs": float(len(moving)),
@@ -299,3 +404,8 @@ class LivenessTracker:
         if not blink and len(moving) >= opts.min_pairs - 1 and planar_share >= opts.planar_fraction:
             return LivenessResult(False, round(planar_share, 3), "planar_motion", details)
         return LivenessResult(True, round(planar_share * 0.5, 3), "blink" if blink else "planar_motion", details)
+
+
+def _last_spoof_method(assessment: SpoofAssessment) -> str:
+    method = assessment.method[0]
+    return method if method not in ("passive", "too_small") else "window"

@@ -21,7 +21,6 @@ gets an unblurred frame because one detection flickered. Plates and text are fou
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,7 +47,8 @@ from faceport.errors import InvalidInput
 log = logging.getLogger(__name__)
 
 __all__ = ["TEXT_ENTITIES", "BlurKind", "BlurOptions", "ClassOptions", "Detections", "FaceTracker", "FrameRedactor",
-           "RedactOptions", "TextFilter", "TextMode", "blur_regions", "mouth_boxes"]
+           "Reason", "RedactOptions", "TextFilter", "TextMode", "blur_regions", "label_reasons", "mouth_boxes",
+           "pixel_rects"]
 
 BlurKind = Literal["gaussian", "pixelate", "solid"]
 TextMode = Literal["all", "pii"]
@@ -214,18 +214,94 @@ class RedactOptions:
             raise InvalidInput("track_confidence must be 0-1", details={"field": "track_confidence"})
 
 
+RegionKind = Literal["face", "plate", "text", "mouth"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why one box was hidden: a row of :meth:`Detections.explain` (the audit report, ``"report": true``).
+
+    Finders (plates, text, and any added later) may return ``Reason`` objects instead of label
+    strings: :func:`label_reasons` passes them through, so their entity, detector and score reach
+    the report without other changes.
+
+    Attributes:
+        kind: "face", "plate", "text" or "mouth" (a mouth hidden while personal data is spoken).
+        why: face: "detected" (full-frame detection at or above ``faces.confidence``), "continued"
+            (a lower score continuing a face already tracked), "confirmed" (a lower score seen in
+            two consecutive frames), "tracked" (found again inside the window around its last box,
+            ``detect_every`` above 1), "held" (not found this frame; the last box kept, grown);
+            plate: "plate"; text: the entity ("PERSON", "phone", "mrz", a form label's kind, "text"
+            in ``all`` mode); mouth: "speech".
+        detector: The model that found it ("centerface", "plate_cascades+ppocr_v4", "ppocr_v4", ...).
+        score: The detector's score, when it gives one.
+        held: Face: frames since it was last found (0 unless ``why`` is "held").
+        text: Text read inside the box (a plate, an OCR line): personal data, left out of reports
+            unless asked for.
+    """
+
+    kind: RegionKind
+    why: str
+    detector: str | None = None
+    score: float | None = None
+    held: int = 0
+    text: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The short label of :attr:`Detections.labels` ("plate:AB123", "phone", ...)."""
+        if self.kind == "plate":
+            return f"plate:{self.text}" if self.text else "plate"
+        return self.why
+
+
+_PLATE_SOURCES: Final = {"cascade": "plate_cascades", "text": "ppocr_v4", "both": "plate_cascades+ppocr_v4"}
+
+
+def label_reasons(kind: RegionKind, labels: Sequence[str | Reason], detector: str | None = None) -> list[Reason]:
+    """Reasons for a finder's labels: a ``Reason`` is kept, a string becomes one.
+
+    ``"plate:AB123"`` becomes a plate with its text; any other string names the entity.
+    """
+    out: list[Reason] = []
+    for label in labels:
+        if isinstance(label, Reason):
+            out.append(label)
+        elif kind == "plate":
+            _, _, text = label.partition(":")
+            out.append(Reason("plate", "plate", detector, text=text or None))
+        else:
+            out.append(Reason(kind, label or kind, detector))
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Detections:
-    """What one frame had hidden (boxes in pixels, before padding)."""
+    """What one frame had hidden (boxes in pixels, before padding).
+
+    ``reasons``, when given, has one row per row of :meth:`all_boxes` (faces, plates, text, extra).
+    """
 
     faces: Boxes = field(default_factory=lambda: _EMPTY)
     plates: Boxes = field(default_factory=lambda: _EMPTY)
     text: Boxes = field(default_factory=lambda: _EMPTY)
     extra: Boxes = field(default_factory=lambda: _EMPTY)
     labels: tuple[str, ...] = ()  # text kinds / plate texts, for the job result
+    reasons: tuple[Reason, ...] = ()
 
     def all_boxes(self) -> Boxes:
         return np.concatenate([self.faces, self.plates, self.text, self.extra]).astype(np.float32)
+
+    def explain(self) -> tuple[Reason, ...]:
+        """One reason per row of :meth:`all_boxes`: ``reasons`` when complete, else derived from arrays and labels."""
+        n = len(self.faces) + len(self.plates) + len(self.text) + len(self.extra)
+        if len(self.reasons) == n:
+            return self.reasons
+        labels = list(self.labels) + [""] * n
+        plates = label_reasons("plate", labels[:len(self.plates)])
+        text = label_reasons("text", labels[len(self.plates):len(self.plates) + len(self.text)])
+        return (*[Reason("face", "detected")] * len(self.faces), *plates, *text,
+                *[Reason("mouth", "speech")] * len(self.extra))
 
 
 def _boxes(items: Sequence[NDArray[np.float32]] | NDArray[np.float32]) -> Boxes:
@@ -247,12 +323,8 @@ def blur_regions(image: BGRImage, boxes: Boxes, options: BlurOptions) -> BGRImag
     if len(boxes) == 0:
         return image
     out = image.copy()
-    h, w = image.shape[:2]
-    pad = options.padding
     k = options.kernel_size | 1
-    for x1f, y1f, x2f, y2f in np.asarray(boxes, np.float32):
-        x1, y1 = max(0, math.floor(x1f) - pad), max(0, math.floor(y1f) - pad)
-        x2, y2 = min(w, math.ceil(x2f) + pad), min(h, math.ceil(y2f) + pad)
+    for x1, y1, x2, y2 in pixel_rects(boxes, image.shape[:2], options.padding).tolist():
         if x2 <= x1 or y2 <= y1:
             continue
         roi = out[y1:y2, x1:x2]
@@ -277,6 +349,28 @@ def blur_regions(image: BGRImage, boxes: Boxes, options: BlurOptions) -> BGRImag
             else:
                 roi[:] = cv2.GaussianBlur(roi, (kk, kk), 0)
     return out
+
+
+def pixel_rects(boxes: Boxes, shape: tuple[int, ...], padding: int) -> NDArray[np.int32]:
+    """The pixel rectangles :func:`blur_regions` replaces for ``boxes``.
+
+    Args:
+        boxes: (n, 4) float x1, y1, x2, y2.
+        shape: The image's (H, W, ...).
+        padding: Pixels added on every side.
+
+    Returns:
+        (n, 4) int32 x1, y1, x2, y2 clipped to the image, x2 and y2 exclusive; a row with
+        ``x2 <= x1`` or ``y2 <= y1`` hides nothing.
+    """
+    arr = np.asarray(boxes, np.float64).reshape(-1, 4)
+    h, w = shape[0], shape[1]
+    rects = np.empty((len(arr), 4), np.int32)
+    rects[:, 0] = np.maximum(0, np.floor(arr[:, 0]) - padding)
+    rects[:, 1] = np.maximum(0, np.floor(arr[:, 1]) - padding)
+    rects[:, 2] = np.minimum(w, np.ceil(arr[:, 2]) + padding)
+    rects[:, 3] = np.minimum(h, np.ceil(arr[:, 3]) + padding)
+    return rects
 
 
 def _grow(boxes: Boxes, fraction: float, w: int, h: int) -> Boxes:
@@ -307,6 +401,8 @@ class _Track:
     box: NDArray[np.float32]
     kps: NDArray[np.float32] | None
     missed: int = 0
+    score: float | None = None  # of the detection that placed the box
+    why: str = "detected"  # how the box was placed this frame (see Reason)
 
 
 def _thumbnail(frame: BGRImage) -> NDArray[np.float32]:
@@ -369,7 +465,8 @@ class FaceTracker:
         self.cuts += cut
         return cut
 
-    def _follow(self, frame: BGRImage, track: _Track) -> tuple[NDArray[np.float32], NDArray[np.float32] | None] | None:
+    def _follow(self, frame: BGRImage,
+                track: _Track) -> tuple[NDArray[np.float32], NDArray[np.float32] | None, float] | None:
         h, w = frame.shape[:2]
         x1, y1, x2, y2 = track.box
         size = max(x2 - x1, y2 - y1)
@@ -388,7 +485,7 @@ class FaceTracker:
         if _iou_matrix(track.box[None], boxes[best:best + 1])[0, 0] < 0.2:
             return None
         kps = None if found.kps is None else found.kps[best] + offset[:2]
-        return boxes[best], kps
+        return boxes[best], kps, float(found.score[best])
 
     def update(self, frame: BGRImage) -> tuple[Boxes, NDArray[np.float32] | None]:
         """Boxes (and 5 keypoints when known) of the faces to hide in this frame, in order."""
@@ -402,8 +499,9 @@ class FaceTracker:
                 if followed is None:
                     lost = True
                     break
-                track.box, track.kps = followed
+                track.box, track.kps, track.score = followed
                 track.missed = 0
+                track.why = "tracked"
             full = lost
         if full:
             faces = self._detect_full(frame)
@@ -414,6 +512,11 @@ class FaceTracker:
             kps = np.stack([t.kps for t in self.tracks if t.kps is not None]).astype(np.float32)
         return boxes, kps
 
+    def reasons(self) -> list[Reason]:
+        """Why each box of the last :meth:`update` is hidden, in the same order."""
+        return [Reason("face", t.why, "centerface", None if t.score is None else round(t.score, 3), t.missed)
+                for t in self.tracks]
+
     def _match(self, faces: Faces, w: int, h: int) -> None:
         iou = _iou_matrix(_boxes([t.box for t in self.tracks]), faces.xyxy)
         kept: list[_Track] = []
@@ -422,10 +525,13 @@ class FaceTracker:
             j = int(np.argmax(iou[i])) if iou.shape[1] else -1
             if j >= 0 and iou[i, j] > 0.1 and j not in used:
                 used.add(j)
-                kept.append(_Track(faces.xyxy[j], None if faces.kps is None else faces.kps[j]))
+                kept.append(_Track(faces.xyxy[j], None if faces.kps is None else faces.kps[j],
+                                   score=float(faces.score[j]),
+                                   why="detected" if faces.score[j] >= self.confidence else "continued"))
             elif track.missed < self.hold_frames:
                 track.missed += 1
                 track.box = _scaled(track.box, 1.0 + self.hold_growth, w, h)
+                track.why = "held"
                 kept.append(track)
         new = [j for j in range(len(faces)) if j not in used]
         seen_before = _iou_matrix(faces.xyxy[new], self.pending) if new else np.zeros((0, 0), np.float32)
@@ -433,7 +539,9 @@ class FaceTracker:
         for n, j in enumerate(new):
             confirmed = faces.score[j] >= self.confidence or (seen_before.shape[1] and seen_before[n].max() > 0.3)
             if confirmed:
-                kept.append(_Track(faces.xyxy[j], None if faces.kps is None else faces.kps[j]))
+                kept.append(_Track(faces.xyxy[j], None if faces.kps is None else faces.kps[j],
+                                   score=float(faces.score[j]),
+                                   why="detected" if faces.score[j] >= self.confidence else "confirmed"))
             else:
                 pending.append(faces.xyxy[j])
         self.pending = _boxes(pending)
@@ -478,11 +586,14 @@ class FrameRedactor:
         self.ner = ner
 
     # ---- finders -------------------------------------------------------------------------------
-    def find_plates(self, image: BGRImage) -> tuple[Boxes, list[str]]:
+    def find_plates(self, image: BGRImage) -> tuple[Boxes, list[Reason]]:
+        """Plate boxes, each with its reason (which detector found it, its score, the text OCR read)."""
         if self.plates is None or not self.options.plates.enabled:
             return _EMPTY, []
         found = self.plates.detect(image, confidence=self.options.plates.confidence)
-        return _boxes([p.xyxy for p in found]), [f"plate:{p.text}" if p.text else "plate" for p in found]
+        return _boxes([p.xyxy for p in found]), [
+            Reason("plate", "plate", _PLATE_SOURCES.get(p.source, p.source), round(float(p.score), 3),
+                   text=p.text or None) for p in found]
 
     def find_text(self, image: BGRImage, faces: Boxes | None = None) -> tuple[Boxes, list[str]]:
         """Text boxes to hide: every line ("all") or the personal data in them ("pii").
@@ -501,7 +612,7 @@ class FrameRedactor:
         rules = self.options.text_filter
         gate = self.options.text.confidence
         if faces is None:
-            faces = self.find_faces(image)[0] if "name" in rules.entities and lines else _EMPTY
+            faces = self.find_faces(image).xyxy if "name" in rules.entities and lines else _EMPTY
         boxes: list[NDArray[np.float32]] = []
         labels: list[str] = []
         pending: list[tuple[str, NDArray[np.float32]]] = []  # labels waiting for their value line
@@ -568,11 +679,10 @@ class FrameRedactor:
         start, end = words[0].start(), words[-1].end()
         return [PiiMatch("name", start, end, text[start:end], LONE_NAME_SCORE)]
 
-    def find_faces(self, image: BGRImage) -> tuple[Boxes, NDArray[np.float32] | None]:
+    def find_faces(self, image: BGRImage) -> Faces:
         if self.face_full is None:
-            return _EMPTY, None
-        faces = self.face_full.detect(image, score_threshold=self.options.faces.confidence)
-        return faces.xyxy.astype(np.float32), faces.kps
+            return Faces.empty()
+        return self.face_full.detect(image, score_threshold=self.options.faces.confidence)
 
     # ---- images --------------------------------------------------------------------------------
     def redact_image(self, image: BGRImage) -> tuple[BGRImage, Detections]:
@@ -586,12 +696,16 @@ class FrameRedactor:
         """
         h, w = image.shape[:2]
         faces = _EMPTY
+        face_reasons: list[Reason] = []
+        seen: Boxes | None = None  # faces for the text rule "a lone name beside a face"
         if self.options.faces.enabled:
-            faces, _ = self.find_faces(image)
-            faces = _grow(faces, self.options.face_padding, w, h)
+            found_faces = self.find_faces(image)
+            seen = found_faces.xyxy.astype(np.float32)
+            faces = _grow(seen, self.options.face_padding, w, h)
+            face_reasons = [Reason("face", "detected", "centerface", round(float(s), 3)) for s in found_faces.score]
         plates, plate_labels = self.find_plates(image)
-        text, text_labels = self.find_text(image)
-        found = Detections(faces, plates, text, labels=tuple(plate_labels + text_labels))
+        text, text_labels = self.find_text(image, seen)
+        found = _detections(faces, face_reasons, (plates, plate_labels), (text, text_labels), _EMPTY)
         return blur_regions(image, found.all_boxes(), self.options.blur), found
 
     # ---- video ---------------------------------------------------------------------------------
@@ -621,14 +735,14 @@ class FrameRedactor:
             faces, kps = (_EMPTY, None) if tracker is None else tracker.update(frame)
             if index % self.options.text_every == 0:
                 state["plates"] = self.find_plates(frame)
-                state["text"] = self.find_text(frame)
+                state["text"] = self.find_text(frame, faces if tracker is not None else None)
             t = index / fps
             extra = _EMPTY
             if any(a <= t <= b for a, b in mouth_spans):
                 extra = mouth_boxes(faces, kps)
             shown = _grow(faces, self.options.face_padding, w, h) if self.options.faces.enabled else _EMPTY
-            found = Detections(shown, state["plates"][0], state["text"][0], extra,
-                               tuple(state["plates"][1] + state["text"][1]))
+            face_reasons = tracker.reasons() if tracker is not None and len(shown) else []
+            found = _detections(shown, face_reasons, state["plates"], state["text"], extra)
             if on_frame is not None:
                 on_frame(found)
             return blur_regions(frame, found.all_boxes(), self.options.blur)
@@ -645,6 +759,16 @@ def _beside_a_face(box: NDArray[np.float32], faces: Boxes) -> bool:
         if dx <= reach and dy <= reach:
             return True
     return False
+
+
+def _detections(faces: Boxes, face_reasons: list[Reason], plates: tuple[Boxes, Sequence[str | Reason]],
+                text: tuple[Boxes, Sequence[str | Reason]], extra: Boxes) -> Detections:
+    """Detections with a reason per box (plate and text labels may be strings or :class:`Reason` objects)."""
+    plate_reasons = label_reasons("plate", plates[1], "plate_cascades+ppocr_v4")
+    text_reasons = label_reasons("text", text[1], "ppocr_v4")
+    reasons = (*face_reasons, *plate_reasons, *text_reasons, *[Reason("mouth", "speech")] * len(extra))
+    return Detections(faces, plates[0], text[0], extra, tuple(r.label for r in (*plate_reasons, *text_reasons)),
+                      reasons)
 
 
 def _value_of(pending: list[tuple[str, NDArray[np.float32]]], box: NDArray[np.float32]) -> str | None:

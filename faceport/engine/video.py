@@ -148,6 +148,9 @@ class VideoOptions:
         faststart: Put the mp4/mov index first so browsers can play while downloading.
         audio_filter: Edits the audio samples (bleeps, silence) before AAC encoding; implies
             re-encoding. Ignored with audio="drop".
+        on_written: Called after each ``frame_fn`` call with (index of the first output frame
+            its result filled, how many output frames it filled): the rate conversion repeats a
+            frame's result when the output rate is higher or timestamps leave a gap (audit reports).
     """
 
     codec: str = "libx264"
@@ -159,6 +162,7 @@ class VideoOptions:
     max_frames: int | None = None
     faststart: bool = True
     audio_filter: AudioFilter | None = None
+    on_written: Callable[[int, int], None] | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.crf <= 51:
@@ -735,10 +739,13 @@ class _Transcode:
         yuv = self.to_yuv.reformat(VideoFrame.from_numpy_buffer(result, format="bgr24"), format="yuv420p",
                                    src_colorspace=self.matrix, dst_colorspace=self.matrix,
                                    dst_color_range="MPEG")
+        first = self.frames_out
         for _ in range(repeats):
             yuv.pts = self.pts0 + self.frames_out
             self.out.mux(self.encoder.encode(yuv))
             self.frames_out += 1
+        if self.opts.on_written is not None:
+            self.opts.on_written(first, repeats)
 
     def _report(self, rel: float) -> None:
         if self.progress is None or self.duration <= 0:

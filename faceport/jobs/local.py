@@ -31,6 +31,7 @@ from faceport.store import (
     JobRecord,
     JobState,
     Store,
+    cancel_job,
     complete_job,
     create_job,
     fail_job,
@@ -94,7 +95,54 @@ class _Progress:
             raise JobCancelled(str(exc)) from None
 
 
-class LocalJobRunner:
+class JobReads:
+    """Reading jobs from ``self.store``: what every runner offers besides running them."""
+
+    store: Store
+
+    def get(self, job_id: str) -> JobRecord:
+        """Raises: NotFound."""
+        with self.store.session() as session:
+            return get_job(session=session, job_id=job_id)
+
+    def find_by_id_prefix(self, prefix: str, *, kinds: tuple[str, ...] | None = None,
+                          limit: int = 16) -> list[JobRecord]:
+        """Jobs whose id starts with ``prefix`` (hex), oldest first; for short public ids.
+
+        Raises:
+            InvalidInput: ``prefix`` is not 1 to 32 lowercase hex digits.
+        """
+        if not 1 <= len(prefix) <= 32 or any(c not in "0123456789abcdef" for c in prefix):
+            raise InvalidInput(f"job id prefix must be 1 to 32 hex digits, got {prefix!r}")
+        query = select(Job).where(Job.id.startswith(prefix, autoescape=True))
+        if kinds:
+            query = query.where(Job.kind.in_(kinds))
+        query = query.order_by(Job.created_at, Job.id).limit(limit)
+        with self.store.session() as session:
+            return [JobRecord.from_row(job) for job in session.scalars(query)]
+
+    def wait(self, job_id: str, *, timeout: float = 600.0, poll_s: float = 0.1) -> JobRecord:
+        """Block until the job ends or ``timeout`` passes; returns the last record read."""
+        deadline = time.monotonic() + timeout
+        record = self.get(job_id)
+        while not record.is_terminal and time.monotonic() < deadline:
+            time.sleep(poll_s)
+            record = self.get(job_id)
+        return record
+
+    def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a queued or running job; a running handler stops at its next progress report.
+
+        Raises:
+            NotFound: no such job. InvalidInput: it already ended.
+        """
+        with self.store.session() as session:
+            record = cancel_job(session=session, job_id=job_id)
+        log.info("cancelled job %s (%s)", record.id, record.kind)
+        return record
+
+
+class LocalJobRunner(JobReads):
     """Runs jobs of registered kinds on ``workers`` threads, with at most ``queue_max`` waiting.
 
     Args:
@@ -267,37 +315,6 @@ class LocalJobRunner:
                 reason = exc.message if isinstance(exc, FaceportError) else type(exc).__name__
                 self._fail(record.id, code, f"could not prepare the job: {reason}")
                 raise
-        return record
-
-    # ---- reading --------------------------------------------------------------------------
-    def get(self, job_id: str) -> JobRecord:
-        """Raises: NotFound."""
-        with self.store.session() as session:
-            return get_job(session=session, job_id=job_id)
-
-    def find_by_id_prefix(self, prefix: str, *, kinds: tuple[str, ...] | None = None,
-                          limit: int = 16) -> list[JobRecord]:
-        """Jobs whose id starts with ``prefix`` (hex), oldest first; for short public ids.
-
-        Raises:
-            InvalidInput: ``prefix`` is not 1 to 32 lowercase hex digits.
-        """
-        if not 1 <= len(prefix) <= 32 or any(c not in "0123456789abcdef" for c in prefix):
-            raise InvalidInput(f"job id prefix must be 1 to 32 hex digits, got {prefix!r}")
-        query = select(Job).where(Job.id.startswith(prefix, autoescape=True))
-        if kinds:
-            query = query.where(Job.kind.in_(kinds))
-        query = query.order_by(Job.created_at, Job.id).limit(limit)
-        with self.store.session() as session:
-            return [JobRecord.from_row(job) for job in session.scalars(query)]
-
-    def wait(self, job_id: str, *, timeout: float = 600.0, poll_s: float = 0.1) -> JobRecord:
-        """Block until the job ends or ``timeout`` passes; returns the last record read."""
-        deadline = time.monotonic() + timeout
-        record = self.get(job_id)
-        while not record.is_terminal and time.monotonic() < deadline:
-            time.sleep(poll_s)
-            record = self.get(job_id)
         return record
 
     # ---- running ----------------------------------------------------------------------------

@@ -66,6 +66,7 @@ class ProctorHub:
         self.peak_in_flight = 0
         self.decided = 0  # frames run through decode + checks
         self.superseded = 0  # frames replaced by a newer one before they were decided
+        self._shared: Any = None  # SharedConnectionSlots with FACEPORT_REDIS_URL
 
     def bind(self, max_in_flight: int) -> None:
         """Size the decision semaphore (the app's thread pool size) once, inside the serving event loop."""
@@ -81,6 +82,14 @@ class ProctorHub:
         self.in_flight -= 1
         self.decided += 1
         self.permits.release()
+
+    def shared_slots(self, settings: Any) -> Any:
+        """Redis-counted caps across nodes (``FACEPORT_REDIS_URL``), built in the serving loop; else ``None``."""
+        if self._shared is None and settings.redis_url:
+            from faceport.services.proctor import SharedConnectionSlots
+
+            self._shared = SharedConnectionSlots(settings.redis_url)
+        return self._shared
 
     def leave(self, address: str) -> None:
         self.connections -= 1
@@ -231,13 +240,27 @@ async def proctor_socket(websocket: WebSocket) -> None:
     await websocket.accept()
     settings = ctx.settings
     address = websocket.client.host if websocket.client else "unknown"
-    if hub.connections >= settings.proctor_max_connections:
-        await _refuse(websocket, "CONNECTION_REFUSED", "Server is at full capacity", CLOSE_CONNECTION_REFUSED)
-        return
     per_address = settings.proctor_max_connections_per_ip
-    if per_address and hub.per_address.get(address, 0) >= per_address:
-        await _refuse(websocket, "CONNECTION_REFUSED", "Too many connections from this address",
-                      CLOSE_CONNECTION_REFUSED)
+    slot_token: str | None = None
+    refused: str | None = None
+    shared = hub.shared_slots(settings)
+    if shared is not None:  # several nodes: the caps hold across all of them
+        try:
+            slot_token = await shared.acquire(address, max_total=settings.proctor_max_connections,
+                                              max_per_address=per_address)
+            refused = shared.refused if slot_token is None else None
+        except Exception as exc:  # Redis down: this node's own counts still bound it
+            log.warning("proctoring: shared connection caps unavailable (%s); counting on this node only", exc)
+            shared = None
+    if refused is None and hub.connections >= settings.proctor_max_connections:
+        refused = "total"
+    if refused is None and per_address and hub.per_address.get(address, 0) >= per_address:
+        refused = "address"
+    if refused is not None:
+        if slot_token is not None and shared is not None:
+            await shared.release(slot_token)
+        message = "Server is at full capacity" if refused == "total" else "Too many connections from this address"
+        await _refuse(websocket, "CONNECTION_REFUSED", message, CLOSE_CONNECTION_REFUSED)
         return
     hub.connections += 1
     hub.per_address[address] = hub.per_address.get(address, 0) + 1
@@ -349,6 +372,11 @@ async def proctor_socket(websocket: WebSocket) -> None:
         hub.leave(address)
         if unsubscribe is not None:
             unsubscribe()
+        if slot_token is not None and shared is not None:
+            try:
+                await shared.release(slot_token)
+            except Exception as exc:  # the slot expires by itself
+                log.warning("proctoring: could not free a shared connection slot: %s", exc)
 
 
 def install_proctor(app: FastAPI) -> None:

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator, model_validator
 
 from faceport.config import Settings
 from faceport.engine.core import FaceEngine
@@ -42,11 +42,15 @@ from faceport.engine.detect import DETECTORS
 from faceport.engine.imageio import decode_image, encode_image, load_image_file, sniff_format
 from faceport.engine.models.sessions import available_providers
 from faceport.engine.pipeline import (
+    FACE_ORDERS,
     PROCESSOR_NAMES,
+    FaceOrder,
+    FaceSelector,
     Pipeline,
     PipelineOptions,
     available_processors,
     build_processors,
+    order_faces,
     with_embedding_reference,
 )
 from faceport.engine.types import BGRImage, Faces
@@ -133,12 +137,32 @@ class ProcessRequest(BaseModel):
         f"detector here ({', '.join(f'{k}->{v}' for k, v in FACEFUSION_DETECTORS.items())}); null: the server's "
         "FACEPORT_DETECTOR. The detector that ran is in the response's face_detector.")
     face_detector_score: float = Field(default=0.5, ge=0.0, le=1.0, description="Detection threshold, 0.0-1.0.")
-    face_selector_mode: Literal["all", "reference", "index"] = Field(
-        default="all", description="all faces; the faces of the reference person; or the one at face_position.")
+    face_selector_mode: Literal["all", "many", "one", "reference", "index"] = Field(
+        default="all", description="FaceFusion's modes: many (alias all: every face, faces under the minimum size "
+        "left alone); one (the first face in face_selector_order); reference (the reference person's face); "
+        "index (the face at face_position in face_selector_order).")
+    face_selector_order: FaceOrder = Field(
+        default="left-right", description=f"Order of faces for one, index and reference_face_index: "
+        f"{', '.join(FACE_ORDERS)} (FaceFusion's default is large-small; ours keeps positions left to right).")
+    face_selector_gender: Literal["female", "male"] | None = Field(
+        default=None, description="Only faces of this apparent gender (Cydral gender-v1); null: any.")
+    face_selector_age_start: int | None = Field(
+        default=None, ge=0, le=100, description="Only faces of at least this apparent age (Cydral age-v1).")
+    face_selector_age_end: int | None = Field(
+        default=None, ge=0, le=100, description="Only faces of at most this apparent age.")
+    face_selector_min_size: int | None = Field(
+        default=None, ge=0, le=4096, description="many/all/one: faces whose shorter side is under this many pixels "
+        "are left alone; null: the server's FACEPORT_SWAP_MIN_FACE_PX (and FACEPORT_SWAP_MIN_FACE_RATIO of the "
+        "largest face); 0 processes every face found.")
     reference_face_index: int = Field(
-        default=0, ge=0, le=1000, description="reference mode: the reference person is this face (left to right) "
-        "of the target image / of the first video frame with enough faces.")
-    face_position: int = Field(default=0, ge=0, le=1000, description="index mode: the face to process, left to right.")
+        default=0, ge=0, le=1000, description="reference mode: the reference person is this face (in "
+        "face_selector_order) of the target image / of the first video frame with enough faces.")
+    reference_face_distance: float | None = Field(
+        default=None, ge=0.0, le=2.0, description="reference mode: largest identity distance (dlib ResNet L2; "
+        "0.6 = the verify threshold) for a face to count as the reference person; null: the server's "
+        "FACEPORT_VERIFY_THRESHOLD.")
+    face_position: int = Field(default=0, ge=0, le=1000,
+                               description="index mode: the face to process, in face_selector_order.")
     face_enhancer_blend: int = Field(default=80, ge=0, le=100, description="face_enhancer strength in percent.")
     webhook_url: HttpUrl | None = Field(
         default=None, description="POSTed {job_id, status, output_path, error} when the job ends (http or https, "
@@ -169,6 +193,13 @@ class ProcessRequest(BaseModel):
         if name is not None and name not in DETECTOR_NAMES:
             raise ValueError(f"unknown face detector {name!r}; available: {', '.join(DETECTOR_NAMES)}")
         return name
+
+    @model_validator(mode="after")
+    def _age_range(self) -> ProcessRequest:
+        start, end = self.face_selector_age_start, self.face_selector_age_end
+        if start is not None and end is not None and start > end:
+            raise ValueError(f"face_selector_age_start {start} is above face_selector_age_end {end}")
+        return self
 
     @field_validator("webhook_url")
     @classmethod
@@ -242,8 +273,15 @@ class RenderOptions:
     processors: tuple[str, ...] = ("face_swapper",)
     detector: str | None = None
     detector_score: float = 0.5
-    selector: Literal["all", "reference", "index"] = "all"
+    selector: FaceSelector = "all"
+    order: FaceOrder = "left-right"
+    gender: Literal["female", "male"] | None = None
+    age_start: int | None = None
+    age_end: int | None = None
+    min_face_px: int = 0
+    min_face_ratio: float = 0.0
     reference_face_index: int = 0
+    reference_distance: float | None = None
     face_position: int = 0
     enhancer_blend: int = 80
     image_scale: int = 100
@@ -252,10 +290,21 @@ class RenderOptions:
     threads: int | None = None  # inference and codec threads of this render; None: the server's defaults
 
     @classmethod
-    def from_request(cls, request: ProcessRequest) -> RenderOptions:
+    def from_request(cls, request: ProcessRequest, settings: Settings | None = None) -> RenderOptions:
+        """The render a request asks for; ``settings`` gives the server's minimum face size (none: no minimum)."""
+        if request.face_selector_min_size is not None:
+            min_px, min_ratio = request.face_selector_min_size, 0.0
+        elif settings is not None:
+            min_px, min_ratio = settings.swap_min_face_px, settings.swap_min_face_ratio
+        else:
+            min_px, min_ratio = 0, 0.0
         return cls(processors=tuple(request.processors), detector=native_detector(request.face_detector_model),
                    detector_score=request.face_detector_score, selector=request.face_selector_mode,
-                   reference_face_index=request.reference_face_index, face_position=request.face_position,
+                   order=request.face_selector_order, gender=request.face_selector_gender,
+                   age_start=request.face_selector_age_start, age_end=request.face_selector_age_end,
+                   min_face_px=min_px, min_face_ratio=min_ratio,
+                   reference_face_index=request.reference_face_index,
+                   reference_distance=request.reference_face_distance, face_position=request.face_position,
                    enhancer_blend=request.face_enhancer_blend, image_scale=request.output_image_scale,
                    video_scale=request.output_video_scale, video_fps=request.output_video_fps,
                    threads=request.execution_thread_count)
@@ -266,10 +315,15 @@ class RenderOptions:
 
     def pipeline_options(self) -> PipelineOptions:
         # "reference" is set once the reference face is known (with_embedding_reference)
-        selector: Literal["all", "index"] = "index" if self.selector == "index" else "all"
+        selector: FaceSelector = "many" if self.selector in ("all", "reference") else self.selector
         wanted = self.face_position if self.selector == "index" else self.reference_face_index
-        return PipelineOptions(detector=self.detector, detector_score=self.detector_score, selector=selector,
-                               face_index=self.face_position, max_faces=max(_DEFAULT_MAX_FACES, wanted + 1))
+        options = PipelineOptions(detector=self.detector, detector_score=self.detector_score, selector=selector,
+                                  face_index=self.face_position, order=self.order, gender=self.gender,
+                                  age_start=self.age_start, age_end=self.age_end, min_face_px=self.min_face_px,
+                                  min_face_ratio=self.min_face_ratio, max_faces=max(_DEFAULT_MAX_FACES, wanted + 1))
+        if self.reference_distance is not None:
+            options = replace(options, reference_threshold=self.reference_distance)
+        return options
 
 
 def native_detector(name: str | None) -> str | None:
@@ -284,16 +338,15 @@ def require_source(options: RenderOptions, source_count: int) -> None:
                            details={"field": "source", "processors": list(options.processors)})
 
 
-def _left_to_right(faces: Faces) -> Faces:
-    return faces[np.argsort(faces.xyxy[:, 0], kind="stable")]
-
-
 def _reference_options(engine: FaceEngine, frame: BGRImage, faces: Faces, options: RenderOptions) -> PipelineOptions:
-    ordered = _left_to_right(faces)
+    ordered = faces[order_faces(faces, options.order)]
     reference = engine.embedder().embed(frame, ordered[options.reference_face_index])
     if reference.embedding is None or not len(reference):
         raise NoFace("the reference face could not be embedded", details={"field": "target"})
-    return with_embedding_reference(options.pipeline_options(), reference.embedding[0])
+    base = options.pipeline_options()
+    if options.reference_distance is None:
+        base = replace(base, reference_threshold=engine.options.verify_threshold)
+    return with_embedding_reference(base, reference.embedding[0])
 
 
 def _build(engine: FaceEngine, sources: Sequence[BGRImage], options: RenderOptions) -> list[Any]:
@@ -364,13 +417,13 @@ def render_image(engine: FaceEngine, sources: Sequence[BGRImage], target: BGRIma
 
 def check_face_index(options: RenderOptions, found: int, where: str) -> None:
     """Raises: InvalidInput naming ``face_position`` / ``reference_face_index`` when it is beyond ``found`` faces."""
-    if options.selector == "all":
+    if options.selector not in ("index", "reference"):
         return
     name = "face_position" if options.selector == "index" else "reference_face_index"
     wanted = options.face_position if options.selector == "index" else options.reference_face_index
     if wanted >= found:
         raise InvalidInput(f"{name} {wanted} is beyond the {found} face(s) found in {where} (positions count "
-                           "from 0, left to right)", details={"field": name, "faces": found})
+                           f"from 0, {options.order})", details={"field": name, "faces": found})
 
 
 class VideoFrames:
@@ -645,7 +698,7 @@ class FaceFusionService:
             InvalidInput: a provider not available here. MissingField: no source for face_swapper.
         """
         check_providers(request.execution_providers)
-        options = RenderOptions.from_request(request)
+        options = RenderOptions.from_request(request, self.settings)
         require_source(options, source_count)
         if request.webhook_url is not None:
             self.webhooks.check(str(request.webhook_url))
@@ -739,7 +792,7 @@ class FaceFusionService:
         inputs = self.uploads_dir / record.id
         if not inputs.is_dir():
             raise ProcessingFailed(f"the inputs of job {public_job_id(record)} are gone; submit it again")
-        options = RenderOptions.from_request(validate_process_request(params["request"]))
+        options = RenderOptions.from_request(validate_process_request(params["request"]), self.settings)
         engine = self.engine.with_threads(options.threads)  # sessions of this thread count, not shared ones
         sources = [self._load_source(inputs / name, index) for index, name in enumerate(params["sources"])]
         name = params["output_name"]

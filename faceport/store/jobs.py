@@ -8,6 +8,11 @@ State machine (anything else raises :class:`~faceport.errors.InvalidInput`)::
     queued | running --fail_job-->     failed
     queued | running --cancel_job-->   cancelled
     running --recover_interrupted_jobs--> queued   (after a restart)
+    queued | running (lease expired) --claim_job(worker)--> running   (Celery workers, attempts + 1)
+
+A claimed job belongs to its ``worker`` until ``lease_until``; ``renew_lease`` extends it, and
+``update_progress`` / ``complete_job`` / ``fail_job`` given ``worker`` succeed only for the claim
+holder, so a worker that lost its claim (presumed dead, the job taken over) can never end the job.
 
 Each transition is one conditional ``UPDATE ... WHERE state IN (...)``, so two runners
 racing for the same job cannot both win, on SQLite or PostgreSQL.
@@ -22,10 +27,10 @@ import uuid
 from collections.abc import Mapping
 from copy import deepcopy
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from faceport.errors import InvalidInput, NotFound
@@ -56,6 +61,9 @@ class JobRecord:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    worker: str | None = None
+    lease_until: datetime | None = None
+    attempts: int = 0
 
     @property
     def is_terminal(self) -> bool:
@@ -77,6 +85,9 @@ class JobRecord:
             updated_at=job.updated_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
+            worker=job.worker,
+            lease_until=job.lease_until,
+            attempts=int(job.attempts or 0),
         )
 
 
@@ -186,13 +197,13 @@ def start_job(*, session: Session, job_id: str) -> JobRecord:
     )
 
 
-def update_progress(*, session: Session, job_id: str, progress: float) -> JobRecord:
+def update_progress(*, session: Session, job_id: str, progress: float, worker: str | None = None) -> JobRecord:
     """Record how far a running job is; values outside 0..100 are clamped.
 
     Raises:
         NotFound: No job has this id.
         InvalidInput: ``progress`` is not a finite number, or the job is not running
-            (a runner seeing this after ``cancel_job`` should stop).
+            (a runner seeing this after ``cancel_job`` should stop), or ``worker`` no longer holds it.
     """
     if isinstance(progress, bool) or not isinstance(progress, int | float) or not math.isfinite(progress):
         raise InvalidInput(f"progress must be a finite number, got {progress!r}")
@@ -203,10 +214,11 @@ def update_progress(*, session: Session, job_id: str, progress: float) -> JobRec
         action="update progress of",
         allowed=(JobState.RUNNING,),
         values={"progress": clamped, "updated_at": utcnow()},
+        worker=worker,
     )
 
 
-def complete_job(*, session: Session, job_id: str, result: Any) -> JobRecord:
+def complete_job(*, session: Session, job_id: str, result: Any, worker: str | None = None) -> JobRecord:
     """Mark a running job as completed with its result; progress becomes 100.
 
     Args:
@@ -230,11 +242,13 @@ def complete_job(*, session: Session, job_id: str, result: Any) -> JobRecord:
             "result": _as_json(result, what="result"),
             "finished_at": now,
             "updated_at": now,
+            "lease_until": None,
         },
+        worker=worker,
     )
 
 
-def fail_job(*, session: Session, job_id: str, code: str, message: str) -> JobRecord:
+def fail_job(*, session: Session, job_id: str, code: str, message: str, worker: str | None = None) -> JobRecord:
     """Mark a queued or running job as failed with a stable error code.
 
     Args:
@@ -260,7 +274,9 @@ def fail_job(*, session: Session, job_id: str, code: str, message: str) -> JobRe
             "error": {"code": code, "message": str(message)},
             "finished_at": now,
             "updated_at": now,
+            "lease_until": None,
         },
+        worker=worker,
     )
 
 
@@ -279,6 +295,74 @@ def cancel_job(*, session: Session, job_id: str) -> JobRecord:
         allowed=(JobState.QUEUED, JobState.RUNNING),
         values={"state": JobState.CANCELLED.value, "finished_at": now, "updated_at": now},
     )
+
+
+def claim_job(*, session: Session, job_id: str, worker: str, lease_seconds: float) -> JobRecord | None:
+    """Take a job for ``worker``: a queued one, or a running one whose lease expired (its worker died).
+
+    A running job without a lease belongs to a local runner (:func:`start_job`) and is never taken.
+
+    One conditional ``UPDATE``: of several workers claiming at once exactly one wins. A job taken
+    over restarts from the beginning (progress 0); ``attempts`` counts the starts.
+
+    Returns:
+        The running job now held by ``worker``, or ``None`` when it is not claimable (ended,
+        cancelled, or running under another worker's live lease).
+
+    Raises:
+        NotFound: No job has this id.
+    """
+    now = utcnow()
+    claimable = or_(
+        Job.state == JobState.QUEUED.value,
+        # no lease: a local runner's job (start_job), never taken over by a worker
+        and_(Job.state == JobState.RUNNING.value, Job.lease_until.is_not(None), Job.lease_until < now),
+    )
+    statement = (
+        update(Job)
+        .where(Job.id == job_id, claimable)
+        .values(state=JobState.RUNNING.value, worker=worker, lease_until=now + timedelta(seconds=lease_seconds),
+                attempts=Job.attempts + 1, progress=0.0, started_at=now, updated_at=now)
+        .returning(Job)
+        .execution_options(populate_existing=True)
+    )
+    job = session.scalars(statement).one_or_none()
+    if job is None:
+        _load(session, job_id)  # NotFound for an unknown id
+        return None
+    return JobRecord.from_row(job)
+
+
+def renew_lease(*, session: Session, job_id: str, worker: str, lease_seconds: float) -> JobRecord | None:
+    """Extend ``worker``'s claim on a running job; ``None`` when it no longer holds it (cancelled, taken over)."""
+    statement = (
+        update(Job)
+        .where(Job.id == job_id, Job.state == JobState.RUNNING.value, Job.worker == worker)
+        .values(lease_until=utcnow() + timedelta(seconds=lease_seconds))
+        .returning(Job)
+        .execution_options(populate_existing=True)
+    )
+    job = session.scalars(statement).one_or_none()
+    return None if job is None else JobRecord.from_row(job)
+
+
+def orphaned_jobs(*, session: Session, kinds: tuple[str, ...], queued_before: datetime | None = None,
+                  limit: int = MAX_LIST_LIMIT) -> list[JobRecord]:
+    """Jobs of ``kinds`` no live worker holds: running under an expired lease, and, when ``queued_before``
+    is given, queued since before it. Oldest first. A running job without a lease is a local runner's
+    (:func:`start_job`): never listed."""
+    now = utcnow()
+    lost = and_(Job.state == JobState.RUNNING.value, Job.lease_until.is_not(None), Job.lease_until < now)
+    condition = lost if queued_before is None else or_(
+        lost, and_(Job.state == JobState.QUEUED.value, Job.created_at < queued_before))
+    query = (select(Job).where(Job.kind.in_(kinds), condition).order_by(Job.created_at, Job.id).limit(limit))
+    return [JobRecord.from_row(job) for job in session.scalars(query)]
+
+
+def count_jobs(*, session: Session, kinds: tuple[str, ...], state: JobState) -> int:
+    """Jobs of ``kinds`` in ``state`` (one ``COUNT``)."""
+    query = select(func.count()).select_from(Job).where(Job.kind.in_(kinds), Job.state == state.value)
+    return int(session.scalar(query) or 0)
 
 
 def recover_interrupted_jobs(*, session: Session) -> list[JobRecord]:
@@ -324,11 +408,15 @@ def _transition(
     action: str,
     allowed: tuple[JobState, ...],
     values: dict[str, Any],
+    worker: str | None = None,
 ) -> JobRecord:
-    """Apply ``values`` if the job is in an ``allowed`` state, atomically."""
+    """Apply ``values`` if the job is in an ``allowed`` state (and held by ``worker``, when given), atomically."""
+    conditions = [Job.id == job_id, Job.state.in_([state.value for state in allowed])]
+    if worker is not None:
+        conditions.append(Job.worker == worker)
     statement = (
         update(Job)
-        .where(Job.id == job_id, Job.state.in_([state.value for state in allowed]))
+        .where(*conditions)
         .values(**values)
         .returning(Job)
         .execution_options(populate_existing=True)
@@ -336,8 +424,9 @@ def _transition(
     job = session.scalars(statement).one_or_none()
     if job is None:
         current = _load(session, job_id)
+        held = "" if worker is None or current.worker == worker else f" and held by {current.worker or 'nobody'}"
         raise InvalidInput(
-            f"cannot {action} job {job_id}: it is {current.state}",
+            f"cannot {action} job {job_id}: it is {current.state}{held}",
             details={"job_id": job_id, "state": current.state, "allowed": [state.value for state in allowed]},
         )
     return JobRecord.from_row(job)

@@ -117,6 +117,10 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Celery workers: the claim holder, until when its claim holds (renewed while it runs), starts so far
+    worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     def __repr__(self) -> str:
         return f"Job(id={self.id!r}, kind={self.kind!r}, state={self.state!r}, progress={self.progress!r})"
@@ -292,3 +296,36 @@ class ProctorEvidence(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
     image: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class Batch(Base):
+    """A seed D batch: the job that runs it (same id), who owns it, what it does, how many items.
+
+    Rows and their items are deleted ``batch_retention_hours`` after the job ended (``expires_at``).
+    """
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64), index=True)
+    operation: Mapped[str] = mapped_column(String(32))
+    total: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+
+
+class BatchItem(Base):
+    """The outcome of one image of a batch: ``status`` ``ok`` with ``result``, or ``error`` with ``error``."""
+
+    __tablename__ = "batch_items"
+    __table_args__ = (CheckConstraint("status IN ('ok', 'error')", name="status_valid"),)
+
+    batch_id: Mapped[str] = mapped_column(String(32), ForeignKey("batches.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(8), index=True)
+    result: Mapped[Any | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    elapsed_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

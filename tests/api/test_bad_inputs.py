@@ -62,7 +62,7 @@ CASES: list[tuple[str, Callable[[], bytes], str, tuple[str, object]]] = [
 ]
 
 
-@pytest.mark.parametrize("route", [ROUTE, "/api/v1/face/demographics"])
+@pytest.mark.parametrize("route", [ROUTE, "/api/v1/face/demographics", "/api/v1/face/deepfake"])
 @pytest.mark.parametrize(("make", "filename", "expected"), [pytest.param(m, f, e, id=i) for i, m, f, e in CASES])
 def test_bad_and_odd_images_over_http(client, auth_headers, make: Callable[[], bytes], filename: str,
                                       expected: tuple[str, object], route: str) -> None:

@@ -107,7 +107,13 @@ VALIDATION = [
     ("unknown-processor", {"processors": ["face_swapper", "frame_colorizer"]}, "processors"),
     ("no-processors", {"processors": []}, "processors"),
     ("unknown-provider", {"execution_providers": ["tpu"]}, "execution_providers"),
-    ("selector-one", {"face_selector_mode": "one"}, "face_selector_mode"),
+    ("selector-unknown", {"face_selector_mode": "some"}, "face_selector_mode"),
+    ("order-unknown", {"face_selector_order": "north-south"}, "face_selector_order"),
+    ("gender-unknown", {"face_selector_gender": "robot"}, "face_selector_gender"),
+    ("age-101", {"face_selector_age_end": 101}, "face_selector_age_end"),
+    ("age-range-reversed", {"face_selector_age_start": 50, "face_selector_age_end": 20}, "request"),
+    ("min-size-negative", {"face_selector_min_size": -1}, "face_selector_min_size"),
+    ("reference-distance-3", {"reference_face_distance": 3.0}, "reference_face_distance"),
     ("face-position-negative", {"face_position": -1}, "face_position"),
     ("blend-101", {"face_enhancer_blend": 101}, "face_enhancer_blend"),
     ("webhook-ftp", {"webhook_url": "ftp://127.0.0.1/x"}, "webhook_url"),
@@ -133,6 +139,9 @@ VALIDATION = [
     # FaceFusion's detector names run the nearest detector here
     *[(f"ok-detector-{name}", {"face_detector_model": name}, None) for name in FACEFUSION_DETECTORS],
     ("ok-yunet-detector", {"face_detector_model": "yunet"}, None),
+    ("ok-one-large-small", {"face_selector_mode": "one", "face_selector_order": "large-small"}, None),
+    ("ok-many-male-adults", {"face_selector_mode": "many", "face_selector_gender": "male",
+                             "face_selector_age_start": 18, "face_selector_min_size": 0}, None),
 ]
 
 

@@ -48,6 +48,7 @@ def test_no_operation_documents_422_on_either_app(client, privacy_client) -> Non
     ("main", "get", "/download/{name}", {"404"}, "PlainError"),
     ("main", "get", "/metrics", {"401"}, "PlainError"),
     ("privacy", "get", "/api/v1/jobs/{job_id}", {"404"}, "PrivacyError"),
+    ("privacy", "get", "/api/v1/jobs/{job_id}/report", {"404"}, "PrivacyError"),
     ("privacy", "post", "/api/v1/process", {"400", "413", "503"}, "PrivacyError"),
 ])
 def test_operations_document_their_error_statuses_with_the_surface_envelope(

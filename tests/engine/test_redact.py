@@ -13,7 +13,7 @@ import pytest
 from faceport.engine.detect import CenterFace
 from faceport.engine.redact import BlurOptions, ClassOptions, FaceTracker, RedactOptions, blur_regions, build_redactor
 from faceport.engine.video import iter_frames, process_video
-from tests.privacy_judge import box_hidden, judge, read_frames, reference_boxes
+from tests.privacy_judge import JUDGE_FALSE_POSITIVES, box_hidden, judge, read_frames, reference_boxes
 
 PRIVACY_MODELS = ("centerface", "ppocr_v4_det", "ppocr_v4_rec", "ppocr_cls", "plate_cascades", "whisper_tiny_en",
                   "spacy_en_core_web_sm")
@@ -66,17 +66,6 @@ def test_faces_covered_in_every_frame(cache, data_dir: Path, tmp_path: Path, nam
     print(f"{name}: faces covered in {covered}/{had} frames ({info.frames_out} frames)")
     assert had > 0.8 * info.frames_out
     assert covered == had
-
-
-# Reference boxes the independent judge (tests/privacy_judge.py) flags although nothing there is a
-# face: looked at by eye (frame, box). pf_single_face: frame 9 a door panel, frame 70 the wall
-# left of the chin. The slideshow (still photos with cuts between them): the last slide's Haar
-# box on a hand holding cards; its six faces are all blurred.
-JUDGE_FALSE_POSITIVES = {
-    "pf_single_face.mp4": {(9, (86, 31, 161, 106)), (70, (116, 210, 166, 260))},
-    "skv_carphone_pristine.mp4": set(),
-    "synth_slideshow_obama_biden_cat_group.mp4": {(i, (281, 215, 335, 269)) for i in range(60, 80)},
-}
 
 
 @pytest.mark.parametrize("name", sorted(JUDGE_FALSE_POSITIVES))
@@ -157,9 +146,12 @@ def test_low_scores_continue_a_face_or_confirm_in_two_frames_and_held_boxes_grow
     # a low-score face seen in a second consecutive frame is confirmed; a blip that does not repeat never is
     tracker._match(_faces((106, 100, 206, 200, 0.25), (402, 52, 442, 92, 0.3)), 640, 360)
     assert len(tracker.tracks) == 2
+    # the audit report's reasons: the profile continues its track, the texture was confirmed in two frames
+    assert [(r.why, r.score) for r in tracker.reasons()] == [("continued", 0.25), ("confirmed", 0.3)]
     tracker._match(_faces((402, 52, 442, 92, 0.3)), 640, 360)  # the first face is lost: held, growing
     held = tracker.tracks[0]
     assert held.missed == 1 and held.box[2] - held.box[0] == pytest.approx(110)
+    assert [(r.why, r.held) for r in tracker.reasons()] == [("held", 1), ("continued", 0)]
     tracker._match(_faces(), 640, 360)
     tracker._match(_faces(), 640, 360)
     assert len(tracker.tracks) == 1  # held 2 frames, then dropped; the other is in its first held frame

@@ -89,7 +89,7 @@ def test_migrations_create_jobs_table(store: Store, store_target: StoreTarget) -
     columns = {column["name"]: column for column in inspector.get_columns("jobs", schema=schema)}
     assert set(columns) == {
         "id", "kind", "state", "progress", "params", "result", "error",
-        "created_at", "updated_at", "started_at", "finished_at",
+        "created_at", "updated_at", "started_at", "finished_at", "worker", "lease_until", "attempts",
     }  # fmt: skip
     assert not columns["kind"]["nullable"]
     assert columns["result"]["nullable"]
@@ -97,7 +97,7 @@ def test_migrations_create_jobs_table(store: Store, store_target: StoreTarget) -
     assert inspector.get_pk_constraint("jobs", schema=schema)["constrained_columns"] == ["id"]
     indexed = {tuple(index["column_names"]) for index in inspector.get_indexes("jobs", schema=schema)}
     assert {("kind",), ("state",)} <= indexed
-    assert store.revision() == head_revision() == "0006"
+    assert store.revision() == head_revision() == "0008"
     assert store.ping() is True
 
 
@@ -530,3 +530,41 @@ def test_webhook_deliveries_claim_retry_deliver_and_cascade(store: Store) -> Non
         session.execute(delete(Job).where(Job.id == job.id))
     with store.session() as session:
         assert delivery_for_job(session=session, job_id=job.id) is None  # deleted with its job
+
+
+# --- claims and leases (Celery workers) ------------------------------------------------------------
+
+
+def test_claims_are_exclusive_leased_and_fenced(store: Store) -> None:
+    from faceport.store import claim_job, orphaned_jobs, renew_lease
+
+    with store.session() as session:
+        job = create_job(session=session, kind="video", params={})
+    with store.session() as session:
+        first = claim_job(session=session, job_id=job.id, worker="w1", lease_seconds=60)
+    assert first is not None and first.state is JobState.RUNNING and first.worker == "w1" and first.attempts == 1
+    with store.session() as session:  # held under a live lease: a second delivery gets nothing
+        assert claim_job(session=session, job_id=job.id, worker="w2", lease_seconds=60) is None
+        assert orphaned_jobs(session=session, kinds=("video",)) == []
+        assert renew_lease(session=session, job_id=job.id, worker="w2", lease_seconds=60) is None
+        update_progress(session=session, job_id=job.id, progress=40.0, worker="w1")
+    with store.session() as session:  # w1 dies: its lease runs out
+        session.execute(text("UPDATE jobs SET lease_until = :t WHERE id = :id"),
+                        {"t": datetime.now(UTC) - timedelta(seconds=1), "id": job.id})
+    with store.session() as session:
+        assert [r.id for r in orphaned_jobs(session=session, kinds=("video",))] == [job.id]
+        taken = claim_job(session=session, job_id=job.id, worker="w2", lease_seconds=60)
+    assert taken is not None and taken.worker == "w2" and taken.attempts == 2 and taken.progress == 0.0
+    with store.session() as session, pytest.raises(InvalidInput, match="held by w2"):
+        complete_job(session=session, job_id=job.id, result={"by": "w1"}, worker="w1")  # the old holder is fenced
+    with store.session() as session, pytest.raises(InvalidInput):
+        update_progress(session=session, job_id=job.id, progress=50.0, worker="w1")
+    with store.session() as session:
+        done = complete_job(session=session, job_id=job.id, result={"by": "w2"}, worker="w2")
+        assert done.state is JobState.COMPLETED and done.result == {"by": "w2"} and done.lease_until is None
+        assert claim_job(session=session, job_id=job.id, worker="w3", lease_seconds=60) is None  # ended: a no-op
+        assert get_job(session=session, job_id=job.id).attempts == 2
+        local = start_job(session=session, job_id=create_job(session=session, kind="video", params={}).id)
+        # a local runner's running job (no lease) is neither orphaned nor claimable by a worker
+        assert orphaned_jobs(session=session, kinds=("video",)) == []
+        assert claim_job(session=session, job_id=local.id, worker="w3", lease_seconds=60) is None

@@ -1,4 +1,4 @@
-"""Seed D face services: ``POST /api/v1/face/detect | recognize | verify | analyze | demographics``.
+"""Seed D face services: ``POST /api/v1/face/detect | recognize | verify | analyze | demographics | deepfake``.
 
 Images come as multipart files (``image``; ``image1``/``image2`` for verify) or as base64 /
 data-URL strings in a JSON body (or ``<field>_base64`` form fields). Blocking work runs on
@@ -21,11 +21,13 @@ from faceport.api.deps import ContextDep, CurrentPrincipal
 from faceport.api.envelope import Envelope, ok
 from faceport.api.ratelimit import api_v1_dependencies
 from faceport.api.requests import body_doc, image_field, read_fields, validate_params
-from faceport.engine.attributes import face_quality, head_pose
+from faceport.engine.attributes import face_quality, frontalness, head_pose
+from faceport.engine.deepfake import CLIP_MODEL, DeepfakeScore
 from faceport.engine.demographics import AGE_MODEL, EMOTION_LABELS, EMOTION_MODEL, GENDER_MODEL, Demographics
 from faceport.engine.embed import compare
 from faceport.engine.types import BGRImage, Faces
 from faceport.errors import NoFace
+from faceport.services.face_analysis import AntiSpoof, DeepfakeReport, detect_deepfakes, trust_signals
 from faceport.services.gallery import owner_scope
 
 router = APIRouter(prefix="/api/v1", tags=["face"], dependencies=api_v1_dependencies("user", "face"))
@@ -136,7 +138,8 @@ class QualityOut(BaseModel):
     sharpness: float
     brightness: float
     size: float
-    method: str = "laplacian_variance"
+    frontalness: float | None = Field(None, description="1 = facing the camera, 0 = 90 degrees away (from pose)")
+    method: str = "laplacian_variance, mean grey, box side, pose angle"
 
 
 AGE_METHOD = f"{AGE_MODEL} (Cydral age-v1, expectation over 81 age classes; score: the top class probability)"
@@ -181,11 +184,43 @@ class DemographicsData(BaseModel):
     detector: str
 
 
+# ---- deepfake and anti-spoof schemas (issue #13) ----
+class DeepfakeVerdict(BaseModel):
+    score: float = Field(description="0..1, higher = more likely manipulated")
+    label: Literal["real", "fake"]
+    method: str
+
+
+class DeepfakeOut(DeepfakeVerdict):
+    cues: dict[str, float] = Field(description="each face-swap cue mapped to 0..1")
+
+
+class AntiSpoofOut(BaseModel):
+    live: bool
+    score: float = Field(description="0..1, higher = more likely a presentation attack")
+    method: str
+    cues: dict[str, float]
+
+
+def _verdict(s: DeepfakeScore) -> DeepfakeVerdict:
+    return DeepfakeVerdict(score=s.score, label=s.label, method=s.method)
+
+
+def _deepfake_out(s: DeepfakeScore) -> DeepfakeOut:
+    return DeepfakeOut(score=s.score, label=s.label, method=s.method, cues=s.cues)
+
+
+def _anti_spoof_out(a: AntiSpoof) -> AntiSpoofOut:
+    return AntiSpoofOut(live=a.live, score=a.score, method=a.method, cues=a.cues)
+
+
 class AnalyzedFace(FaceOut):
     pose: Pose | None
     quality: QualityOut
     recognition: Candidate | None
     demographics: DemographicsOut | None = Field(None, description="null when the models are not installed")
+    anti_spoof: AntiSpoofOut
+    deepfake: DeepfakeOut
     embedding: list[float] | None = None
 
 
@@ -193,6 +228,9 @@ class AnalyzeData(BaseModel):
     faces: list[AnalyzedFace]
     count: int
     image: dict[str, int]
+    deepfake: DeepfakeVerdict = Field(description="the image's face-swap verdict (its most suspicious face)")
+    ai_generated: DeepfakeVerdict | None = Field(None, description="whole-image AI-generated detector, "
+                                                 "null when clip_aigen is not installed")
     methods: dict[str, str]
     not_available: list[str]
 
@@ -335,28 +373,31 @@ async def verify(request: Request, ctx: ContextDep, principal: CurrentPrincipal)
 
 
 def _analyze(ctx: AppContext, image: BGRImage, params: AnalyzeParams, owner: str | None,
-             with_demographics: bool) -> list[AnalyzedFace]:
+             with_demographics: bool) -> tuple[list[AnalyzedFace], DeepfakeReport]:
+    # Landmarks are always computed (pose, frontalness and the deepfake cues need them); sent only when asked.
     faces = ctx.engine.detect(image, detector=params.detector, score_threshold=params.score_threshold,
-                              max_faces=params.max_faces, landmarks=params.landmarks, embed=True)
+                              max_faces=params.max_faces, landmarks=True, embed=True)
     threshold = _threshold(ctx, params.threshold)
     demographics = ctx.engine.demographics().analyze(image, faces) if with_demographics else None
+    anti_spoof, deepfake = trust_signals(ctx.engine, image, faces)
     out = []
     for i in range(len(faces)):
-        assert faces.embedding is not None
-        pose = None
-        if faces.landmarks is not None:
-            p = head_pose(faces.landmarks[i])
-            pose = Pose(yaw=p.yaw, pitch=p.pitch, roll=p.roll)
+        assert faces.embedding is not None and faces.landmarks is not None
+        p = head_pose(faces.landmarks[i])
         q = face_quality(image, faces.xyxy[i])
         candidates = _candidates(ctx, faces.embedding[i], params.top_k, threshold, owner)
+        fields = _face_fields(faces, i)
+        if not params.landmarks:
+            fields["landmarks"] = None
         out.append(AnalyzedFace(
-            **_face_fields(faces, i), pose=pose,
-            quality=QualityOut(sharpness=q.sharpness, brightness=q.brightness, size=q.size),
+            **fields, pose=Pose(yaw=p.yaw, pitch=p.pitch, roll=p.roll),
+            quality=QualityOut(sharpness=q.sharpness, brightness=q.brightness, size=q.size, frontalness=frontalness(p)),
             recognition=candidates[0] if candidates and candidates[0].match else None,
             demographics=_demographics_out(demographics, i) if demographics is not None else None,
+            anti_spoof=_anti_spoof_out(anti_spoof[i]), deepfake=_deepfake_out(deepfake.per_face[i]),
             embedding=[round(float(v), 6) for v in faces.embedding[i]] if params.include_embedding else None,
         ))
-    return out
+    return out, deepfake
 
 
 @router.post("/face/analyze", response_model=Envelope[AnalyzeData], summary="Everything available in one call",
@@ -364,18 +405,27 @@ def _analyze(ctx: AppContext, image: BGRImage, params: AnalyzeParams, owner: str
 async def analyze(request: Request, ctx: ContextDep, principal: CurrentPrincipal) -> dict[str, Any]:
     params, image = await _image_request(request, ctx, AnalyzeParams)
     with_demographics = _demographics_installed(ctx)
-    faces = await ctx.run(_analyze, ctx, image, params, owner_scope(principal), with_demographics)
+    faces, deepfake = await ctx.run(_analyze, ctx, image, params, owner_scope(principal), with_demographics)
     detector = _detector_name(ctx, params)
-    request.state.model_used = (f"{detector},{EMBEDDING_MODEL}" + (",facemesh,iris" if params.landmarks else "")
-                                + (f",{AGE_MODEL},{GENDER_MODEL},{EMOTION_MODEL}" if with_demographics else ""))
-    methods = {"detection": detector, "landmarks": "facemesh+iris" if params.landmarks else "none",
-               "pose": "facemesh_axes (geometric)", "quality": "laplacian_variance, mean grey, box size",
-               "recognition": f"{EMBEDDING_MODEL} exact search, threshold {_threshold(ctx, params.threshold)}"}
+    request.state.model_used = (f"{detector},{EMBEDDING_MODEL},facemesh,iris"
+                                + (f",{AGE_MODEL},{GENDER_MODEL},{EMOTION_MODEL}" if with_demographics else "")
+                                + (f",{CLIP_MODEL}" if deepfake.ai_generated is not None else ""))
+    methods = {"detection": detector, "landmarks": "facemesh+iris",
+               "pose": "facemesh_axes (geometric)",
+               "quality": "laplacian_variance, mean grey, box size, frontalness from pose",
+               "recognition": f"{EMBEDDING_MODEL} exact search, threshold {_threshold(ctx, params.threshold)}",
+               "anti_spoof": "single-image cues per face (see each face's anti_spoof.method)",
+               "deepfake": deepfake.image.method}
     if with_demographics:
         methods.update({"age": AGE_METHOD, "gender": GENDER_METHOD, "emotion": EMOTION_METHOD})
+    if deepfake.ai_generated is not None:
+        methods["ai_generated"] = deepfake.ai_generated.method
+    not_available = [*([] if with_demographics else ["demographics"]),
+                     *([] if deepfake.ai_generated is not None else ["ai_generated"])]
     data = AnalyzeData(faces=faces, count=len(faces), image={"width": image.shape[1], "height": image.shape[0]},
-                       methods=methods,
-                       not_available=["anti_spoof", "deepfake", *([] if with_demographics else ["demographics"])])
+                       deepfake=_verdict(deepfake.image),
+                       ai_generated=_verdict(deepfake.ai_generated) if deepfake.ai_generated is not None else None,
+                       methods=methods, not_available=not_available)
     return ok(request, data.model_dump())
 
 
@@ -398,3 +448,102 @@ async def demographics(request: Request, ctx: ContextDep) -> dict[str, Any]:
     data = DemographicsData(faces=faces, count=len(faces), image={"width": image.shape[1], "height": image.shape[0]},
                             detector=detector)
     return ok(request, data.model_dump())
+
+
+# ---- /face/deepfake (issue #13) ----
+class DeepfakeParams(DemographicsParams):
+    ai_generated: bool = Field(True, description="also run the whole-image AI-generated detector when installed "
+                                                 "(faceport models pull clip_aigen)")
+
+
+class DeepfakeFace(FaceOut):
+    deepfake: DeepfakeOut
+
+
+class DeepfakeData(BaseModel):
+    faces: list[DeepfakeFace]
+    count: int
+    image: dict[str, int]
+    detector: str
+    deepfake: DeepfakeVerdict = Field(description="the image's face-swap verdict (its most suspicious face)")
+    ai_generated: DeepfakeVerdict | None = Field(description="whole-image AI-generated detector; null when not "
+                                                 "installed or not asked for")
+    not_available: list[str]
+
+
+@router.post("/face/deepfake", response_model=Envelope[DeepfakeData],
+             summary="Face-swap artefacts per face and per image; AI-generated image (optional model)",
+             openapi_extra=body_doc(DeepfakeParams, {"image": "JPEG, PNG, BMP or WebP"}))
+async def deepfake(request: Request, ctx: ContextDep) -> dict[str, Any]:
+    params, image = await _image_request(request, ctx, DeepfakeParams)
+    data = await ctx.run(deepfake_data, ctx, image, params)
+    request.state.model_used = f"{data.detector},facemesh,iris" + (f",{CLIP_MODEL}" if data.ai_generated else "")
+    return ok(request, data.model_dump())
+
+
+def deepfake_data(ctx: AppContext, image: BGRImage, params: DeepfakeParams) -> DeepfakeData:
+    """What ``POST /face/deepfake`` answers in ``data`` (blocking; also a batch operation)."""
+    report = detect_deepfakes(ctx.engine, image, detector=params.detector, score_threshold=params.score_threshold,
+                              max_faces=params.max_faces, ai_generated=params.ai_generated)
+    faces = [DeepfakeFace(**_face_fields(report.faces, i) | {"landmarks": None},
+                          deepfake=_deepfake_out(report.per_face[i])) for i in range(len(report.faces))]
+    return DeepfakeData(faces=faces, count=len(faces), image={"width": image.shape[1], "height": image.shape[0]},
+                        detector=_detector_name(ctx, params), deepfake=_verdict(report.image),
+                        ai_generated=_verdict(report.ai_generated) if report.ai_generated is not None else None,
+                        not_available=[] if ctx.engine.ai_generated_installed() else ["ai_generated"])
+
+
+# --- passive anti-spoof (single image) ----------------------------------------------------------------
+class AntiSpoofParams(DemographicsParams):
+    pass
+
+
+class SpoofOut(BaseModel):
+    live: bool = Field(description="false when a cue found a print or a screen held up to the camera")
+    score: float = Field(description="spoof score in [0, 1]; 0.5 is the decision threshold")
+    method: str = Field(description="passive_cues_v1:<cue that decided> (frame, moire, combined) or :passive")
+    cues: dict[str, float] = Field(description="every cue's raw value and its [0, 1] *_score")
+
+
+class AntiSpoofFace(FaceOut):
+    anti_spoof: SpoofOut
+
+
+class AntiSpoofData(BaseModel):
+    faces: list[AntiSpoofFace]
+    count: int
+    live: bool = Field(description="every face judged live (true for no face)")
+    image: dict[str, int]
+    detector: str
+    method: str
+
+
+def _anti_spoof(ctx: AppContext, image: BGRImage, params: AntiSpoofParams) -> list[AntiSpoofFace]:
+    from faceport.services.antispoof import check_image
+
+    faces, result = check_image(ctx.engine, image, detector=params.detector, score_threshold=params.score_threshold,
+                                max_faces=params.max_faces)
+    return [AntiSpoofFace(**_face_fields(faces, i), anti_spoof=SpoofOut(
+        live=bool(result.live[i]), score=round(float(result.score[i]), 4),
+        method=f"passive_cues_v1:{result.method[i]}", cues={k: float(v) for k, v in result.cues[i].items()}))
+        for i in range(len(faces))]
+
+
+@router.post("/face/anti-spoof", response_model=Envelope[AntiSpoofData],
+             summary="Passive anti-spoofing: is each face a print or a screen? (single image)",
+             openapi_extra=body_doc(AntiSpoofParams, {"image": "JPEG, PNG, BMP or WebP"}))
+async def anti_spoof(request: Request, ctx: ContextDep) -> dict[str, Any]:
+    params, image = await _image_request(request, ctx, AntiSpoofParams)
+    data = await ctx.run(anti_spoof_data, ctx, image, params)
+    request.state.model_used = f"{data.detector},passive_cues_v1"
+    return ok(request, data.model_dump())
+
+
+def anti_spoof_data(ctx: AppContext, image: BGRImage, params: AntiSpoofParams) -> AntiSpoofData:
+    """What ``POST /face/anti-spoof`` answers in ``data`` (blocking; also a batch operation)."""
+    from faceport.services.antispoof import METHOD_DESCRIPTION
+
+    faces = _anti_spoof(ctx, image, params)
+    return AntiSpoofData(faces=faces, count=len(faces), live=all(f.anti_spoof.live for f in faces),
+                         image={"width": image.shape[1], "height": image.shape[0]},
+                         detector=_detector_name(ctx, params), method=METHOD_DESCRIPTION)

