@@ -21,6 +21,7 @@ gets an unblurred frame because one detection flickered. Plates and text are fou
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -31,19 +32,29 @@ from numpy.typing import NDArray
 
 from faceport.engine.detect import CenterFace
 from faceport.engine.plates import PlateDetector
-from faceport.engine.text import NerFn, TextReader, field_label, find_pii
+from faceport.engine.text import (
+    LABELLED_SCORE,
+    PII_KINDS,
+    NerFn,
+    PiiMatch,
+    TextReader,
+    field_label,
+    find_pii,
+)
 from faceport.engine.types import BGRImage, Faces
 from faceport.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BlurKind", "BlurOptions", "ClassOptions", "Detections", "FaceTracker", "FrameRedactor", "Reason",
-           "RedactOptions", "TextMode", "blur_regions", "label_reasons", "mouth_boxes", "pixel_rects"]
+__all__ = ["TEXT_ENTITIES", "BlurKind", "BlurOptions", "ClassOptions", "Detections", "FaceTracker", "FrameRedactor",
+           "Reason", "RedactOptions", "TextFilter", "TextMode", "blur_regions", "label_reasons", "mouth_boxes",
+           "pixel_rects"]
 
 BlurKind = Literal["gaussian", "pixelate", "solid"]
 TextMode = Literal["all", "pii"]
 Boxes = NDArray[np.float32]  # (n, 4) x1, y1, x2, y2 pixels
 _EMPTY: Final = np.zeros((0, 4), np.float32)
+LONE_NAME_SCORE: Final = 0.8  # a one- or two-word caption beside a face that spaCy reads as a name
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +97,73 @@ class ClassOptions:
             raise InvalidInput(f"confidence must be 0-1, got {self.confidence}", details={"field": "confidence"})
 
 
+TEXT_ENTITIES: Final = (*PII_KINDS, "mrz")
+# Presidio's entity names, accepted as aliases of ours
+ENTITY_ALIASES: Final = {"person": "name", "email_address": "email", "phone_number": "phone", "credit_card": "card",
+                         "location": "address", "date_time": "date", "us_ssn": "id", "us_passport": "id",
+                         "us_driver_license": "id", "iban_code": "id"}
+MAX_LIST_ITEMS: Final = 1000
+MAX_TERM_CHARS: Final = 200
+
+
+def _squash(text: str) -> str:
+    """Lower case, spaces removed: how OCR text and list terms are compared (OCR drops spaces)."""
+    return "".join(text.split()).lower()
+
+
+@dataclass(frozen=True, slots=True)
+class TextFilter:
+    """Which personal data ``pii`` text mode hides (as Presidio's image redactor offers).
+
+    Attributes:
+        entities: Kinds to hide: ``name``, ``email``, ``phone``, ``card``, ``address``, ``id``,
+            ``date``, ``mrz`` (Presidio names such as ``PERSON``, ``EMAIL_ADDRESS`` are accepted).
+        allow_list: Terms never hidden (compared case- and space-insensitively with the whole
+            match or the whole line), e.g. a company name spaCy takes for a person.
+        deny_list: Terms always hidden wherever OCR reads them, whatever ``entities`` and the threshold.
+        score_threshold: Least match score hidden (scores: e-mail, Luhn-valid card, MRZ 1.0; a value
+            under a form label 0.95; a full name 0.85; a lone name beside a face 0.8; phone 0.75;
+            address 0.7; date 0.6; ID-like code 0.5; a lone capitalised word spaCy calls a person
+            0.45; all x0.6 when OCR read the line with confidence under 0.6).
+    """
+
+    entities: tuple[str, ...] = TEXT_ENTITIES
+    allow_list: tuple[str, ...] = ()
+    deny_list: tuple[str, ...] = ()
+    score_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        kinds = []
+        for raw in self.entities:
+            kind = ENTITY_ALIASES.get(str(raw).lower(), str(raw).lower())
+            if kind not in TEXT_ENTITIES:
+                raise InvalidInput(f"unknown text entity {raw!r}; use one of {', '.join(TEXT_ENTITIES)} (or "
+                                   f"Presidio's {', '.join(k.upper() for k in ENTITY_ALIASES)})",
+                                   details={"field": "entities"})
+            kinds.append(kind)
+        object.__setattr__(self, "entities", tuple(dict.fromkeys(kinds)))
+        for name in ("allow_list", "deny_list"):
+            terms = getattr(self, name)
+            if len(terms) > MAX_LIST_ITEMS or any(not 0 < len(str(t).strip()) <= MAX_TERM_CHARS for t in terms):
+                raise InvalidInput(f"{name}: at most {MAX_LIST_ITEMS} terms of 1-{MAX_TERM_CHARS} characters",
+                                   details={"field": name})
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise InvalidInput(f"score_threshold must be 0-1, got {self.score_threshold}",
+                               details={"field": "score_threshold"})
+
+    def allowed(self, text: str) -> bool:
+        squashed = _squash(text)
+        return any(_squash(term) == squashed for term in self.allow_list)
+
+    def denied(self, text: str) -> list[tuple[int, int]]:
+        """(start, end) of every deny-list term in ``text`` (case-insensitive, spaces optional)."""
+        spans = []
+        for term in self.deny_list:
+            pattern = r"\s*".join(re.escape(c) for c in "".join(term.split()))
+            spans += [(m.start(), m.end()) for m in re.finditer(pattern, text, re.I)]
+        return spans
+
+
 @dataclass(frozen=True, slots=True)
 class RedactOptions:
     """What to hide and how (seed E's ``video`` config).
@@ -95,6 +173,7 @@ class RedactOptions:
         plates: Licence plates (seed default 0.25).
         text: Text regions; ``confidence`` is the seed's ``confidence_gate`` (OCR confidence in pii mode).
         text_mode: "all" hides every text line; "pii" only personal data in it.
+        text_filter: ``pii`` mode: entities, allow and deny lists, score threshold.
         blur: Blur kind, kernel and padding.
         face_padding: Extra padding around faces as a fraction of the face size (hair, ears, chin).
         detect_every: Video: full face detection every N frames (tracking in between).
@@ -112,6 +191,7 @@ class RedactOptions:
     plates: ClassOptions = field(default_factory=lambda: ClassOptions(True, 0.25))
     text: ClassOptions = field(default_factory=lambda: ClassOptions(False, 0.35))
     text_mode: TextMode = "pii"
+    text_filter: TextFilter = field(default_factory=TextFilter)
     blur: BlurOptions = field(default_factory=BlurOptions)
     face_padding: float = 0.15
     detect_every: int = 1
@@ -515,43 +595,89 @@ class FrameRedactor:
             Reason("plate", "plate", _PLATE_SOURCES.get(p.source, p.source), round(float(p.score), 3),
                    text=p.text or None) for p in found]
 
-    def find_text(self, image: BGRImage) -> tuple[Boxes, list[str]]:
-        """Text boxes to hide: every line ("all") or the personal data in them ("pii")."""
+    def find_text(self, image: BGRImage, faces: Boxes | None = None) -> tuple[Boxes, list[str]]:
+        """Text boxes to hide: every line ("all") or the personal data in them ("pii").
+
+        Args:
+            image: (H, W, 3) uint8 BGR.
+            faces: Face boxes of this image, for the "lone name beside a face" rule (None: found
+                here when a face detector is loaded).
+        """
         if self.reader is None or not self.options.text.enabled:
             return _EMPTY, []
         if self.options.text_mode == "all":
             lines = self.reader.detect(image)
             return _boxes([line.xyxy for line in lines]), ["text"] * len(lines)
         lines = self.reader.read(image)
+        rules = self.options.text_filter
         gate = self.options.text.confidence
+        if faces is None:
+            faces = self.find_faces(image).xyxy if "name" in rules.entities and lines else _EMPTY
         boxes: list[NDArray[np.float32]] = []
         labels: list[str] = []
         pending: list[tuple[str, NDArray[np.float32]]] = []  # labels waiting for their value line
+
+        def hide(box: NDArray[np.float32], text: str, start: int, end: int, kind: str) -> None:
+            n = max(1, len(text))
+            x1, x2 = float(box[0]), float(box[2])
+            boxes.append(np.array([x1 + (x2 - x1) * start / n, box[1], x1 + (x2 - x1) * end / n, box[3]], np.float32))
+            labels.append(kind)
+
         for line in lines:
-            box = line.xyxy
-            if line.text.count("<") >= 5 and line.confidence >= gate:  # passport/ID machine-readable zone
-                boxes.append(box)
-                labels.append("mrz")
+            box, text = line.xyxy, line.text
+            for start, end in rules.denied(text):
+                hide(box, text, start, end, "deny")
+            if not text or rules.allowed(text):
                 continue
-            kind = field_label(line.text)
+            if line.confidence < gate:
+                continue
+            trust = 1.0 if line.confidence >= 0.6 else 0.6  # a line OCR is unsure of is weaker evidence
+
+            def wanted(kind: str, score: float, value: str, trust: float = trust) -> bool:
+                return kind in rules.entities and score * trust >= rules.score_threshold and not rules.allowed(value)
+
+            if text.count("<") >= 5:  # passport/ID machine-readable zone
+                if wanted("mrz", 1.0, text):
+                    hide(box, text, 0, len(text), "mrz")
+                continue
+            kind = field_label(text)
             if kind is not None:
                 pending.append((kind, box))
                 continue
             value_of = _value_of(pending, box)
-            if value_of is not None and line.confidence >= gate:
-                boxes.append(box)
-                labels.append(value_of)
+            if value_of is not None:
+                if wanted(value_of, LABELLED_SCORE, text):
+                    hide(box, text, 0, len(text), value_of)
                 continue
-            for match in find_pii(line.text, ner=self.ner):
-                if line.confidence < gate or not line.text:
-                    continue
-                n = len(line.text)
-                x1, x2 = float(box[0]), float(box[2])
-                sx1 = x1 + (x2 - x1) * match.start / n
-                sx2 = x1 + (x2 - x1) * match.end / n
-                boxes.append(np.array([sx1, box[1], sx2, box[3]], np.float32))
-                labels.append(match.kind)
+            matches = find_pii(text, ner=self.ner)
+            if not any(m.kind == "name" for m in matches) and len(faces):
+                matches += self._lone_name(text, box, faces)
+            for match in matches:
+                if wanted(match.kind, match.score, match.value):
+                    hide(box, text, match.start, match.end, match.kind)
         return _boxes(boxes), labels
+
+    def _lone_name(self, text: str, box: NDArray[np.float32], faces: Boxes) -> list[PiiMatch]:
+        """A caption of one or two words beside a face that reads as a name ("Ryan <333").
+
+        spaCy's small model misses a name standing alone on a photo, so the words are put in a
+        sentence that introduces a name ("My name is Ryan.") and kept when spaCy then tags them
+        PERSON. Beside: the line's box is within one face height of a face box.
+        """
+        if self.ner is None or not _beside_a_face(box, faces):
+            return []
+        words = [m for m in re.finditer(r"[A-Za-z][A-Za-z'.-]+", text)]
+        if not 1 <= len(words) <= 2 or any(not w.group(0)[0].isupper() or len(w.group(0)) > 15 for w in words):
+            return []
+        if any(ent != "PERSON" for _s, _e, ent in self.ner(text)):  # "KENYA", "SPECIMEN IDENTITY CARD": not names
+            return []
+        phrase = " ".join(w.group(0).title() for w in words)
+        prefix = "My name is "
+        whole = (len(prefix), len(prefix) + len(phrase))
+        if not any(ent == "PERSON" and (s, e) == whole for s, e, ent in self.ner(f"{prefix}{phrase}.")):
+            return []
+        start, end = words[0].start(), words[-1].end()
+        return [PiiMatch("name", start, end, text[start:end], LONE_NAME_SCORE)]
 
     def find_faces(self, image: BGRImage) -> Faces:
         if self.face_full is None:
@@ -571,12 +697,14 @@ class FrameRedactor:
         h, w = image.shape[:2]
         faces = _EMPTY
         face_reasons: list[Reason] = []
+        seen: Boxes | None = None  # faces for the text rule "a lone name beside a face"
         if self.options.faces.enabled:
             found_faces = self.find_faces(image)
-            faces = _grow(found_faces.xyxy.astype(np.float32), self.options.face_padding, w, h)
+            seen = found_faces.xyxy.astype(np.float32)
+            faces = _grow(seen, self.options.face_padding, w, h)
             face_reasons = [Reason("face", "detected", "centerface", round(float(s), 3)) for s in found_faces.score]
         plates, plate_labels = self.find_plates(image)
-        text, text_labels = self.find_text(image)
+        text, text_labels = self.find_text(image, seen)
         found = _detections(faces, face_reasons, (plates, plate_labels), (text, text_labels), _EMPTY)
         return blur_regions(image, found.all_boxes(), self.options.blur), found
 
@@ -607,7 +735,7 @@ class FrameRedactor:
             faces, kps = (_EMPTY, None) if tracker is None else tracker.update(frame)
             if index % self.options.text_every == 0:
                 state["plates"] = self.find_plates(frame)
-                state["text"] = self.find_text(frame)
+                state["text"] = self.find_text(frame, faces if tracker is not None else None)
             t = index / fps
             extra = _EMPTY
             if any(a <= t <= b for a, b in mouth_spans):
@@ -620,6 +748,17 @@ class FrameRedactor:
             return blur_regions(frame, found.all_boxes(), self.options.blur)
 
         return run
+
+
+def _beside_a_face(box: NDArray[np.float32], faces: Boxes) -> bool:
+    """Whether a text box lies within one face height of any face box (captions, name tags)."""
+    for fx1, fy1, fx2, fy2 in faces:
+        reach = float(fy2 - fy1)
+        dx = max(0.0, float(fx1 - box[2]), float(box[0] - fx2))
+        dy = max(0.0, float(fy1 - box[3]), float(box[1] - fy2))
+        if dx <= reach and dy <= reach:
+            return True
+    return False
 
 
 def _detections(faces: Boxes, face_reasons: list[Reason], plates: tuple[Boxes, Sequence[str | Reason]],
@@ -654,7 +793,8 @@ def build_redactor(cache: Any, options: RedactOptions, *, mouths: bool = False) 
         ModelUnavailable: a needed model is not installed (the message names the pull command).
     """
     face_full = face_local = None
-    if options.faces.enabled or mouths:
+    names_beside_faces = options.text.enabled and options.text_mode == "pii" and "name" in options.text_filter.entities
+    if options.faces.enabled or mouths or names_beside_faces:
         session = cache.get("centerface")
         face_full = CenterFace(session, max_side=options.face_max_side)
         face_local = CenterFace(session, max_side=192)

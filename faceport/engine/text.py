@@ -67,6 +67,7 @@ class PiiMatch:
     start: int
     end: int
     value: str
+    score: float = 1.0  # how sure the match is personal data (see find_pii), 0..1
 
 
 def _unclip(box: NDArray[np.float32], ratio: float) -> NDArray[np.float32]:
@@ -304,6 +305,38 @@ def spacy_ner(nlp: Any) -> NerFn:
     return run
 
 
+# Scores of pattern matches: validated or unambiguous formats score high, loose shapes low (an
+# "ID-like" token is as often a product code). A single-word PERSON from spaCy's small model is
+# weak evidence (it tags most unknown capitalised words, OCR garbage included); two or more
+# name-like words are strong.
+PATTERN_SCORES: Final[dict[str, float]] = {"email": 1.0, "card": 1.0, "phone": 0.75, "date": 0.6, "address": 0.7,
+                                           "id": 0.5}
+SSN_SCORE: Final = 0.85
+LABELLED_SCORE: Final = 0.95
+PERSON_SCORE: Final = 0.85
+LONE_WORD_PERSON_SCORE: Final = 0.45
+_STREET_WORDS: Final = frozenset({"st", "st.", "street", "ave", "avenue", "rd", "road", "blvd", "lane", "ln", "drive",
+                                  "way", "terrace", "court", "ct", "place", "square", "sq"})
+_NAME_WORD: Final = re.compile(r"^(?:[A-Z][a-z'-]+|[A-Z]{2,}|[A-Z]\.)$")
+
+
+def person_score(value: str, text: str = "") -> float:
+    """How sure a spaCy PERSON span ``value`` of ``text`` is a person's name.
+
+    Strong (``PERSON_SCORE``) for two or more name-like words making up most of the text (a
+    caption, a name tag, a form value: "James L. Johnson"); weak (``LONE_WORD_PERSON_SCORE``) for
+    one word, or a name inside a longer headline or sentence, where spaCy's small model tags
+    ordinary capitalised words ("2005 Gartner Hype Cycle"); 0 for a street name ("Enrichment St").
+    """
+    words = value.replace(".", ". ").split()
+    if any(w.lower() in _STREET_WORDS for w in words[1:]):
+        return 0.0
+    name_words = [w for w in words if _NAME_WORD.match(w)]
+    full_words = [w for w in name_words if not w.endswith(".")]
+    most_of_it = 2 * len(value.split()) > len((text or value).split())
+    return PERSON_SCORE if len(name_words) >= 2 and full_words and most_of_it else LONE_WORD_PERSON_SCORE
+
+
 def find_pii(text: str, *, ner: NerFn | None = None,
              kinds: Sequence[str] = PII_KINDS) -> list[PiiMatch]:
     """Personal data in one text (an OCR line or a transcript).
@@ -314,10 +347,11 @@ def find_pii(text: str, *, ner: NerFn | None = None,
         kinds: Which kinds to report.
 
     Returns:
-        Non-overlapping matches, in text order.
+        Non-overlapping matches, in text order, each with a score (``PATTERN_SCORES``,
+        :func:`person_score`); callers that filter by score decide the threshold.
     """
     found: list[PiiMatch] = []
-    for kind, pattern in _PATTERNS:
+    for index, (kind, pattern) in enumerate(_PATTERNS):
         for m in pattern.finditer(text):
             value = m.group(0).strip()
             digits = sum(c.isdigit() for c in value)
@@ -325,14 +359,16 @@ def find_pii(text: str, *, ner: NerFn | None = None,
                 continue
             if kind == "phone" and digits < 7:
                 continue
-            found.append(PiiMatch(kind, m.start(), m.start() + len(m.group(0).rstrip()), value))
+            score = SSN_SCORE if kind == "id" and index == len(_PATTERNS) - 1 else PATTERN_SCORES[kind]
+            found.append(PiiMatch(kind, m.start(), m.start() + len(m.group(0).rstrip()), value, score))
     label = _LABELS.match(text)
     if label and len(text) > label.end():
-        found.append(PiiMatch("name", label.end(), len(text), text[label.end():]))
+        found.append(PiiMatch("name", label.end(), len(text), text[label.end():], LABELLED_SCORE))
     if ner is not None and field_label(text) is None:
         for start, end, ent in ner(text):
-            if ent == "PERSON":
-                found.append(PiiMatch("name", start, end, text[start:end]))
+            score = person_score(text[start:end], text) if ent == "PERSON" else 0.0
+            if score > 0:
+                found.append(PiiMatch("name", start, end, text[start:end], score))
     wanted = [p for p in found if p.kind in kinds]
     wanted.sort(key=lambda p: (p.start, -(p.end - p.start)))
     merged: list[PiiMatch] = []

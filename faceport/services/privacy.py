@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 import cv2
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from faceport.config import Settings
 from faceport.engine.audio import (
@@ -49,7 +49,7 @@ from faceport.engine.audio import (
     redact_audio_file,
 )
 from faceport.engine.imageio import load_image_file
-from faceport.engine.redact import BlurOptions, ClassOptions, Detections, RedactOptions, build_redactor
+from faceport.engine.redact import BlurOptions, ClassOptions, Detections, RedactOptions, TextFilter, build_redactor
 from faceport.engine.text import load_spacy
 from faceport.engine.video import OUTPUT_SUFFIXES, VideoOptions, probe_video, process_video
 from faceport.errors import (
@@ -100,6 +100,31 @@ class PiiTextConfig(_Model):
     ocr: str = Field(default="ppocr_v4", description="Accepted for compatibility; PP-OCRv4 is used.")
     confidence_gate: float = Field(default=0.35, ge=0.0, le=1.0)
     mode: Literal["all", "pii"] = "pii"
+    # pii mode precision, as Presidio's image redactor offers (faceport.engine.redact.TextFilter)
+    entities: list[str] | None = Field(default=None, max_length=20, description="Kinds hidden in pii mode (name, "
+                                       "email, phone, card, address, id, date, mrz, or Presidio's PERSON, ...); "
+                                       "null: all.")
+    allow_list: list[str] = Field(default_factory=list, max_length=1000, description="Terms never hidden.")
+    deny_list: list[str] = Field(default_factory=list, max_length=1000, description="Terms always hidden.")
+    score_threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="Least match score hidden.")
+
+    @field_validator("entities", "allow_list", "deny_list")
+    @classmethod
+    def _known_and_short(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        try:  # the engine's own checks, so a bad list is refused before a job is queued
+            if info.field_name == "entities":
+                TextFilter(entities=tuple(value or ()))
+            else:
+                TextFilter(**{str(info.field_name): tuple(value or ())})
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+    def text_filter(self) -> TextFilter:
+        if self.entities is None:
+            return TextFilter(allow_list=tuple(self.allow_list), deny_list=tuple(self.deny_list),
+                              score_threshold=self.score_threshold)
+        return TextFilter(tuple(self.entities), tuple(self.allow_list), tuple(self.deny_list), self.score_threshold)
 
 
 class ModelsConfig(_Model):
@@ -163,6 +188,7 @@ class PrivacyConfig(_Model):
         return RedactOptions(faces=ClassOptions(face, m.face.confidence),
                              plates=ClassOptions(plate, m.license.confidence),
                              text=ClassOptions(text, m.pii_text.confidence_gate), text_mode=m.pii_text.mode,
+                             text_filter=m.pii_text.text_filter(),
                              blur=BlurOptions(v.blur.type, v.blur.kernel_size, v.blur.padding),
                              detect_every=v.detect_every)
 

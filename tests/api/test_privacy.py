@@ -113,6 +113,12 @@ PROCESS_CASES: list[tuple[dict, int, str | None, tuple[str, ...]]] = [
     ({"input_path": "corrupt.mp4", "output_path": "x.mp4"}, 400, "INVALID_FORMAT", ("corrupt.mp4",)),
     ({"input_path": "ok.png", "output_path": "x.png", "config": {"video": {"blur": {"type": "swirl"}}}}, 400,
      "INVALID_INPUT", ("config.video.blur.type",)),
+    # text precision options (issue 12): names checked before queuing, Presidio's names accepted
+    ({"input_path": "ok.png", "output_path": "x.png", "config": {"video": {"models": {"pii_text": {
+        "entities": ["PERSON", "email"], "allow_list": ["ACME"], "deny_list": ["X-42"], "score_threshold": 0.7}}}}},
+     200, None, ()),
+    ({"input_path": "ok.png", "output_path": "x.png", "config": {"video": {"models": {"pii_text": {
+        "entities": ["blood_type"]}}}}}, 400, "INVALID_INPUT", ("config.video.models.pii_text.entities", "blood_type")),
     ({"output_path": "x.png"}, 400, "INVALID_INPUT", ("input_path",)),
     # over-long paths: 400, never a 500 or a failed job
     ({"input_path": LONG_NAME, "output_path": "long_out.png"}, 200, None, ()),
