@@ -42,6 +42,9 @@ from tests.privacy_truth import PLATE_FREE_DIRS, TEXT_TRUTH, TextJudgement, plat
 REPO = Path(__file__).resolve().parents[1]
 
 
+FIGURES: dict[str, dict[str, float | int]] = {}  # written to faceport/services/privacy_figures.json
+
+
 def plates(cache: ModelCache, data: Path, runs: int) -> None:
     base = build_redactor(cache, RedactOptions(faces=ClassOptions(False)))
     assert base.plates is not None
@@ -85,6 +88,10 @@ def plates(cache: ModelCache, data: Path, runs: int) -> None:
               f"{100 * max(areas):.2f} % | {1000 * statistics.median(times):.0f} |")
         if missed:
             print(f"|  missed: {'; '.join(missed)} |||||")
+        if not label.startswith("peer"):
+            FIGURES["plate_detection"] = {"recall": round(100.0 * hidden / total, 1), "plates_judged": total,
+                                          "small_plates_hidden": small_hidden, "small_plates": small,
+                                          "false_positive_boxes": fp_boxes, "plate_free_photos": len(free)}
 
 
 def text(cache: ModelCache, data: Path) -> None:
@@ -110,12 +117,18 @@ def text(cache: ModelCache, data: Path) -> None:
         print(f"| {label} | {judgement.hidden}/{judgement.personal} | {judgement.kept}/{judgement.ordinary} | "
               f"{'; '.join(judgement.leaked) or '-'} | {'; '.join(judgement.lost[:6]) or '-'}"
               f"{' ...' if len(judgement.lost) > 6 else ''} |")
+        if label.startswith("pii, default"):
+            FIGURES["text_detection"] = {"recall": round(100.0 * judgement.hidden / judgement.personal, 1),
+                                         "personal_items": judgement.personal,
+                                         "ordinary_lines_kept": round(100.0 * judgement.kept / judgement.ordinary, 1),
+                                         "ordinary_lines": judgement.ordinary}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true", help="do not write the figures /api/v1/models reports")
     args = parser.parse_args()
     cache = ModelCache(ModelStore(Path(os.environ.get("FACEPORT_MODELS_DIR",
                                                        Path.home() / ".cache" / "faceport" / "models"))))
@@ -123,6 +136,16 @@ def main() -> None:
     print(f"machine: {machine()}; {load}")
     plates(cache, args.data, args.runs)
     text(cache, args.data)
+    if not args.no_write:
+        from faceport.services.privacy_figures import write_section
+
+        write_section("plates_text", {
+            "bench": "python bench/privacy_precision.py", "clips": ["plates/*", "text/* (tests/privacy_truth.py)"],
+            "method": "plate recall: ground-truth plate boxes whose pixels lost their sharpness "
+                      "(tests/privacy_judge.box_hidden); text: a second OCR pass on input and output decides which "
+                      "personal items are gone (recall) and which ordinary lines stay readable",
+            "figures": FIGURES})
+        print("figures written to faceport/services/privacy_figures.json (section plates_text)")
 
 
 if __name__ == "__main__":

@@ -230,8 +230,9 @@ MODELS: dict[str, dict[str, Any]] = {
                         "model": "plate_cascades+ppocr_v4_det"},
     "text_detection": {"name": "PP-OCRv4 det + rec (+ cls)", "version": "rapidocr_onnxruntime 1.4.4",
                        "model": "ppocr_v4_det, ppocr_v4_rec, ppocr_cls"},
-    "audio_asr": {"name": "Whisper tiny.en (faster-whisper, CTranslate2 int8)", "version": "tiny.en",
-                  "model": "whisper_tiny_en"},
+    "audio_asr": {"name": "Whisper tiny.en (English) + Whisper base (language detection, other languages; "
+                          "faster-whisper, CTranslate2 int8)", "version": "tiny.en / base",
+                  "model": "whisper_tiny_en, whisper_base"},
     "audio_pii": {"name": "Presidio analyzer + spaCy en_core_web_sm + patterns", "version": "presidio-analyzer 2.2 / "
                   "en_core_web_sm 3.8.0", "model": "spacy_en_core_web_sm"},
 }

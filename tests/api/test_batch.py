@@ -308,6 +308,7 @@ def test_a_restart_resumes_an_interrupted_batch_after_its_last_stored_image(sett
 @pytest.mark.parametrize(("operation", "route", "options"), [
     ("anti_spoof", "anti-spoof", {}),
     ("deepfake", "deepfake", {"ai_generated": False}),
+    ("analyze", "analyze", {}),
 ])
 def test_trust_operations_in_a_batch_equal_their_routes(server: LiveServer, operation: str, route: str,
                                                         options: dict[str, Any]) -> None:

@@ -93,18 +93,7 @@ def _verify_validate(options: dict[str, Any], ctx: Any, params: dict[str, Any]) 
 
 def analyze(ctx: Any, image: BGRImage, params: dict[str, Any], _state: Any) -> dict[str, Any]:
     options = face.AnalyzeParams(**params["options"])
-    with_demographics = face._demographics_installed(ctx)
-    faces = face._analyze(ctx, image, options, params.get("gallery_owner"), with_demographics)
-    detector = face._detector_name(ctx, options)
-    threshold = face._threshold(ctx, options.threshold)
-    methods = {"detection": detector, "landmarks": "facemesh+iris" if options.landmarks else "none",
-               "pose": "facemesh_axes (geometric)", "quality": "laplacian_variance, mean grey, box size",
-               "recognition": f"{face.EMBEDDING_MODEL} exact search, threshold {threshold}"}
-    if with_demographics:
-        methods.update({"age": face.AGE_METHOD, "gender": face.GENDER_METHOD, "emotion": face.EMOTION_METHOD})
-    return face.AnalyzeData(faces=faces, count=len(faces), image=_image_size(image), methods=methods,
-                            not_available=["anti_spoof", "deepfake",
-                                           *([] if with_demographics else ["demographics"])]).model_dump()
+    return face.analyze_data(ctx, image, options, params.get("gallery_owner")).model_dump()
 
 
 def demographics(ctx: Any, image: BGRImage, params: dict[str, Any], _state: Any) -> dict[str, Any]:

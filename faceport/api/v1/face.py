@@ -404,13 +404,18 @@ def _analyze(ctx: AppContext, image: BGRImage, params: AnalyzeParams, owner: str
              openapi_extra=body_doc(AnalyzeParams, {"image": "JPEG, PNG, BMP or WebP"}))
 async def analyze(request: Request, ctx: ContextDep, principal: CurrentPrincipal) -> dict[str, Any]:
     params, image = await _image_request(request, ctx, AnalyzeParams)
+    data = await ctx.run(analyze_data, ctx, image, params, owner_scope(principal))
+    request.state.model_used = (f"{data.methods['detection']},{EMBEDDING_MODEL},facemesh,iris"
+                                + (f",{AGE_MODEL},{GENDER_MODEL},{EMOTION_MODEL}" if "age" in data.methods else "")
+                                + (f",{CLIP_MODEL}" if data.ai_generated is not None else ""))
+    return ok(request, data.model_dump())
+
+
+def analyze_data(ctx: AppContext, image: BGRImage, params: AnalyzeParams, owner: str | None) -> AnalyzeData:
+    """What ``POST /face/analyze`` answers in ``data`` (blocking; also the batch operation ``analyze``)."""
     with_demographics = _demographics_installed(ctx)
-    faces, deepfake = await ctx.run(_analyze, ctx, image, params, owner_scope(principal), with_demographics)
-    detector = _detector_name(ctx, params)
-    request.state.model_used = (f"{detector},{EMBEDDING_MODEL},facemesh,iris"
-                                + (f",{AGE_MODEL},{GENDER_MODEL},{EMOTION_MODEL}" if with_demographics else "")
-                                + (f",{CLIP_MODEL}" if deepfake.ai_generated is not None else ""))
-    methods = {"detection": detector, "landmarks": "facemesh+iris",
+    faces, deepfake = _analyze(ctx, image, params, owner, with_demographics)
+    methods = {"detection": _detector_name(ctx, params), "landmarks": "facemesh+iris",
                "pose": "facemesh_axes (geometric)",
                "quality": "laplacian_variance, mean grey, box size, frontalness from pose",
                "recognition": f"{EMBEDDING_MODEL} exact search, threshold {_threshold(ctx, params.threshold)}",
@@ -422,11 +427,10 @@ async def analyze(request: Request, ctx: ContextDep, principal: CurrentPrincipal
         methods["ai_generated"] = deepfake.ai_generated.method
     not_available = [*([] if with_demographics else ["demographics"]),
                      *([] if deepfake.ai_generated is not None else ["ai_generated"])]
-    data = AnalyzeData(faces=faces, count=len(faces), image={"width": image.shape[1], "height": image.shape[0]},
+    return AnalyzeData(faces=faces, count=len(faces), image={"width": image.shape[1], "height": image.shape[0]},
                        deepfake=_verdict(deepfake.image),
                        ai_generated=_verdict(deepfake.ai_generated) if deepfake.ai_generated is not None else None,
                        methods=methods, not_available=not_available)
-    return ok(request, data.model_dump())
 
 
 def _demographics(ctx: AppContext, image: BGRImage, params: DemographicsParams) -> list[DemographicFace]:
