@@ -194,7 +194,7 @@ def test_unreachable_redis_lets_requests_through_marked_degraded(tmp_path: Path,
     assert [r.status_code for r in responses] == [200, 200, 200]
     assert all(r.headers["x-ratelimit-degraded"] == "1" for r in responses)
     assert all("x-ratelimit-remaining" not in r.headers for r in responses)
-    warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    warnings = [r for r in caplog.records if r.name == "faceport.api.ratelimit" and "unreachable" in r.getMessage()]
     assert len(warnings) == 1  # logged once, not once per request
 
 

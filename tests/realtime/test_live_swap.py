@@ -388,11 +388,11 @@ def test_with_an_api_key_configured_a_connection_needs_it(make_live_server, clip
         anonymous = LiveClient(server.url).connect()
         clients.append(anonymous)
         assert "API key required" in anonymous.status_message("API key")
-        assert anonymous.disconnected.wait(10)
+        assert anonymous.disconnected.wait(30)
 
         wrong = LiveClient(server.url).connect(auth={"api_key": "guess"})
         clients.append(wrong)
-        assert wrong.status_message("Invalid API key") and wrong.disconnected.wait(10)
+        assert wrong.status_message("Invalid API key") and wrong.disconnected.wait(30)
 
         with_auth = LiveClient(server.url).connect(auth={"api_key": "operator-key"})
         clients.append(with_auth)
