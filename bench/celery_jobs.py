@@ -11,6 +11,9 @@ text and audio off) — a short real job, so the runner's own cost shows.
   difference, and the median of the paired differences.
 - throughput: ``--jobs`` jobs submitted at once, seconds until the last completes, with 1 and then 2
   worker processes (concurrency 1 each); jobs per second.
+- batch throughput: ``--batches`` seed D batches of ``--images`` shared identity photos each (operation
+  ``detect``) submitted at once, images per second until the last batch completes, with 1 and 2 workers
+  (a batch is one job: two workers help when two batches wait).
 
 Needs Redis (``FACEPORT_TEST_REDIS_URL``) and PostgreSQL (``FACEPORT_TEST_POSTGRES_URL``; a fresh schema
 is made and dropped). The local runner uses the same PostgreSQL schema.
@@ -95,10 +98,33 @@ def _throughput(context: Any, jobs: int) -> float:
     return jobs / (time.perf_counter() - started)
 
 
+def _batch_throughput(context: Any, batches: int, images: int) -> float:
+    import io
+
+    from faceport.services.batch import Source
+
+    photos = sorted((REPO.parent / "shared" / "data" / "identity").rglob("*.jp*g"))[:images]
+    ids = []
+    started = time.perf_counter()
+    for _ in range(batches):
+        incoming = context.batch.incoming_folder()
+        items = context.batch.stage([Source(path.name, "file", file=io.BytesIO(path.read_bytes())) for path in photos],
+                                    incoming)
+        record = context.batch.submit(owner="bench", operation="detect", options={}, params={},
+                                      incoming=incoming, items=items)
+        ids.append(record.id)
+    for batch_id in ids:
+        record = context.jobs.wait_for(batch_id, timeout=1200)
+        assert record.state.value == "completed", record
+    return batches * len(photos) / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--jobs", type=int, default=16)
+    parser.add_argument("--batches", type=int, default=2)
+    parser.add_argument("--images", type=int, default=16, help="images per batch")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -123,10 +149,13 @@ def main() -> None:
             try:
                 local_ms, celery_ms = _paired_inline_ms(local, celery, args.runs)
                 one = _throughput(celery, args.jobs)
+                batch_one = _batch_throughput(celery, args.batches, args.images)
                 workers.append(start_worker("bench-worker-2", env, home))
                 for _ in range(4):  # both workers warm (each has loaded its models)
                     _inline_ms(celery)
                 two = _throughput(celery, args.jobs)
+                _batch_throughput(celery, 2, 2)  # the second worker loads the detector
+                batch_two = _batch_throughput(celery, args.batches, args.images)
             finally:
                 celery.close()
                 local.close()
@@ -144,7 +173,9 @@ def main() -> None:
         "paired_difference_ms_median": round(statistics.median(c - lo for c, lo in zip(celery_ms, local_ms,
                                                                                          strict=True)), 1),
         "throughput_jobs_per_s_1_worker": round(one, 2), "throughput_jobs_per_s_2_workers": round(two, 2),
-        "two_over_one_ratio": round(two / one, 2), "load_after": os.getloadavg(),
+        "two_over_one_ratio": round(two / one, 2),
+        "batch_images_per_s_1_worker": round(batch_one, 2), "batch_images_per_s_2_workers": round(batch_two, 2),
+        "batch_two_over_one_ratio": round(batch_two / batch_one, 2), "load_after": os.getloadavg(),
     })
     if args.json:
         print(json.dumps(out))

@@ -136,7 +136,7 @@ def test_a_head_turned_about_45_degrees_is_swapped(live, engine, data_dir: Path,
     """A real photo of a head turned about 45° (and its mirror, the other way) comes back swapped.
 
     Yaw is FaceMesh's estimate (``attributes.head_pose``): +42.6° and -38.2° here. The shared data
-    has no face turned further, so ±60° is not covered by a test.
+    has no face turned further; ±60° is covered on a synthetic turn (test below).
     """
     from faceport.engine.attributes import head_pose
 
@@ -152,3 +152,32 @@ def test_a_head_turned_about_45_degrees_is_swapped(live, engine, data_dir: Path,
     sent, out = _render(service, service.new_tracker(), swapper, frame)
     assert out is not None, "the turned face was not swapped"
     assert _changed(sent, out, faces.xyxy[0]) > CHANGED
+
+
+@pytest.mark.parametrize("face_px", [160, 48])
+def test_a_synthetic_head_turn_to_60_degrees_stays_swapped(live, engine, data_dir: Path, face_px: int) -> None:
+    """A real photo's mesh rotated 0 → +60° → 0 → -60° → 0 in 10° steps (tests/yaw_render.py: SYNTHETIC, since
+    no shared clip turns that far) stays tracked and swapped on every frame, at 160 and 48 px faces."""
+    from tests.yaw_render import YawRenderer, sweep
+
+    service, swapper = live
+    photo = cv2.imread(str(data_dir / "faces_misc" / "pf_single_face.jpg"))
+    box = engine.detect(photo).sorted_by_area().xyxy[0]
+    scale = face_px / float(box[2] - box[0])
+    photo = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    cx, cy = (box[0] + box[2]) / 2 * scale, (box[1] + box[3]) / 2 * scale
+    canvas = cv2.warpAffine(photo, np.float32([[1, 0, 320 - cx], [0, 1, 240 - cy]]), (640, 480),
+                            borderMode=cv2.BORDER_REPLICATE)
+    faces = engine.detect(canvas, landmarks=True).sorted_by_area()
+    assert faces.landmarks is not None
+    renderer = YawRenderer(canvas, faces.landmarks[0])
+    tracker = service.new_tracker()
+    missed = []
+    for yaw in sweep(60.0, 10.0):
+        frame, mask = renderer.render(yaw)
+        sent, out = _render(service, tracker, swapper, frame)
+        ys, xs = np.nonzero(mask)
+        rendered_face = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+        if out is None or _changed(sent, out, rendered_face) <= CHANGED / 2:
+            missed.append(round(yaw))
+    assert not missed, f"not swapped at yaw {missed}"
