@@ -41,9 +41,7 @@ from typing import Any
 from faceport.config import node_name
 from faceport.errors import FaceportError, InvalidInput, NotFound, ProcessingFailed, QueueFull
 from faceport.jobs.local import (
-    FinishHook,
     JobCancelled,
-    JobHandler,
     JobReads,
     PrepareHook,
     _Registration,
@@ -171,20 +169,6 @@ class CeleryJobRunner(JobReads):
         self._task = run_job
 
     # ---- configuration ------------------------------------------------------------------
-    def register(self, kind: str, handler: JobHandler, *, on_finish: FinishHook | None = None) -> None:
-        """Run jobs of ``kind`` with ``handler`` (on workers); ``on_finish`` sees each final record there.
-
-        Raises:
-            InvalidInput: ``kind`` already has a handler.
-        """
-        if kind in self._registry:
-            raise InvalidInput(f"job kind {kind!r} already has a handler")
-        self._registry[kind] = _Registration(handler, on_finish)
-
-    @property
-    def kinds(self) -> tuple[str, ...]:
-        return tuple(self._registry)
-
     def queue_for(self, kind: str) -> str:
         """The Celery queue of ``kind`` (``FACEPORT_CELERY_ROUTES``, else ``FACEPORT_CELERY_QUEUE``)."""
         return str(self.settings.celery_routes.get(kind, self.settings.celery_queue))

@@ -96,9 +96,25 @@ class _Progress:
 
 
 class JobReads:
-    """Reading jobs from ``self.store``: what every runner offers besides running them."""
+    """Registering job kinds and reading jobs from ``self.store``: what every runner offers besides running them."""
 
     store: Store
+    _registry: dict[str, _Registration]
+
+    def register(self, kind: str, handler: JobHandler, *, on_finish: FinishHook | None = None) -> None:
+        """Run jobs of ``kind`` with ``handler`` (on this process or on workers); ``on_finish`` sees each
+        final record where the job ran.
+
+        Raises:
+            InvalidInput: ``kind`` already has a handler.
+        """
+        if kind in self._registry:
+            raise InvalidInput(f"job kind {kind!r} already has a handler")
+        self._registry[kind] = _Registration(handler, on_finish)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(self._registry)
 
     def get(self, job_id: str) -> JobRecord:
         """Raises: NotFound."""
@@ -169,20 +185,6 @@ class LocalJobRunner(JobReads):
         self._started = False
 
     # ---- configuration ------------------------------------------------------------------
-    def register(self, kind: str, handler: JobHandler, *, on_finish: FinishHook | None = None) -> None:
-        """Run jobs of ``kind`` with ``handler``; ``on_finish`` sees each final record.
-
-        Raises:
-            InvalidInput: ``kind`` already has a handler.
-        """
-        if kind in self._registry:
-            raise InvalidInput(f"job kind {kind!r} already has a handler")
-        self._registry[kind] = _Registration(handler, on_finish)
-
-    @property
-    def kinds(self) -> tuple[str, ...]:
-        return tuple(self._registry)
-
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
