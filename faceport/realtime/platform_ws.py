@@ -609,27 +609,32 @@ async def system_status_socket(websocket: WebSocket) -> None:
                     break
                 text, _data = receive.result()
                 receive = asyncio.ensure_future(_receive(websocket))
-                try:
-                    message = _parse(text or "")
-                except FaceportError as exc:
-                    await session.error(exc)
-                    continue
-                try:
-                    if message.get("type") == "ping":
-                        await session.ok("pong", {})
-                    elif message.get("type") == "auth":
-                        await session.renew(message)
-                    elif message.get("type") == "refresh":
-                        break
-                    else:
-                        raise InvalidInput("expected ping, auth or refresh", details={"field": "type"})
-                except FaceportError as exc:
-                    await session.error(exc)
+                if await _control(session, text, own=("refresh",), expected="expected ping, auth or refresh"):
+                    break
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass
     finally:
         receive.cancel()
         await _leave(websocket, session)
+
+
+async def _control(session: Any, text: str | None, *, own: tuple[str, ...], expected: str) -> str | None:
+    """Answer a control message of a push channel (``ping``, ``auth``); return the type when it is one of
+    the channel's ``own`` types, else ``None``. A bad message gets an error envelope; the socket stays open."""
+    try:
+        message = _parse(text or "")
+        kind = message.get("type")
+        if kind == "ping":
+            await session.ok("pong", {})
+        elif kind == "auth":
+            await session.renew(message)
+        elif kind in own:
+            return str(kind)
+        else:
+            raise InvalidInput(expected, details={"field": "type"})
+    except FaceportError as exc:
+        await session.error(exc)
+    return None
 
 
 # ---- /ws/notifications -----------------------------------------------------------------------
@@ -666,20 +671,7 @@ async def notifications_socket(websocket: WebSocket) -> None:
             if receive in done:
                 text, _data = receive.result()
                 receive = asyncio.ensure_future(_receive(websocket))
-                try:
-                    message = _parse(text or "")
-                except FaceportError as exc:
-                    await session.error(exc)
-                    continue
-                try:
-                    if message.get("type") == "ping":
-                        await session.ok("pong", {})
-                    elif message.get("type") == "auth":
-                        await session.renew(message)
-                    else:
-                        raise InvalidInput("this channel only sends; expected ping or auth", details={"field": "type"})
-                except FaceportError as exc:
-                    await session.error(exc)
+                await _control(session, text, own=(), expected="this channel only sends; expected ping or auth")
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass
     finally:
