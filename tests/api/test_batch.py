@@ -328,3 +328,11 @@ def test_trust_operations_in_a_batch_equal_their_routes(server: LiveServer, oper
     assert items["grace.jpg"]["result"] == single.json()["data"]
     face = items["grace.jpg"]["result"]["faces"][0]
     assert (face["anti_spoof"]["live"] is True) if operation == "anti_spoof" else (face["deepfake"]["label"] == "real")
+
+
+def test_huge_pages_are_a_validation_error_not_a_server_error(server: LiveServer) -> None:
+    ada = _headers(server, "ada")
+    for path in ("/list", "/results/0123456789abcdef0123456789abcdef"):
+        response = _get(server, ada, path, page=2305843009213693951, size=40)
+        assert response.status_code in (400, 422), response.text
+        assert response.json()["success"] is False

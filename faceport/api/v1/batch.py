@@ -251,7 +251,7 @@ async def status(request: Request, batch_id: str, ctx: ContextDep, principal: Cu
 @router.get("/results/{batch_id}", response_model=Envelope[BatchResultsOut],
             summary="Per-image results and errors, paged (available while the batch runs)")
 async def results(request: Request, batch_id: str, ctx: ContextDep, principal: CurrentPrincipal,
-                  page: int = Query(1, ge=1), size: int = Query(50, ge=1, le=500),
+                  page: int = Query(1, ge=1, le=1_000_000), size: int = Query(50, ge=1, le=500),
                   status: str | None = Query(None, pattern="^(ok|error)$",
                                              description="only items with this status")) -> dict[str, Any]:
     record, items, count = await ctx.run(ctx.batch.results, batch_id, owner=_scope(principal), status=status,
@@ -274,7 +274,7 @@ async def cancel(request: Request, batch_id: str, ctx: ContextDep, principal: Cu
 @router.get("/list", response_model=Envelope[BatchListOut], summary="The caller's batches (admins: all), newest first",
             responses={403: {"description": "AUTH_FORBIDDEN: ?owner= needs the admin role"}})
 async def list_batches(request: Request, ctx: ContextDep, principal: CurrentPrincipal,
-                       page: int = Query(1, ge=1), size: int = Query(20, ge=1, le=200),
+                       page: int = Query(1, ge=1, le=1_000_000), size: int = Query(20, ge=1, le=200),
                        state: str | None = Query(None, pattern="^(queued|running|completed|failed|cancelled)$"),
                        owner: str | None = Query(None, min_length=1, max_length=64,
                                                  description="admins: only this owner's batches")) -> dict[str, Any]:
