@@ -21,7 +21,7 @@ import pytest
 from tests.privacy_judge import ReferenceFaces, box_hidden
 from tests.realtime.conftest import serve_app
 
-CLIP = "video/pf_single_face.mp4"
+CLIP = "video/pf_WolfgangLanger_Pexels.mp4"  # 20 s, one face, hand over it at times
 
 
 class Server:
@@ -228,13 +228,15 @@ async def test_whip_whep_filters_faces(make_server, data_dir: Path) -> None:  # 
     track = await asyncio.wait_for(tracks.get(), 30)
     received = []
     deadline = time.monotonic() + 60
-    while len(received) < 40 and time.monotonic() < deadline:
+    while len(received) < 30 and time.monotonic() < deadline:
         frame = await asyncio.wait_for(track.recv(), 30)
         received.append(frame.to_ndarray(format="bgr24"))
     assert len(received) >= 20, f"only {len(received)} frames arrived"
 
-    update = await asyncio.to_thread(events.wait, "processing_update", 15)
-    assert update["roomId"] == created["roomId"] and update["frames"] > 0
+    update: dict[str, Any] = {"frames": 0}
+    while update["frames"] == 0:  # the first ones may come while the model loads
+        update = await asyncio.to_thread(events.wait, "processing_update", 15)
+    assert update["roomId"] == created["roomId"]
     assert {"fps", "dropped", "detections", "viewers"} <= set(update)
     assert update["viewers"] == 1
 
