@@ -34,9 +34,9 @@ router = APIRouter(tags=["live"])
 
 
 class RoomPublic(BaseModel):
-    roomId: str  # noqa: N815 - seed E's wire name
+    roomId: str
     owner: str
-    createdAt: float  # noqa: N815
+    createdAt: float
     streaming: bool
     processing: bool
     config: dict[str, bool]

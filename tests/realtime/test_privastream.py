@@ -160,6 +160,41 @@ def test_limits_and_auth(make_server) -> None:  # type: ignore[no-untyped-def]
             c.close()
 
 
+def test_rooms_across_nodes(make_server) -> None:  # type: ignore[no-untyped-def]
+    """With FACEPORT_REDIS_URL two nodes share rooms and room events."""
+    import redis
+
+    from tests.realtime.conftest import REDIS_URL
+
+    store = redis.Redis.from_url(REDIS_URL)
+    try:
+        for key in store.scan_iter("faceport:privastream:*"):
+            store.delete(key)
+    except redis.ConnectionError:
+        pytest.fail(f"Redis is not reachable at {REDIS_URL} (FACEPORT_TEST_REDIS_URL)")
+    a, b = make_server(redis_url=REDIS_URL), make_server(redis_url=REDIS_URL)
+    owner, guest = Events(a.url), Events(b.url)
+    try:
+        owner.emit("create_room")
+        room = owner.wait("room_created")["roomId"]
+        assert [r["roomId"] for r in httpx.get(f"{b.url}/rooms", timeout=10).json()["rooms"]] == [room]
+        guest.emit("join_room", {"roomId": room})
+        assert guest.wait("room_joined")["roomId"] == room
+        owner.emit("sfu_streaming_started", {"roomId": room})
+        assert guest.wait("streaming_started") == {"roomId": room}  # sent on node a, heard on node b
+        config = {"face_blur": True, "plate_blur": True, "text_blur": False, "audio_processing": False}
+        guest_owner = Events(b.url)  # everyone is "anonymous" without a key: the owner may steer from any node
+        guest_owner.emit("start_processing", {"roomId": room, "config": config})
+        assert guest_owner.wait("processing_started")["config"] == config
+        guest_owner.close()
+        assert httpx.get(f"{a.url}/rooms", timeout=10).json()["rooms"][0]["config"] == config
+    finally:
+        owner.close()
+        guest.close()
+        for key in store.scan_iter("faceport:privastream:*"):
+            store.delete(key)
+
+
 # ---- media -------------------------------------------------------------------------------------
 async def _post_sdp(url: str, pc: Any) -> tuple[int, str, str | None, dict[str, Any] | None]:
     from aiortc import RTCSessionDescription
@@ -225,6 +260,19 @@ async def test_whip_whep_filters_faces(make_server, data_dir: Path) -> None:  # 
     assert (status, body and body["code"]) == (429, "TOO_MANY_VIEWERS")
     await second.close()
 
+    # limits: another stream on this node (503), another viewer joining by Socket.IO (error event)
+    events.emit("create_room")
+    other_room = events.wait("room_created")
+    other = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    other.addTransceiver("video", direction="sendonly")
+    status, _, _, body = await _post_sdp(f"{other_room['mediasoupUrl']}/whip", other)
+    assert (status, body and body["code"], body and body["error"]) == (503, "STREAM_CAPACITY", "Service unavailable")
+    await other.close()
+    late = Events(server.url)
+    late.emit("join_room", {"roomId": created["roomId"]})
+    assert late.wait("error")["code"] == "TOO_MANY_VIEWERS"
+    late.close()
+
     track = await asyncio.wait_for(tracks.get(), 30)
     received = []
     deadline = time.monotonic() + 60
@@ -256,13 +304,13 @@ async def test_whip_whep_filters_faces(make_server, data_dir: Path) -> None:  # 
     assert received[-1].shape[:2] == (h, w)
     reference = ReferenceFaces()
     judged = hidden = 0
-    for got in received[5:]:  # the first frames may still carry the encoder's start-up quality
+    for got in received[5::3]:  # the first frames may still carry the encoder's start-up quality
         idx = _closest(raw, got)  # the raw frame the received one shows
         for box in reference(raw[idx]):
             judged += 1
             ok, _ratio, _change = box_hidden(raw[idx], got, box)
             hidden += ok
-    assert judged >= 10, f"the judge found only {judged} faces"
+    assert judged >= 5, f"the judge found only {judged} faces"
     assert hidden / judged >= 0.9, f"{hidden}/{judged} reference faces hidden"
 
 
