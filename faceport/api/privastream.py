@@ -31,6 +31,8 @@ _SDP: Final = "application/sdp"
 _MAX_SDP: Final = 64 * 1024
 
 router = APIRouter(tags=["live"])
+_SDP_BODY: Final = {"requestBody": {"required": True, "content": {_SDP: {"schema": {
+    "type": "string", "description": "An SDP offer (RFC 8866), as sent by OBS, GStreamer whipsink or a browser."}}}}}
 
 
 class RoomPublic(BaseModel):
@@ -81,7 +83,7 @@ async def list_rooms(request: Request) -> RoomList:
 
 
 @router.post("/rooms/{room_id}/whip", status_code=201, summary="Publish (WHIP): SDP offer in, SDP answer out",
-             response_class=Response, responses={201: {"content": {_SDP: {}}}})
+             response_class=Response, responses={201: {"content": {_SDP: {}}}}, openapi_extra=_SDP_BODY)
 async def whip(room_id: str, request: Request) -> Response:
     caller = await _caller(request)
     sdp = await _sdp_body(request)
@@ -98,7 +100,7 @@ async def whip_delete(room_id: str, session_id: str, request: Request) -> Respon
 
 
 @router.post("/rooms/{room_id}/whep", status_code=201, summary="Watch (WHEP): SDP offer in, SDP answer out",
-             response_class=Response, responses={201: {"content": {_SDP: {}}}})
+             response_class=Response, responses={201: {"content": {_SDP: {}}}}, openapi_extra=_SDP_BODY)
 async def whep(room_id: str, request: Request) -> Response:
     await _caller(request)
     sdp = await _sdp_body(request)

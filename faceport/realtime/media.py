@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
+from aiortc.exceptions import InvalidStateError
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, VideoFrame
 
@@ -272,7 +273,7 @@ class RoomStream:
             if self.pc.connectionState in ("failed", "closed"):
                 await self.close()
 
-        await self.pc.setRemoteDescription(offer)
+        await _apply_offer(self.pc, offer)
         if self.video is None:
             await self.pc.close()
             raise InvalidInput("the WHIP offer has no video track to publish")
@@ -299,7 +300,7 @@ class RoomStream:
                 await self.remove_viewer(viewer.session_id)
 
         try:
-            await pc.setRemoteDescription(offer)
+            await _apply_offer(pc, offer)
             kinds = {t.kind for t in pc.getTransceivers()}
             if self.video is not None and "video" in kinds:
                 pc.addTrack(self.relay.subscribe(self.video, buffered=False))
@@ -331,6 +332,15 @@ class RoomStream:
             await self.remove_viewer(session_id)
         with contextlib.suppress(Exception):
             await self.pc.close()
+
+
+async def _apply_offer(pc: RTCPeerConnection, offer: RTCSessionDescription) -> None:
+    """Raises: InvalidInput when aiortc cannot use the offer (malformed, no common codec, no DTLS fingerprint)."""
+    try:
+        await pc.setRemoteDescription(offer)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, InvalidStateError) as exc:
+        await pc.close()
+        raise InvalidInput(f"unusable SDP offer: {str(exc)[:200] or type(exc).__name__}") from None
 
 
 def too_many_viewers(limit: int) -> FaceportError:

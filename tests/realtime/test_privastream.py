@@ -149,6 +149,9 @@ def test_limits_and_auth(make_server) -> None:  # type: ignore[no-untyped-def]
         whep = httpx.post(f"{server.url}/rooms/{room}/whep", content=b"v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n",
                           headers={**headers, "Content-Type": "application/sdp"})
         assert whep.status_code == 409 and whep.json()["code"] == "NOT_STREAMING"
+        broken = httpx.post(f"{server.url}/rooms/{room}/whip", content=b"v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n",
+                            headers={**headers, "Content-Type": "application/sdp"})
+        assert broken.status_code == 400 and broken.json()["code"] == "INVALID_INPUT", broken.text
         bad = httpx.post(f"{server.url}/rooms/{room}/whip", content=b"hello", headers={**headers,
                          "Content-Type": "application/sdp"})
         assert bad.status_code == 400 and bad.json()["code"] == "INVALID_INPUT"
