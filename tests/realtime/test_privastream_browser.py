@@ -1,0 +1,141 @@
+"""The /live page in a real browser: Debian Chromium publishes a fake camera (a real clip as y4m) and a
+fake microphone (a real speech WAV) with WHIP; an aiortc viewer watches with WHEP.
+
+Checks what a viewer gets: faces of the clip blurred (judged with Haar + dlib HOG against the raw
+frames, detectors the filter does not use), speech passed through while audio processing is off and
+silence once the owner turns it on from the page; the page itself shows the filtered stream and stats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.privacy_judge import ReferenceFaces, box_hidden
+from tests.realtime.test_browser import write_y4m
+from tests.realtime.test_privastream import _closest, _post_sdp
+
+CLIP = "video/pf_WolfgangLanger_Pexels.mp4"
+SPEECH = "audio/tts_personal_data_en_16k.wav"
+
+
+@pytest.fixture
+def camera_frames(data_dir: Path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(data_dir / CLIP))
+    frames = []
+    while len(frames) < 240 and (read := capture.read())[0]:  # 10 s; Chromium loops the file
+        frames.append(read[1])
+    capture.release()
+    return frames
+
+
+@pytest.fixture
+def chromium(chromium_path: Path, camera_frames: list[np.ndarray], tmp_path: Path, data_dir: Path) -> Any:
+    from playwright.sync_api import sync_playwright
+
+    camera = write_y4m(camera_frames, tmp_path / "camera.y4m", fps=24)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium_path), headless=True, args=[
+            "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={camera}",
+            f"--use-file-for-fake-audio-capture={data_dir / SPEECH}",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+async def _watch(url: str, seconds: float) -> tuple[list[np.ndarray], list[float], Any]:
+    """Watch with aiortc for ``seconds``: (video frames, audio RMS per frame, peer connection)."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("video", direction="recvonly")
+    pc.addTransceiver("audio", direction="recvonly")
+    tracks: dict[str, Any] = {}
+    pc.on("track", lambda track: tracks.setdefault(track.kind, track))
+    status, _, _, body = await _post_sdp(url, pc)
+    assert status == 201, body
+    for _ in range(300):
+        if len(tracks) == 2:
+            break
+        await asyncio.sleep(0.1)
+    frames: list[np.ndarray] = []
+    levels: list[float] = []
+
+    async def video() -> None:
+        while True:
+            frames.append((await tracks["video"].recv()).to_ndarray(format="bgr24"))
+
+    async def audio() -> None:
+        while True:
+            samples = (await tracks["audio"].recv()).to_ndarray().astype(np.float32)
+            levels.append(float(np.sqrt((samples ** 2).mean())))
+
+    tasks = [asyncio.ensure_future(video()), asyncio.ensure_future(audio())]
+    await asyncio.sleep(seconds)
+    for task in tasks:
+        task.cancel()
+    return frames, levels, pc
+
+
+def test_live_page_publishes_filtered_media(make_server, chromium: Any, camera_frames: list[np.ndarray]) -> None:  # type: ignore[no-untyped-def]
+    server = make_server()
+    page = chromium.new_page()
+    page.goto(f"{server.url}/live")
+    page.wait_for_function("window.faceportStream && document.getElementById('connection').textContent === "
+                           "'connected'", timeout=30_000)
+    page.click("#publish")
+    page.wait_for_function("window.faceportStream.publishing", timeout=60_000)
+    room = page.evaluate("window.faceportStream.roomId")
+    assert page.evaluate("document.getElementById('share-link').textContent") == f"{server.url}/live?room={room}"
+
+    frames, levels, pc = asyncio.run(_watch_and_close(f"{server.url}/rooms/{room}/whep", 8.0))
+    assert len(frames) >= 10, f"only {len(frames)} video frames"
+    speech = levels[len(levels) // 4:]
+    assert max(speech) > 100, "audio processing off: the microphone's speech passes"
+
+    page.check("#audio_processing")  # the owner turns audio processing on from the page: muted from now on
+    page.wait_for_function("window.faceportStream.last && window.faceportStream.last.audio === 'muted'",
+                           timeout=30_000)
+    _, muted, _ = asyncio.run(_watch_and_close(f"{server.url}/rooms/{room}/whep", 4.0))
+    assert muted and max(muted[len(muted) // 4:]) < 5.0, "audio processing on: nothing of the speech is sent"
+
+    # the page shows the filtered stream and live statistics
+    page.wait_for_function("window.faceportStream.framesDecoded > 10 && window.faceportStream.updates > 2",
+                           timeout=30_000)
+    last = page.evaluate("window.faceportStream.last")
+    assert last["fps"] > 0 and last["detections"]["faces"] >= 0 and "dropped" in last
+    assert page.evaluate("window.faceportStream.errors") == []
+
+    reference = ReferenceFaces()
+    judged = hidden = 0
+    for got in frames[5::4]:
+        if got.shape[:2] != camera_frames[0].shape[:2]:
+            got = cv2.resize(got, camera_frames[0].shape[1::-1])
+        raw = camera_frames[_closest(camera_frames, got)]
+        for box in reference(raw):
+            judged += 1
+            hidden += box_hidden(raw, got, box)[0]
+    assert judged >= 3, f"the judge found only {judged} faces"
+    assert hidden / judged >= 0.9, f"{hidden}/{judged} reference faces hidden"
+
+    page.click("#stop")  # the publisher leaves: the room hears it
+    page.wait_for_function("!window.faceportStream.publishing", timeout=30_000)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and page.evaluate("window.faceportStream.ended") is not True:
+        time.sleep(0.2)
+    assert page.evaluate("window.faceportStream.ended") is True
+
+
+async def _watch_and_close(url: str, seconds: float) -> tuple[list[np.ndarray], list[float], None]:
+    frames, levels, pc = await _watch(url, seconds)
+    await pc.close()
+    return frames, levels, None
