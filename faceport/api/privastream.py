@@ -31,8 +31,10 @@ _SDP: Final = "application/sdp"
 _MAX_SDP: Final = 64 * 1024
 
 router = APIRouter(tags=["live"])
-_SDP_BODY: Final = {"requestBody": {"required": True, "content": {_SDP: {"schema": {
-    "type": "string", "description": "An SDP offer (RFC 8866), as sent by OBS, GStreamer whipsink or a browser."}}}}}
+# the SDP offer body is described in words, not as an OpenAPI requestBody: schema-driven tools
+# (schemathesis, client generators) have no serializer for application/sdp
+_SDP_DOC: Final = ("Body: an SDP offer (RFC 8866) with Content-Type application/sdp, as OBS, GStreamer whipsink "
+                   "or a browser send it. Answer: 201 Created, the SDP answer, and a Location to DELETE.")
 
 
 class RoomPublic(BaseModel):
@@ -83,7 +85,7 @@ async def list_rooms(request: Request) -> RoomList:
 
 
 @router.post("/rooms/{room_id}/whip", status_code=201, summary="Publish (WHIP): SDP offer in, SDP answer out",
-             response_class=Response, responses={201: {"content": {_SDP: {}}}}, openapi_extra=_SDP_BODY)
+             response_class=Response, responses={201: {"content": {_SDP: {}}}}, description=_SDP_DOC)
 async def whip(room_id: str, request: Request) -> Response:
     caller = await _caller(request)
     sdp = await _sdp_body(request)
@@ -100,7 +102,7 @@ async def whip_delete(room_id: str, session_id: str, request: Request) -> Respon
 
 
 @router.post("/rooms/{room_id}/whep", status_code=201, summary="Watch (WHEP): SDP offer in, SDP answer out",
-             response_class=Response, responses={201: {"content": {_SDP: {}}}}, openapi_extra=_SDP_BODY)
+             response_class=Response, responses={201: {"content": {_SDP: {}}}}, description=_SDP_DOC)
 async def whep(room_id: str, request: Request) -> Response:
     await _caller(request)
     sdp = await _sdp_body(request)

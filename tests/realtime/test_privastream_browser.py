@@ -9,6 +9,7 @@ silence once the owner turns it on from the page; the page itself shows the filt
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 
 from tests.privacy_judge import ReferenceFaces, box_hidden
 from tests.realtime.test_browser import write_y4m
-from tests.realtime.test_privastream import _closest, _post_sdp
+from tests.realtime.test_privastream import _closest, _post_sdp, make_server  # noqa: F401 (fixture)
 
 CLIP = "video/pf_WolfgangLanger_Pexels.mp4"
 SPEECH = "audio/tts_personal_data_en_16k.wav"
@@ -52,8 +53,10 @@ def chromium(chromium_path: Path, camera_frames: list[np.ndarray], tmp_path: Pat
             browser.close()
 
 
-async def _watch(url: str, seconds: float) -> tuple[list[np.ndarray], list[float], Any]:
-    """Watch with aiortc for ``seconds``: (video frames, audio RMS per frame, peer connection)."""
+async def _watch(url: str, frames_wanted: int, timeout: float = 60.0) -> tuple[list[np.ndarray], list[float], Any]:
+    """Watch with aiortc until ``frames_wanted`` video frames and 3 s of audio came (or ``timeout``):
+    (video frames, audio RMS per 20 ms frame, peer connection). No wall-clock limit is asserted: a busy
+    machine only makes it wait longer."""
     from aiortc import RTCConfiguration, RTCPeerConnection
 
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -67,6 +70,7 @@ async def _watch(url: str, seconds: float) -> tuple[list[np.ndarray], list[float
         if len(tracks) == 2:
             break
         await asyncio.sleep(0.1)
+    assert set(tracks) == {"video", "audio"}, f"tracks received: {sorted(tracks)}"
     frames: list[np.ndarray] = []
     levels: list[float] = []
 
@@ -80,8 +84,14 @@ async def _watch(url: str, seconds: float) -> tuple[list[np.ndarray], list[float
             levels.append(float(np.sqrt((samples ** 2).mean())))
 
     tasks = [asyncio.ensure_future(video()), asyncio.ensure_future(audio())]
-    await asyncio.sleep(seconds)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (len(frames) < frames_wanted or len(levels) < 150):
+        if any(task.done() for task in tasks):
+            break
+        await asyncio.sleep(0.1)
     for task in tasks:
+        if task.done():
+            task.result()  # a track that ended early says why
         task.cancel()
     return frames, levels, pc
 
@@ -97,7 +107,7 @@ def test_live_page_publishes_filtered_media(make_server, chromium: Any, camera_f
     room = page.evaluate("window.faceportStream.roomId")
     assert page.evaluate("document.getElementById('share-link').textContent") == f"{server.url}/live?room={room}"
 
-    frames, levels, pc = asyncio.run(_watch_and_close(f"{server.url}/rooms/{room}/whep", 8.0))
+    frames, levels, _ = _in_thread(_watch_and_close(f"{server.url}/rooms/{room}/whep", 25))
     assert len(frames) >= 10, f"only {len(frames)} video frames"
     speech = levels[len(levels) // 4:]
     assert max(speech) > 100, "audio processing off: the microphone's speech passes"
@@ -105,12 +115,16 @@ def test_live_page_publishes_filtered_media(make_server, chromium: Any, camera_f
     page.check("#audio_processing")  # the owner turns audio processing on from the page: muted from now on
     page.wait_for_function("window.faceportStream.last && window.faceportStream.last.audio === 'muted'",
                            timeout=30_000)
-    _, muted, _ = asyncio.run(_watch_and_close(f"{server.url}/rooms/{room}/whep", 4.0))
+    _, muted, _ = _in_thread(_watch_and_close(f"{server.url}/rooms/{room}/whep", 1))
     assert muted and max(muted[len(muted) // 4:]) < 5.0, "audio processing on: nothing of the speech is sent"
 
     # the page shows the filtered stream and live statistics
-    page.wait_for_function("window.faceportStream.framesDecoded > 10 && window.faceportStream.updates > 2",
-                           timeout=30_000)
+    try:
+        page.wait_for_function("window.faceportStream.framesDecoded > 10 && window.faceportStream.updates > 2",
+                               timeout=60_000)
+    except Exception:
+        shown = page.evaluate("JSON.stringify(window.faceportStream) + document.getElementById('messages').textContent")
+        pytest.fail(f"the page shows no filtered stream: {shown}")
     last = page.evaluate("window.faceportStream.last")
     assert last["fps"] > 0 and last["detections"]["faces"] >= 0 and "dropped" in last
     assert page.evaluate("window.faceportStream.errors") == []
@@ -135,7 +149,13 @@ def test_live_page_publishes_filtered_media(make_server, chromium: Any, camera_f
     assert page.evaluate("window.faceportStream.ended") is True
 
 
-async def _watch_and_close(url: str, seconds: float) -> tuple[list[np.ndarray], list[float], None]:
-    frames, levels, pc = await _watch(url, seconds)
+def _in_thread(coro: Any) -> Any:
+    """Run a coroutine on its own loop in a thread (Playwright's sync API already runs a loop in this one)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+async def _watch_and_close(url: str, frames_wanted: int) -> tuple[list[np.ndarray], list[float], None]:
+    frames, levels, pc = await _watch(url, frames_wanted)
     await pc.close()
     return frames, levels, None
