@@ -96,7 +96,7 @@ async def _watch(url: str, frames_wanted: int, timeout: float = 60.0) -> tuple[l
     return frames, levels, pc
 
 
-def test_live_page_publishes_filtered_media(make_server, chromium: Any, camera_frames: list[np.ndarray]) -> None:  # type: ignore[no-untyped-def]
+def test_live_page_publishes_filtered_media(make_server, chromium: Any, camera_frames: list[np.ndarray]) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     server = make_server()
     page = chromium.new_page()
     page.goto(f"{server.url}/live")
