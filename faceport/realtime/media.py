@@ -253,8 +253,10 @@ class RoomStream:
             return None
         self.stats.count(self._last_found, (time.perf_counter() - started) * 1000.0)
         result = VideoFrame.from_ndarray(np.ascontiguousarray(out), format="bgr24")
-        result.pts = frame.pts
-        result.time_base = frame.time_base or fractions.Fraction(1, 90000)
+        # our own 90 kHz clock from the stream's start: the publisher's timestamps start anywhere
+        # (a browser's at a random 32-bit offset), which the viewers' decoders do not all accept
+        result.pts = int((time.monotonic() - self.started) * 90000)
+        result.time_base = fractions.Fraction(1, 90000)
         return result
 
     # ---- publisher -----------------------------------------------------------------------------
