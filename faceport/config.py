@@ -131,6 +131,17 @@ class Settings(BaseSettings):
     swap_min_face_ratio: float = Field(default=0.25, ge=0.0, le=1.0, description="... nor faces smaller than this "
                                        "share of the largest face's side in the same image (0 turns it off).")
 
+    # Seed E live (Socket.IO rooms, WHIP/WHEP media through aiortc, on the privacy app).
+    stream_max_rooms: int = Field(default=16, ge=1, le=10_000, description="Rooms open at once (all nodes when "
+                                  "FACEPORT_REDIS_URL is set); more: error event TOO_MANY_ROOMS / HTTP 429.")
+    stream_max_viewers: int = Field(default=8, ge=1, le=1000, description="WHEP viewers per room on one node; more: "
+                                    "TOO_MANY_VIEWERS / HTTP 429.")
+    stream_max_publishers: int = Field(default=2, ge=1, le=1000, description="Streams one node filters at once "
+                                       "(each costs about a core); more: STREAM_CAPACITY / HTTP 503.")
+    stream_room_ttl: float = Field(default=3600.0, gt=0.0, description="Seconds an idle room (no publisher) lives.")
+    stream_update_interval: float = Field(default=1.0, gt=0.0, le=60.0,
+                                          description="Seconds between processing_update events.")
+
     # Seed A (live webcam face swap: /upload_source, /status, Socket.IO on the main app).
     live_max_fps: float = Field(default=15.0, gt=0.0, le=120.0,
                                 description="Frames per second accepted from the active user; "

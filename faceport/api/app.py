@@ -117,6 +117,8 @@ def create_privacy_app(settings: Settings | None = None, *, context: AppContext 
     app = _base_app("faceport privacy filter", "Blur faces, plates and text; redact personal data in audio.",
                     settings, context, "privacy", own_body_limits=True)  # api/privacy.py limits its bodies
     from faceport.api import privacy
+    from faceport.api.privastream import install_privastream
 
     app.include_router(privacy.router)
+    install_privastream(app, settings)  # seed E live: /socket.io, /rooms (WHIP/WHEP), /live
     return app
