@@ -53,7 +53,6 @@ from faceport.store import (
     claim_job,
     complete_job,
     count_jobs,
-    create_job,
     fail_job,
     orphaned_jobs,
     renew_lease,
@@ -286,22 +285,8 @@ class CeleryJobRunner(JobReads):
             record = self.get(job_id)
         return record
 
-    def _require_kind(self, kind: str) -> None:
-        if kind not in self._registry:
-            raise InvalidInput(f"no handler for job kind {kind!r}; registered: {', '.join(self._registry)}")
-
-    def _create(self, kind: str, params: dict[str, Any], prepare: PrepareHook | None) -> JobRecord:
-        with self.store.session() as session:
-            record = create_job(session=session, kind=kind, params=params)
-        if prepare is not None:
-            try:
-                prepare(record)
-            except Exception as exc:
-                code = exc.code if isinstance(exc, FaceportError) else ProcessingFailed.code
-                reason = exc.message if isinstance(exc, FaceportError) else type(exc).__name__
-                self._fail_unclaimed(record.id, code, f"could not prepare the job: {reason}")
-                raise
-        return record
+    def _prepare_failed(self, job_id: str, code: str, message: str) -> None:
+        self._fail_unclaimed(job_id, code, message)
 
     def _send(self, record: JobRecord) -> None:
         try:

@@ -116,6 +116,28 @@ class JobReads:
     def kinds(self) -> tuple[str, ...]:
         return tuple(self._registry)
 
+    def _require_kind(self, kind: str) -> None:
+        if kind not in self._registry:
+            raise InvalidInput(f"no handler for job kind {kind!r}; registered: {', '.join(self._registry)}")
+
+    def _create(self, kind: str, params: dict[str, Any], prepare: PrepareHook | None) -> JobRecord:
+        """Write the job row, then run ``prepare`` on it; a failing ``prepare`` fails the job (its code kept)."""
+        with self.store.session() as session:
+            record = create_job(session=session, kind=kind, params=params)
+        if prepare is not None:
+            try:
+                prepare(record)
+            except Exception as exc:
+                code = exc.code if isinstance(exc, FaceportError) else ProcessingFailed.code
+                # a FaceportError's message only: an OSError's text holds absolute server paths
+                reason = exc.message if isinstance(exc, FaceportError) else type(exc).__name__
+                self._prepare_failed(record.id, code, f"could not prepare the job: {reason}")
+                raise
+        return record
+
+    def _prepare_failed(self, job_id: str, code: str, message: str) -> None:
+        raise NotImplementedError
+
     def get(self, job_id: str) -> JobRecord:
         """Raises: NotFound."""
         with self.store.session() as session:
@@ -301,23 +323,8 @@ class LocalJobRunner(JobReads):
             record = start_job(session=session, job_id=record.id)
         return self._run(record, reraise=True)
 
-    def _require_kind(self, kind: str) -> None:
-        if kind not in self._registry:
-            raise InvalidInput(f"no handler for job kind {kind!r}; registered: {', '.join(self._registry)}")
-
-    def _create(self, kind: str, params: dict[str, Any], prepare: PrepareHook | None) -> JobRecord:
-        with self.store.session() as session:
-            record = create_job(session=session, kind=kind, params=params)
-        if prepare is not None:
-            try:
-                prepare(record)
-            except Exception as exc:
-                code = exc.code if isinstance(exc, FaceportError) else ProcessingFailed.code
-                # a FaceportError's message only: an OSError's text holds absolute server paths
-                reason = exc.message if isinstance(exc, FaceportError) else type(exc).__name__
-                self._fail(record.id, code, f"could not prepare the job: {reason}")
-                raise
-        return record
+    def _prepare_failed(self, job_id: str, code: str, message: str) -> None:
+        self._fail(job_id, code, message)
 
     # ---- running ----------------------------------------------------------------------------
     def _work(self) -> None:
