@@ -68,7 +68,7 @@ def key_problem(expected: str | None, given: str | None) -> str | None:
     return None if hmac.compare_digest(given.encode(), expected.encode()) else "AUTH_INVALID"
 
 
-def _environ_key(environ: Mapping[str, Any], auth: Any) -> str | None:
+def environ_api_key(environ: Mapping[str, Any], auth: Any) -> str | None:
     scope = environ.get("asgi.scope") or {}
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
     cookies: dict[str, str] = {}
@@ -205,7 +205,7 @@ class LiveSwapSocket:
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
         """Make ``sid`` the active user; tell and disconnect the previous one."""
         service = self.service
-        problem = key_problem(self.settings.api_key, _environ_key(environ, auth))
+        problem = key_problem(self.settings.api_key, environ_api_key(environ, auth))
         if problem is not None:
             log.info("live swap: %s refused (%s)", sid, problem)
             await self.status_update(sid, KEY_REQUIRED if problem == "AUTH_REQUIRED" else "Invalid API key")

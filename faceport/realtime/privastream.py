@@ -32,7 +32,7 @@ import socketio
 from faceport.config import Settings
 from faceport.errors import FaceportError, NotFound
 from faceport.principal import Principal
-from faceport.realtime.live_swap import _environ_key, socketio_origins
+from faceport.realtime.live_swap import environ_api_key, socketio_origins
 from faceport.realtime.media import RoomStream, parse_offer, too_many_viewers
 from faceport.services.rooms import Room, RoomStore, parse_live_config, parse_room_id, room_store, visible
 
@@ -250,7 +250,7 @@ class PrivaStreamSocket:
         token = auth.get("token") if isinstance(auth, dict) and isinstance(auth.get("token"), str) else None
         authorization = f"Bearer {token}" if token else headers.get("authorization")
         try:
-            caller = await self.hub.authenticate(authorization, _environ_key(environ, auth))
+            caller = await self.hub.authenticate(authorization, environ_api_key(environ, auth))
         except FaceportError as exc:
             await self.error(sid, exc)
             await self.sio.disconnect(sid)
