@@ -43,7 +43,7 @@ class RoomPublic(BaseModel):
     createdAt: float
     streaming: bool
     processing: bool
-    config: dict[str, bool]
+    config: dict[str, bool | str]
     viewers: int
 
 

@@ -471,6 +471,10 @@ class SpeechAnalyzer:
                 self._loaded[name] = self._loaders[name]()
             return self._loaded[name]
 
+    def english_models(self) -> tuple[Transcriber, PiiDetector]:
+        """The English transcriber and PII detector (loaded on first use), for live streams."""
+        return self._get("english"), self._get("english_ner")
+
     def analyse(self, source: str | os.PathLike[str], options: SpeechOptions) -> SpeechResult:
         """Transcribe and find what to bleep.
 

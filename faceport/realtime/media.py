@@ -6,8 +6,11 @@ One :class:`RoomStream` per room whose publisher is connected to this node:
   dropped and counted: never an unbounded queue), and :class:`FilteredVideoTrack` runs the privacy
   redactor (with face tracking) on the thread pool one frame at a time;
 - a frame is never sent raw: until the redactor is loaded, and when filtering fails, frames are dropped;
-- audio is passed through, or muted when ``audio_processing`` is on (spoken-PII bleeping needs
-  seconds of context; the live path does not do it yet);
+- audio is passed through while ``audio_processing`` is off; when it is on, the output is the input
+  delayed by a fixed ``FACEPORT_STREAM_AUDIO_DELAY_S`` with spoken personal data bleeped
+  (:class:`faceport.engine.live_speech.LiveSpeechRedactor`: Whisper tiny.en passes over the last
+  seconds on the thread pool; audio no pass has cleared in time is muted, never released), or
+  all muted with ``audio_mode: "mute"``;
 - viewers subscribe through aiortc's ``MediaRelay`` without buffering (newest frame wins);
 - when the publisher leaves, the filtered tracks end and every viewer's connection is closed.
 """
@@ -15,6 +18,7 @@ One :class:`RoomStream` per room whose publisher is connected to this node:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fractions
 import logging
@@ -22,7 +26,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -31,6 +35,8 @@ from aiortc.exceptions import InvalidStateError
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, VideoFrame
 
+from faceport.engine.audio import PiiDetector, Transcriber
+from faceport.engine.live_speech import LiveMode, LiveSpeechOptions, LiveSpeechRedactor
 from faceport.engine.redact import Detections, build_redactor
 from faceport.errors import FaceportError, InvalidInput
 from faceport.services.rooms import LiveConfig
@@ -112,7 +118,7 @@ class FilteredVideoTrack(MediaStreamTrack):
     async def _read(self) -> None:
         try:
             while True:
-                frame = await self.source.recv()
+                frame = cast(VideoFrame, await self.source.recv())
                 self.stream.stats.frames_in += 1
                 if self._latest is not None:
                     self.stream.stats.dropped += 1
@@ -143,7 +149,8 @@ class FilteredVideoTrack(MediaStreamTrack):
 
 
 class FilteredAudioTrack(MediaStreamTrack):
-    """The publisher's audio: passed through, or silence of the same shape when audio processing is on."""
+    """The publisher's audio: passed through while audio processing is off; otherwise delayed by the
+    stream's fixed delay with personal data bleeped (or all muted), one output frame per input frame."""
 
     kind = "audio"
 
@@ -151,20 +158,75 @@ class FilteredAudioTrack(MediaStreamTrack):
         super().__init__()
         self.source = source
         self.stream = stream
+        self._held: collections.deque[tuple[np.ndarray, float]] = collections.deque()
+        self._shape: tuple[int, int] | None = None  # (channels, rate) of the held audio
+        self._fed = 0  # samples (at the source rate) given to the redactor
+        self._redactor_seen: LiveSpeechRedactor | None = None
 
     async def recv(self) -> AudioFrame:
         try:
-            frame = await self.source.recv()
+            frame = cast(AudioFrame, await self.source.recv())
         except MediaStreamError:
             self.stop()
             raise
-        if not self.stream.config.audio_processing:
+        redactor = self.stream.speech_redactor()
+        if redactor is None:
+            self._held.clear()
             return frame
-        silent = AudioFrame(format=frame.format.name, layout=frame.layout.name, samples=frame.samples)
-        for plane in silent.planes:
-            plane.update(bytes(plane.buffer_size))
-        silent.pts, silent.sample_rate, silent.time_base = frame.pts, frame.sample_rate, frame.time_base
-        return silent
+        samples = audio_samples(frame)
+        rate = int(frame.sample_rate)
+        if self._shape != (samples.shape[0], rate) or redactor is not self._redactor_seen:
+            self._held.clear()  # new redactor (processing switched on, options changed) or new format
+            self._shape, self._fed, self._redactor_seen = (samples.shape[0], rate), 0, redactor
+        redactor.feed(samples, rate)
+        self._held.append((samples, self._fed / rate))
+        self._fed += samples.shape[1]
+        newest_end = self._fed / rate
+        oldest, start = self._held[0]
+        if newest_end - start >= redactor.options.delay_s + oldest.shape[1] / rate - 1e-9:
+            self._held.popleft()
+            out = redactor.release(oldest, start, rate).samples
+            if out.shape != samples.shape:  # frames of another size: pad/cut to the frame going out
+                out = np.pad(out, ((0, 0), (0, max(0, samples.shape[1] - out.shape[1]))))[:, :samples.shape[1]]
+        else:
+            out = np.zeros_like(samples)  # the delay is filling
+        return audio_frame(out, like=frame)
+
+
+def audio_samples(frame: AudioFrame) -> np.ndarray:
+    """(channels, n) float32 in -1..1 of an audio frame of any sample format."""
+    data = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    if not frame.format.is_planar:
+        data = data.reshape(-1, channels).T
+    if data.dtype == np.int16:
+        return (data.astype(np.float32) / 32768.0).reshape(channels, -1)
+    if data.dtype == np.int32:
+        return (data.astype(np.float32) / 2147483648.0).reshape(channels, -1)
+    if data.dtype == np.uint8:
+        return ((data.astype(np.float32) - 128.0) / 128.0).reshape(channels, -1)
+    return data.astype(np.float32).reshape(channels, -1)
+
+
+def audio_frame(samples: np.ndarray, *, like: AudioFrame) -> AudioFrame:
+    """An audio frame of ``like``'s format, layout, rate and timing carrying ``samples`` ((channels, n))."""
+    name = like.format.name
+    clipped = np.clip(samples, -1.0, 1.0)
+    if name.startswith("s16"):
+        data: np.ndarray = (clipped * 32767.0).astype(np.int16)
+    elif name.startswith("s32"):
+        data = (clipped * 2147483647.0).astype(np.int32)
+    elif name.startswith("u8"):
+        data = (clipped * 127.0 + 128.0).astype(np.uint8)
+    elif name.startswith("dbl"):
+        data = clipped.astype(np.float64)
+    else:
+        data = clipped.astype(np.float32)
+    if not like.format.is_planar:
+        data = data.T.reshape(1, -1)
+    out = AudioFrame.from_ndarray(np.ascontiguousarray(data), format=name, layout=like.layout.name)
+    out.pts, out.sample_rate, out.time_base = like.pts, like.sample_rate, like.time_base
+    return out
 
 
 @dataclass(eq=False)
@@ -177,7 +239,9 @@ class RoomStream:
     """One room's publisher on this node, its filter and its viewers."""
 
     def __init__(self, room_id: str, config: LiveConfig, *, cache: Any,
-                 run: Callable[..., Awaitable[Any]], max_viewers: int) -> None:
+                 run: Callable[..., Awaitable[Any]], max_viewers: int,
+                 speech: Callable[[], tuple[Transcriber, PiiDetector]] | None = None,
+                 audio_delay_s: float = 3.0) -> None:
         self.room_id = room_id
         self.session_id = uuid.uuid4().hex
         self.config = config
@@ -196,6 +260,56 @@ class RoomStream:
         self._filter_config: LiveConfig | None = None
         self._loading: asyncio.Task[None] | None = None
         self._last_found = Detections()
+        self.speech = speech
+        self.audio_delay_s = audio_delay_s
+        self._speech: LiveSpeechRedactor | None = None
+        self._listening: asyncio.Task[None] | None = None
+
+    # ---- audio ---------------------------------------------------------------------------------
+    def speech_redactor(self) -> LiveSpeechRedactor | None:
+        """The stream's live speech redactor while audio processing is on (None: pass through).
+
+        A new one (and a new delay) starts whenever processing is switched on or its mode changes.
+        """
+        if not self.config.audio_processing:
+            self._speech = None
+            return None
+        mode: LiveMode = "mute" if self.config.audio_mode == "mute" or self.speech is None else "bleep"
+        if self._speech is None or self._speech.options.mode != mode:
+            self._speech = LiveSpeechRedactor(self.speech or _no_models,
+                                              LiveSpeechOptions(mode=mode, delay_s=self.audio_delay_s))
+            if mode == "bleep" and (self._listening is None or self._listening.done()):
+                self._listening = asyncio.ensure_future(self._listen())
+        return self._speech
+
+    async def _listen(self) -> None:
+        """Passes of the live speech redactor on the thread pool, one after another, while bleeping."""
+        failures = 0
+        while not self.closed.is_set():
+            redactor = self._speech
+            if redactor is None or redactor.options.mode != "bleep":
+                return
+            if redactor.pending_s() < 0.3:  # not enough new speech for a pass yet
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                await self.run(redactor.analyse)
+                failures = 0
+            except Exception:  # the audio stays muted (nothing is cleared), the stream goes on
+                failures += 1
+                log.exception("live privacy: room %s: speech pass failed (%d in a row); audio stays muted",
+                              self.room_id, failures)
+                await asyncio.sleep(min(5.0, 0.5 * failures))
+
+    def audio_stats(self) -> dict[str, Any]:
+        """The ``audio`` part of ``processing_update``."""
+        if not self.config.audio_processing:
+            return {"mode": "passthrough"}
+        redactor = self._speech
+        if redactor is None:
+            return {"mode": "mute" if self.config.audio_mode == "mute" else "bleep",
+                    "delayMs": round(self.audio_delay_s * 1000)}
+        return redactor.snapshot()
 
     # ---- filter --------------------------------------------------------------------------------
     def _build(self, config: LiveConfig) -> Callable[[np.ndarray], np.ndarray]:
@@ -327,6 +441,8 @@ class RoomStream:
         if self.closed.is_set():
             return
         self.closed.set()
+        if self._listening is not None:
+            self._listening.cancel()
         for track in (self.video, self.audio):
             if track is not None:
                 track.stop()
@@ -334,6 +450,10 @@ class RoomStream:
             await self.remove_viewer(session_id)
         with contextlib.suppress(Exception):
             await self.pc.close()
+
+
+def _no_models() -> tuple[Transcriber, PiiDetector]:
+    raise RuntimeError("no speech models: this stream can only mute")
 
 
 async def _apply_offer(pc: RTCPeerConnection, offer: RTCSessionDescription) -> None:

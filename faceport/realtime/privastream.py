@@ -68,6 +68,7 @@ class RoomHub:
                                            ttl=settings.stream_room_ttl)
         self.streams: dict[str, RoomStream] = {}
         self._updates: dict[str, asyncio.Task[None]] = {}
+        self._speech_loading: asyncio.Task[None] | None = None
 
     async def authenticate(self, authorization: str | None, api_key: str | None) -> Caller:
         """Raises: FaceportError AUTH_REQUIRED / AUTH_INVALID / AUTH_EXPIRED."""
@@ -79,6 +80,25 @@ class RoomHub:
         principal = await asyncio.get_running_loop().run_in_executor(
             None, self.ctx.auth.authenticate_headers, authorization, api_key)
         return caller_of(principal)
+
+    def speech_models(self) -> Any:
+        """Loads the live speech models (Whisper tiny.en, spaCy + Presidio) or None without a privacy service."""
+        privacy = getattr(self.ctx, "privacy", None)
+        return None if privacy is None else privacy.speech().analyzer.english_models
+
+    def preload_speech(self) -> None:
+        """Load the speech models in the background (a room switched bleeping on), so the stream's
+        first seconds of audio are heard rather than muted while they load."""
+        models = self.speech_models()
+        if models is not None and self._speech_loading is None:
+            async def load() -> None:
+                try:
+                    await self.ctx.run(models)
+                except Exception:
+                    log.exception("live privacy: cannot load the speech models; bleeping streams stay muted")
+                    self._speech_loading = None
+
+            self._speech_loading = asyncio.ensure_future(load())
 
     async def owned(self, room_id: Any, caller: Caller) -> Room:
         """The room, if ``caller`` owns it (someone else's room is NOT_FOUND)."""
@@ -102,7 +122,10 @@ class RoomHub:
                                 "(FACEPORT_STREAM_MAX_PUBLISHERS); try later or another node",
                                 code="STREAM_CAPACITY", details={"limit": self.settings.stream_max_publishers})
         stream = RoomStream(room.room_id, room.config, cache=self.ctx.cache, run=self.ctx.run,
-                            max_viewers=self.settings.stream_max_viewers)
+                            max_viewers=self.settings.stream_max_viewers, speech=self.speech_models(),
+                            audio_delay_s=self.settings.stream_audio_delay_s)
+        if room.config.audio_processing and room.config.audio_mode == "bleep":
+            self.preload_speech()
         self.streams[room.room_id] = stream
         try:
             answer = await stream.accept_publisher(offer)
@@ -177,7 +200,7 @@ class RoomHub:
                     log.warning("live privacy: room %s: %s", stream.room_id, exc)
                 body = {"roomId": stream.room_id, **stream.stats.snapshot(), "viewers": len(stream.viewers),
                         "config": asdict(stream.config),
-                        "audio": "muted" if stream.config.audio_processing else "passthrough"}
+                        "audio": stream.audio_stats()}
                 await self.emit("processing_update", body, stream.room_id)
         except asyncio.CancelledError:
             raise
@@ -311,6 +334,8 @@ class PrivaStreamSocket:
             room = await self.hub.owned(data, caller)
             config = parse_live_config(data.get("config") if isinstance(data, dict) else None)
             room = await self.hub.rooms.update(room.room_id, config=config, processing=True)
+            if config.audio_processing and config.audio_mode == "bleep":
+                self.hub.preload_speech()
             stream = self.hub.streams.get(room.room_id)
             if stream is not None:
                 await stream.set_config(config)

@@ -18,7 +18,8 @@ from faceport.errors import FaceportError, InvalidInput, NotFound, StateUnavaila
 
 log = logging.getLogger(__name__)
 
-CONFIG_FIELDS: Final = ("face_blur", "plate_blur", "text_blur", "audio_processing")
+CONFIG_FIELDS: Final = ("face_blur", "plate_blur", "text_blur", "audio_processing", "audio_mode")
+AUDIO_MODES: Final = ("bleep", "mute")
 _PREFIX: Final = "faceport:privastream:room:"
 
 
@@ -30,6 +31,7 @@ class LiveConfig:
     plate_blur: bool = False
     text_blur: bool = False
     audio_processing: bool = False
+    audio_mode: str = "bleep"  # faceport's addition: with audio_processing, "bleep" personal data or "mute" all
 
     def redact_options(self) -> RedactOptions:
         # live video: full detection every 3rd frame, tracking in between; plates/text every 15th
@@ -52,6 +54,11 @@ def parse_live_config(data: Any) -> LiveConfig:
         raise InvalidInput(f"config: unknown field {unknown[0]!r}; expected {', '.join(CONFIG_FIELDS)}",
                            details={"field": f"config.{unknown[0]}"})
     for name, value in data.items():
+        if name == "audio_mode":
+            if value not in AUDIO_MODES:
+                raise InvalidInput(f"config.audio_mode: expected one of {', '.join(AUDIO_MODES)}",
+                                   details={"field": "config.audio_mode"})
+            continue
         if not isinstance(value, bool):
             raise InvalidInput(f"config.{name}: expected a boolean (true or false)",
                                details={"field": f"config.{name}"})

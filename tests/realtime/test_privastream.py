@@ -101,6 +101,7 @@ def test_socketio_events_and_errors(make_server) -> None:  # type: ignore[no-unt
 
         config = {"face_blur": True, "plate_blur": False, "text_blur": False, "audio_processing": True}
         owner.emit("start_processing", {"roomId": room, "config": config})
+        config["audio_mode"] = "bleep"  # faceport's addition, echoed with its default
         assert owner.wait("processing_started") == {"roomId": room, "config": config}
 
         listed = httpx.get(f"{server.url}/rooms", timeout=10).json()["rooms"]
@@ -117,6 +118,8 @@ def test_socketio_events_and_errors(make_server) -> None:  # type: ignore[no-unt
             ("start_processing", {"roomId": room, "config": {"face_blur": "yes"}}, "INVALID_INPUT"),
             ("start_processing", {"roomId": room, "config": {"face_blur": True, "x_ray": True}}, "INVALID_INPUT"),
             ("start_processing", {"roomId": room, "config": [True]}, "INVALID_INPUT"),
+            ("start_processing", {"roomId": room, "config": {"audio_mode": "loud"}}, "INVALID_INPUT"),
+            ("start_processing", {"roomId": room, "config": {"audio_mode": True}}, "INVALID_INPUT"),
         ]
         for event, data, code in cases:
             owner.emit(event, data)
@@ -185,7 +188,8 @@ def test_rooms_across_nodes(make_server) -> None:  # type: ignore[no-untyped-def
         assert guest.wait("room_joined")["roomId"] == room
         owner.emit("sfu_streaming_started", {"roomId": room})
         assert guest.wait("streaming_started") == {"roomId": room}  # sent on node a, heard on node b
-        config = {"face_blur": True, "plate_blur": True, "text_blur": False, "audio_processing": False}
+        config = {"face_blur": True, "plate_blur": True, "text_blur": False, "audio_processing": False,
+                  "audio_mode": "mute"}
         guest_owner = Events(b.url)  # everyone is "anonymous" without a key: the owner may steer from any node
         guest_owner.emit("start_processing", {"roomId": room, "config": config})
         assert guest_owner.wait("processing_started")["config"] == config

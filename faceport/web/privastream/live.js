@@ -33,6 +33,7 @@
   function config() {
     var c = {};
     CONFIG_FIELDS.forEach(function (name) { c[name] = $(name).checked; });
+    c.audio_mode = $("audio_mode").value;
     return c;
   }
 
@@ -61,6 +62,10 @@
     $("stat-filter-ms").textContent = u.processingMs == null ? "–" : u.processingMs;
     $("stat-dropped").textContent = u.dropped + " of " + u.framesIn;
     $("stat-viewers").textContent = u.viewers;
+    var a = u.audio || {};
+    $("stat-audio").textContent = a.mode === "bleep"
+      ? "bleeping, " + (a.delayMs / 1000) + " s behind; " + (a.items || 0) + " items; muted unheard " + (a.mutedUncheckedMs || 0) + " ms"
+      : (a.mode || "–");
   });
 
   function iceDone(pc) {
@@ -137,7 +142,7 @@
     state.publishing = false; $("publish").disabled = false;
   }
 
-  CONFIG_FIELDS.forEach(function (name) {
+  CONFIG_FIELDS.concat(["audio_mode"]).forEach(function (name) {
     $(name).addEventListener("change", function () {
       if (state.owner && state.roomId) socket.emit("start_processing", {roomId: state.roomId, config: config()});
     });
