@@ -10,9 +10,10 @@ target face) and is judged by things the swap does not use:
 - seam: gradient energy on the blend boundary, swapped / original (1.0 = no visible seam; median, p90);
 - realism floor: dlib's HOG frontal detector still finds a face overlapping the target face (share), beside
   the same detector's rate on the unswapped targets (the baseline: HOG misses some real faces too);
-- far-cheek stripes: directional-energy ratio (structure tensor λ1/λ2 of the fine texture) on the cheek the
-  source sees worse, result over the target's own cheek (1 = skin-like, ≫ 1 = a torn, streaked smear);
-- everything again per |source yaw − target yaw| bin (0–15, 15–30, 30–45, >45 degrees, FaceMesh head pose).
+- far-cheek stripes: on the cheek the source sees worse, the streak energy of the swapped cheek's fine
+  texture (structure tensor λ1 - λ2) over all the fine-texture energy (λ1 + λ2) of the target's own cheek
+  (low = skin-like; the target alone scores its cheek's coherence, 0.1-0.5; ≫ 1 = a torn, streaked smear);
+- everything again per |source yaw - target yaw| bin (0-15, 15-30, 30-45, >45 degrees, FaceMesh head pose).
 
 Photos: the first ``--per-identity`` photos of each identity (sorted by file name, ``partial_face`` crops
 left out; default 2, which makes 14 photos and 172 ordered pairs, about 3 minutes on two busy cores).
@@ -30,7 +31,6 @@ Usage: python bench/swap_quality.py [--per-identity 2] [--json out.json] [--save
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import statistics

@@ -1,8 +1,8 @@
 """Judges for the face swap that the swap itself does not use (shared by tests/engine and bench/swap_quality.py).
 
 - ``seam_ratio``: gradient energy in a thin band along the blend boundary, swapped vs original.
-- ``cheek_stripes``: how much more one-directional the fine texture of a cheek is after the swap than on
-  the target's own cheek (a stretched, torn far cheek smears into parallel streaks).
+- ``cheek_stripes``: the streak (one-directional) energy of the far cheek's fine texture after the swap, over
+  the target's own cheek texture energy there (a stretched, torn far cheek smears into parallel streaks).
 - ``far_cheek``: which cheek the source sees worse (its hidden side: the one a mesh swap has to stretch).
 - ``HogJudge``: dlib's HOG frontal detector (realism floor: does a classical detector still see a face?).
 
@@ -70,30 +70,33 @@ def cheek_mask(shape: tuple[int, ...], landmarks: np.ndarray, cheek: tuple[int, 
     return cv2.erode(mask, np.ones((3, 3), np.uint8), iterations=max(1, int(size * 0.01))) > 0
 
 
-def directional_ratio(image: np.ndarray, mask: np.ndarray, face_size: float) -> float:
-    """λ1/λ2 of the structure tensor of the fine (band-passed) texture inside ``mask``: 1 = isotropic,
-    large = parallel streaks. Fine scale: detail below ~4 % of the face width."""
+def structure(image: np.ndarray, mask: np.ndarray, face_size: float) -> tuple[float, float]:
+    """Eigenvalues (λ1 ≥ λ2) of the structure tensor of the fine texture (detail below ~2 % of the face
+    width, band-passed) averaged inside ``mask``: λ1 - λ2 is the energy of parallel streaks, λ1 + λ2 all of it."""
     gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
     sigma = max(1.0, face_size * 0.02)
     fine = gray - cv2.GaussianBlur(gray, (0, 0), sigma)
     gx, gy = cv2.Sobel(fine, cv2.CV_32F, 1, 0), cv2.Sobel(fine, cv2.CV_32F, 0, 1)
     if mask.sum() < 16:
-        return 1.0
+        return 0.0, 0.0
     jxx, jyy, jxy = float((gx * gx)[mask].mean()), float((gy * gy)[mask].mean()), float((gx * gy)[mask].mean())
     tr, det = jxx + jyy, jxx * jyy - jxy * jxy
     disc = max(tr * tr / 4 - det, 0.0) ** 0.5
-    l1, l2 = tr / 2 + disc, tr / 2 - disc
-    return float(l1 / max(l2, 1e-6 * max(l1, 1e-6)))
+    return tr / 2 + disc, tr / 2 - disc
 
 
 def cheek_stripes(target: np.ndarray, swapped: np.ndarray, target_landmarks: np.ndarray,
                   source_landmarks: np.ndarray) -> float:
-    """Directional-energy ratio of the far cheek (the source's hidden side) after the swap, over the same
-    ratio on the target's own cheek there: ~1 = the cheek's fine texture looks like skin; ≫ 1 = streaks."""
+    """Streak energy on the far cheek (the source's hidden side) after the swap — the directional part
+    λ1 - λ2 of the fine texture's structure tensor — over ALL the fine-texture energy λ1 + λ2 of the
+    target's own cheek there. On the unswapped target this is its cheek's coherence (0.1-0.5); a cheek
+    stretched into a striped smear scores well above 1; a smooth, skin-like cheek stays low."""
     cheek = far_cheek(source_landmarks)
     mask = cheek_mask(target.shape, target_landmarks, cheek)
     size = float(np.ptp(target_landmarks[:, 0]))
-    return directional_ratio(swapped, mask, size) / max(directional_ratio(target, mask, size), 1e-6)
+    l1, l2 = structure(swapped, mask, size)
+    t1, t2 = structure(target, mask, size)
+    return (l1 - l2) / max(t1 + t2, 1e-6)
 
 
 class HogJudge:
