@@ -31,8 +31,10 @@ from faceport.engine.types import BGRImage
 
 _EYE_LEFT, _EYE_RIGHT, _FOREHEAD, _CHIN = 33, 263, 10, 152
 _MIDLINE = (1, 4, 5, 6, 168, 197, 195, 10, 152, 13, 14, 0, 17, 164, 2)
-VISIBLE_FULL = 0.45  # visibility (normal · view) from which a texel is trusted fully
-VISIBLE_NONE = 0.15  # ... and below which it is not trusted at all
+VISIBLE_FULL = 0.35  # visibility (normal · view) from which a texel is trusted fully
+VISIBLE_NONE = 0.1  # ... and below which it is not trusted at all
+SHADING_NONE = 0.0  # below this visibility not even the source's low-frequency shading is used
+MIRROR_MARGIN = 0.15  # the mirrored side must be seen this much better to be used (near-frontal: never)
 
 
 def face_axes(points: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -212,10 +214,17 @@ def build_uv_texture(sources: list[tuple[BGRImage, NDArray[np.float32], tuple[BG
         mirror = real[:, ::-1]
         seen_m = seen[:, ::-1]
         trust = _smoothstep(seen, VISIBLE_NONE, VISIBLE_FULL)
-        better = _smoothstep(seen_m - seen, 0.0, 0.15)
+        better = _smoothstep(seen_m - seen, MIRROR_MARGIN, MIRROR_MARGIN + 0.2)
         take = cv2.GaussianBlur((1.0 - trust) * better, (0, 0), blur * 1.5)
         take = np.where(inside[:, ::-1] | inside, take, 0.0)[..., None]
-        out = real * (1.0 - take) + mirror * take
+        # the mirror gives the detail; the shading stays the source's own where its low frequencies are
+        # still usable (a squeezed cheek is smeared, not wrongly lit), so a side-lit face stays side-lit
+        low_sigma = max(2.0, width * 0.06)
+        low_real = cv2.GaussianBlur(real, (0, 0), low_sigma)
+        low_mirror = cv2.GaussianBlur(mirror, (0, 0), low_sigma)
+        own_light = _smoothstep(cv2.GaussianBlur(seen, (0, 0), low_sigma), SHADING_NONE, VISIBLE_NONE)[..., None]
+        filled = mirror + (low_real - low_mirror) * own_light
+        out = real * (1.0 - take) + filled * take
         mirrored_share = float(take[inside].mean()) if inside.any() else 0.0
     texture = np.asarray(np.clip(out + 0.5, 0, 255), np.uint8)
     levels_out: list[BGRImage] = []
