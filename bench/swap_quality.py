@@ -192,7 +192,7 @@ def clip_frame(path: Path, index: int) -> np.ndarray:
 
 def crop_face(image: np.ndarray, box: np.ndarray, pad: float = 0.6) -> np.ndarray:
     x1, y1, x2, y2 = box
-    p = pad * max(x2 - x1, y2 - y1)
+    p = max(pad * max(x2 - x1, y2 - y1), 40)
     h, w = image.shape[:2]
     return image[int(max(0, y1 - p)):int(min(h, y2 + p)), int(max(0, x1 - p)):int(min(w, x2 + p))]
 
@@ -234,7 +234,13 @@ def pictures(args: argparse.Namespace, engine) -> None:  # type: ignore[no-untyp
     # 3. group photo with small faces (mode all)
     pipeline = Pipeline(engine, build_processors(engine, ["face_swapper"], sources=[astronaut]),
                         PipelineOptions(selector="all"))
-    write("group_astronaut_onto_street", astronaut, street, pipeline.process_image(street))
+    swapped = pipeline.process_image(street)
+    boxes = engine.detect(street).xyxy  # the faces are ~20 px: show each one's surroundings, side by side
+
+    def crops(image: np.ndarray) -> np.ndarray:
+        tiles = [cv2.resize(crop_face(image, b, pad=2.0), (160, 160), interpolation=cv2.INTER_CUBIC) for b in boxes]
+        return np.concatenate(tiles, axis=1) if tiles else image
+    write("group_astronaut_onto_street_faces", astronaut, crops(street), crops(swapped))
     # 4. open mouth and 5. a hand over the face: frames of the Pexels clip
     clip = DATA / clip_p
     swapper = build_swapper(engine, [hopper])
