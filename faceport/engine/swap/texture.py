@@ -33,7 +33,8 @@ _EYE_LEFT, _EYE_RIGHT, _FOREHEAD, _CHIN = 33, 263, 10, 152
 _MIDLINE = (1, 4, 5, 6, 168, 197, 195, 10, 152, 13, 14, 0, 17, 164, 2)
 VISIBLE_FULL = 0.35  # visibility (normal · view) from which a texel is trusted fully
 VISIBLE_NONE = 0.1  # ... and below which it is not trusted at all
-SHADING_NONE = 0.0  # below this visibility not even the source's low-frequency shading is used
+SHADING_NONE = 0.1  # below this visibility not even the source's low-frequency shading is used
+SHADING_FULL = 0.25  # ... and from which it is used under the mirrored detail
 MIRROR_MARGIN = 0.15  # the mirrored side must be seen this much better to be used (near-frontal: never)
 
 
@@ -222,7 +223,7 @@ def build_uv_texture(sources: list[tuple[BGRImage, NDArray[np.float32], tuple[BG
         low_sigma = max(2.0, width * 0.06)
         low_real = cv2.GaussianBlur(real, (0, 0), low_sigma)
         low_mirror = cv2.GaussianBlur(mirror, (0, 0), low_sigma)
-        own_light = _smoothstep(cv2.GaussianBlur(seen, (0, 0), low_sigma), SHADING_NONE, VISIBLE_NONE)[..., None]
+        own_light = _smoothstep(cv2.GaussianBlur(seen, (0, 0), low_sigma), SHADING_NONE, SHADING_FULL)[..., None]
         filled = mirror + (low_real - low_mirror) * own_light
         out = real * (1.0 - take) + filled * take
         mirrored_share = float(take[inside].mean()) if inside.any() else 0.0
