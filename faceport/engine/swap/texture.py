@@ -33,8 +33,8 @@ _EYE_LEFT, _EYE_RIGHT, _FOREHEAD, _CHIN = 33, 263, 10, 152
 _MIDLINE = (1, 4, 5, 6, 168, 197, 195, 10, 152, 13, 14, 0, 17, 164, 2)
 VISIBLE_FULL = 0.35  # visibility (normal · view) from which a texel is trusted fully
 VISIBLE_NONE = 0.1  # ... and below which it is not trusted at all
-SHADING_NONE = 0.1  # below this visibility not even the source's low-frequency shading is used
-SHADING_FULL = 0.25  # ... and from which it is used under the mirrored detail
+SHADING_NONE = 0.0  # below this visibility not even the source's low-frequency shading is used
+SHADING_FULL = 0.1  # ... and from which it is used under the mirrored detail
 MIRROR_MARGIN = 0.15  # the mirrored side must be seen this much better to be used (near-frontal: never)
 
 
