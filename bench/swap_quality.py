@@ -317,7 +317,7 @@ def main() -> None:
     parser.add_argument("--prefix", default="after", help="picture file name prefix (before / after)")
     parser.add_argument("--no-turned", dest="turned", action="store_false",
                         help="skip the synthetic head-turn sources (the >45° yaw-difference bin)")
-    parser.add_argument("--mouth-frame", type=int, default=60)
+    parser.add_argument("--mouth-frame", type=int, default=300)
     parser.add_argument("--hand-frame", type=int, default=200)
     args = parser.parse_args()
 
