@@ -11,9 +11,10 @@ import pytest
 
 from faceport.engine.pipeline import Pipeline, PipelineOptions, build_processors
 from faceport.engine.swap import build_swapper
-from faceport.engine.swap.mesh import LIPS_INNER, SwapOptions, _mask_polygon
+from faceport.engine.swap.mesh import LIPS_INNER, SwapOptions
 from faceport.errors import InvalidInput, NoFace
 from tests.conftest import FIXTURES, read_bgr
+from tests.swap_metrics import seam_ratio
 
 
 def one_photo_per_identity(manifest: dict, data_dir: Path) -> dict[str, np.ndarray]:
@@ -22,20 +23,6 @@ def one_photo_per_identity(manifest: dict, data_dir: Path) -> dict[str, np.ndarr
         if entry["path"].startswith("identity/"):
             by.setdefault(entry["identity"], []).append(entry["path"])
     return {name: read_bgr(data_dir / sorted(paths)[0]) for name, paths in sorted(by.items())}
-
-
-def seam_ratio(original: np.ndarray, swapped: np.ndarray, landmarks: np.ndarray) -> float:
-    """Gradient energy in a thin band along the blend boundary, swapped vs original (1.0 = no visible seam)."""
-    band = np.zeros(original.shape[:2], np.uint8)
-    polygon = np.round(_mask_polygon(landmarks, SwapOptions().forehead_keep)).astype(np.int32)
-    cv2.polylines(band, [polygon], True, 255, thickness=max(3, int(np.ptp(polygon[:, 0]) * 0.04)))
-
-    def energy(image: np.ndarray) -> float:
-        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
-        gx, gy = cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1)
-        return float(np.sqrt(gx ** 2 + gy ** 2)[band > 0].mean())
-
-    return energy(swapped) / max(energy(original), 1e-6)
 
 
 def test_identity_moves_to_the_source_on_pairs_of_different_people(engine, manifest, data_dir: Path,

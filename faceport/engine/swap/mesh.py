@@ -4,9 +4,13 @@ For each target face:
 1. the source face's 3-D FaceMesh is posed onto the target with a 3-D similarity
    transform (so pose and scale follow the target), and the inner face (eyes, brows, nose,
    mouth) takes the source's shape while the outline stays on the target's;
-2. a fixed Delaunay triangulation of the mesh maps every target pixel to the source image
+2. a fixed Delaunay triangulation of the mesh maps every target pixel to the source
    through its triangle's affine map — computed for all pixels at once and applied with a
-   single ``cv2.remap``;
+   single ``cv2.remap``. By default (``pose_texture``) the source is not the photo itself but
+   its pose-robust UV texture (``texture.py``: unwrapped into a symmetric canonical layout,
+   the sides the source's pose hides filled from the mirrored side, several photos merged
+   texel by texel), and the target's triangles are painted far to near with back faces
+   dropped, so a turned target does not fold its hidden side over its visible one;
 3. the warped face is colour-matched to the target's lighting (LAB mean/std);
 4. it is blended through a feathered mask that excludes hair and the forehead edge and
    keeps the target's mouth interior and eyes when they are open (or ``cv2.seamlessClone``).
@@ -24,6 +28,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from faceport.engine.attributes import head_pose
+from faceport.engine.swap.texture import (
+    UVTexture,
+    build_uv_texture,
+    canonical_layout,
+    raster_ids,
+    signed_area,
+    triangle_maps,
+)
 from faceport.engine.types import BGRImage, Faces
 
 log = logging.getLogger(__name__)
@@ -48,6 +60,7 @@ class SwapOptions:
     keep_open_eyes: bool = True
     forehead_keep: float = 0.35  # fraction of the forehead (above the brows) that is swapped
     feather: float = 0.08  # mask blur as a fraction of the face size
+    pose_texture: bool = True  # sample a UV texture with hidden sides mirror-filled (False: the photo directly)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +170,15 @@ class MeshSwapper:
         self.sources = sources
         self.options = options or SwapOptions()
         frontal = min(sources, key=lambda s: abs(s.yaw))
-        self.triangles = triangulate(frontal.landmarks)
+        self.uv: UVTexture | None = None
+        if self.options.pose_texture:
+            canonical, _pairs = canonical_layout()
+            self.triangles = triangulate(np.asarray(canonical * 200.0, np.float32))
+            self.uv = build_uv_texture([(s.image, s.landmarks, s.levels) for s in sources], self.triangles,
+                                       canonical)
+            self._front_sign = np.sign(signed_area(self.uv.uv[self.triangles]))
+        else:
+            self.triangles = triangulate(frontal.landmarks)
 
     def _pick_source(self, target_yaw: float) -> SourceFace:
         return min(self.sources, key=lambda s: abs(s.yaw - target_yaw))
@@ -197,27 +218,7 @@ class MeshSwapper:
 
         # 1. triangle id per pixel of the box (rasterised), then every pixel's source position at once
         tri_dst = geometry[self.triangles] - offset  # (t, 3, 2)
-        ids = np.zeros((bh, bw), np.uint16)
-        for t, pts in enumerate(np.round(tri_dst).astype(np.int32)):
-            cv2.fillConvexPoly(ids, pts, t + 1)
-        tri_src = source.landmarks[:468, :2][self.triangles].astype(np.float64)  # (t, 3, 2)
-        dst_h = np.concatenate([tri_dst.astype(np.float64), np.ones((len(tri_dst), 3, 1))], axis=2)  # (t,3,3)
-        det = np.linalg.det(dst_h)
-        valid = np.abs(det) > 1e-6
-        affine = np.zeros((len(tri_dst), 2, 3))
-        affine[valid] = np.transpose(np.linalg.solve(dst_h[valid], tri_src[valid]), (0, 2, 1))
-        ys, xs = np.nonzero(ids)
-        tri_of = ids[ys, xs].astype(np.int64) - 1
-        keep = valid[tri_of]
-        ys, xs, tri_of = ys[keep], xs[keep], tri_of[keep]
-        image, scale = source.level_for(float(np.ptp(geometry[:, 0])))
-        a = affine[tri_of] * scale
-        map_x = np.full((bh, bw), -1.0, np.float32)
-        map_y = np.full((bh, bw), -1.0, np.float32)
-        map_x[ys, xs] = a[:, 0, 0] * xs + a[:, 0, 1] * ys + a[:, 0, 2]
-        map_y[ys, xs] = a[:, 1, 0] * xs + a[:, 1, 1] * ys + a[:, 1, 2]
-        warped = np.asarray(cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE),
-                            np.uint8)
+        ids, warped = self._sample(source, target, geometry, tri_dst, bh, bw)
 
         # 2. the mask: face outline without forehead edge, minus open mouth / eyes of the target
         mask = np.zeros((bh, bw), np.uint8)
@@ -253,6 +254,49 @@ class MeshSwapper:
         alpha = (soft.astype(np.float32) / 255.0)[..., None]
         out[y0:y1, x0:x1] = (warped * alpha + region * (1.0 - alpha) + 0.5).astype(np.uint8)
         return out
+
+    def _sample(self, source: SourceFace, target: NDArray[np.float32], geometry: NDArray[np.float32],
+                tri_dst: NDArray[np.float32], bh: int, bw: int) -> tuple[NDArray[np.uint16], BGRImage]:
+        """Step 1: triangle id + 1 per pixel of the box, and the source face warped onto it."""
+        if self.uv is None:
+            return self._sample_photo(source, geometry, tri_dst, bh, bw)
+        tri = tri_dst.astype(np.float64)
+        # far to near (FaceMesh z grows away from the camera), back faces of the target dropped
+        depth = target[:468, 2][self.triangles].mean(1)
+        front = np.sign(signed_area(tri)) == self._front_sign
+        order = np.argsort(-depth)
+        ids = raster_ids(tri, (bh, bw), order[front[order]])
+        texture, scale = self.uv.level_for(float(np.ptp(geometry[:, 0])))
+        map_x, map_y = triangle_maps(ids, tri, self.uv.uv[self.triangles], scale)
+        warped = np.asarray(cv2.remap(texture, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE),
+                            np.uint8)
+        return ids, warped
+
+    def _sample_photo(self, source: SourceFace, geometry: NDArray[np.float32], tri_dst: NDArray[np.float32],
+                      bh: int, bw: int) -> tuple[NDArray[np.uint16], BGRImage]:
+        """The pre-UV path: every pixel sampled from the source photo itself (``pose_texture=False``)."""
+        ids = np.zeros((bh, bw), np.uint16)
+        for t, pts in enumerate(np.round(tri_dst).astype(np.int32)):
+            cv2.fillConvexPoly(ids, pts, t + 1)
+        tri_src = source.landmarks[:468, :2][self.triangles].astype(np.float64)  # (t, 3, 2)
+        dst_h = np.concatenate([tri_dst.astype(np.float64), np.ones((len(tri_dst), 3, 1))], axis=2)  # (t,3,3)
+        det = np.linalg.det(dst_h)
+        valid = np.abs(det) > 1e-6
+        affine = np.zeros((len(tri_dst), 2, 3))
+        affine[valid] = np.transpose(np.linalg.solve(dst_h[valid], tri_src[valid]), (0, 2, 1))
+        ys, xs = np.nonzero(ids)
+        tri_of = ids[ys, xs].astype(np.int64) - 1
+        keep = valid[tri_of]
+        ys, xs, tri_of = ys[keep], xs[keep], tri_of[keep]
+        image, scale = source.level_for(float(np.ptp(geometry[:, 0])))
+        a = affine[tri_of] * scale
+        map_x = np.full((bh, bw), -1.0, np.float32)
+        map_y = np.full((bh, bw), -1.0, np.float32)
+        map_x[ys, xs] = a[:, 0, 0] * xs + a[:, 0, 1] * ys + a[:, 0, 2]
+        map_y[ys, xs] = a[:, 1, 0] * xs + a[:, 1, 1] * ys + a[:, 1, 2]
+        warped = np.asarray(cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE),
+                            np.uint8)
+        return ids, warped
 
 
 def _match_colour(warped: BGRImage, region: BGRImage, inside: NDArray[np.bool_]) -> BGRImage:
