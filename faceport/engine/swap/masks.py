@@ -118,9 +118,7 @@ class MaskInputs:
 def _fill(shape: tuple[int, int], points: NDArray[np.float32], hull: bool = False) -> NDArray[np.uint8]:
     mask = np.zeros(shape, np.uint8)
     pts = np.round(points[:, :2]).astype(np.int32)
-    if hull:
-        pts = cv2.convexHull(pts)
-    cv2.fillPoly(mask, [pts], 255)
+    cv2.fillPoly(mask, [np.asarray(cv2.convexHull(pts), np.int32) if hull else pts], 255)
     return mask
 
 
@@ -177,13 +175,14 @@ def _features(points: NDArray[np.float32], shape: tuple[int, int], size: float, 
               brows: bool = True) -> NDArray[np.bool_]:
     """Eyes, lips (slightly dilated) and brows of a face: not skin-coloured, but not occluders either."""
     mask = np.zeros(shape, np.uint8)
-    for indices, hull in ((LEFT_EYE, True), (RIGHT_EYE, True), (LIPS_OUTER, False)):
-        mask |= _fill(shape, points[list(indices)], hull=hull)
+    parts: tuple[tuple[int, ...], ...] = (LEFT_EYE, RIGHT_EYE, LIPS_OUTER)
+    for indices in parts:
+        mask |= _fill(shape, points[list(indices)], hull=indices is not LIPS_OUTER)
     k = max(3, int(size * 0.03) | 1)
-    mask = cv2.dilate(mask, np.ones((k, k), np.uint8))
+    mask = np.asarray(cv2.dilate(mask, np.ones((k, k), np.uint8)), np.uint8)
     if brows:
-        for indices in (LEFT_EYEBROW, RIGHT_EYEBROW):
-            mask |= _fill(shape, points[list(indices)], hull=True)
+        for brow in (LEFT_EYEBROW, RIGHT_EYEBROW):
+            mask |= _fill(shape, points[list(brow)], hull=True)
     return mask > 0
 
 
@@ -224,7 +223,7 @@ class SkinModel:
     def distance(self, image: BGRImage) -> NDArray[np.float32]:
         lab = cv2.cvtColor(image, cv2.COLOR_BGR2LAB).astype(np.float32) - self.mean.astype(np.float32)
         inv = self.inverse.astype(np.float32)
-        return np.sqrt(np.einsum("hwi,ij,hwj->hw", lab, inv, lab))
+        return np.asarray(np.sqrt(np.einsum("hwi,ij,hwj->hw", lab, inv, lab)), np.float32)
 
 
 def not_skin(image: BGRImage, points: NDArray[np.float32], size: float, low: float, high: float
@@ -291,7 +290,7 @@ def target_occluders(inputs: MaskInputs, size: float) -> NDArray[np.bool_]:
     face = _fill(shape, inputs.target[list(FACE_OVAL)]) > 0
     occluder = (face & other & ~_features(inputs.target, shape, size)).astype(np.uint8)
     # an occluder grows into the face from its edge or covers a part of it: drop isolated specks (moles, pores)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(occluder, connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(occluder, connectivity=8)
     small = stats[:, cv2.CC_STAT_AREA] < (size * 0.06) ** 2
     small[0] = False
     occluder[small[labels]] = 0
