@@ -172,17 +172,17 @@ def region_mask(inputs: MaskInputs, regions: Sequence[str]) -> NDArray[np.uint8]
 
 
 def _features(points: NDArray[np.float32], shape: tuple[int, int], size: float, *,
-              brows: bool = True) -> NDArray[np.bool_]:
-    """Eyes, lips (slightly dilated) and brows of a face: not skin-coloured, but not occluders either."""
+              grow: float = 0.03) -> NDArray[np.bool_]:
+    """Eyes, lips (grown by ``grow`` of the face size) and brows of a face: not skin-coloured, not occluders."""
     mask = np.zeros(shape, np.uint8)
     parts: tuple[tuple[int, ...], ...] = (LEFT_EYE, RIGHT_EYE, LIPS_OUTER)
     for indices in parts:
         mask |= _fill(shape, points[list(indices)], hull=indices is not LIPS_OUTER)
-    k = max(3, int(size * 0.03) | 1)
-    mask = np.asarray(cv2.dilate(mask, np.ones((k, k), np.uint8)), np.uint8)
-    if brows:
-        for brow in (LEFT_EYEBROW, RIGHT_EYEBROW):
-            mask |= _fill(shape, points[list(brow)], hull=True)
+    k = int(size * grow) | 1
+    if k > 1:
+        mask = np.asarray(cv2.dilate(mask, np.ones((k, k), np.uint8)), np.uint8)
+    for brow in (LEFT_EYEBROW, RIGHT_EYEBROW):
+        mask |= _fill(shape, points[list(brow)], hull=True)
     return mask > 0
 
 
@@ -255,8 +255,8 @@ TARGET_LOW, TARGET_HIGH = 3.5, 6.0
 def source_cleanup(inputs: MaskInputs, size: float) -> BGRImage:
     """The warped source with what is not its skin (glasses frames, hair strands) filled from its own skin.
 
-    The fill is the local mean of the surrounding skin (a normalised convolution over the skin pixels only),
-    so no colour from outside the face or from the occluder leaks in.
+    The fill is the local mean of the surrounding source skin (a normalised convolution over the skin pixels
+    only, so no colour from outside the face or from the occluder leaks in) plus the target's fine detail.
     """
     other = not_skin(inputs.warped, inputs.geometry, size, SOURCE_LOW, SOURCE_HIGH)
     if other is None:
@@ -275,10 +275,12 @@ def source_cleanup(inputs: MaskInputs, size: float) -> BGRImage:
     weight = cv2.GaussianBlur(good, (0, 0), sigma)
     total = cv2.GaussianBlur(inputs.warped.astype(np.float32) * good[..., None], (0, 0), sigma)
     fill = total / np.maximum(weight, 1e-3)[..., None]
-    out = inputs.warped.copy()
-    usable = holes & (weight > 0.02)
-    out[usable] = np.clip(fill[usable] + 0.5, 0, 255).astype(np.uint8)
-    return out
+    # the fill's texture is the target's own fine detail there (its pores and creases, not a flat patch)
+    target = inputs.region.astype(np.float32)
+    fill += target - cv2.GaussianBlur(target, (0, 0), max(1.0, size * 0.01))
+    soft = cv2.GaussianBlur((holes & (weight > 0.02)).astype(np.float32), (0, 0), max(1.0, size * 0.008))[..., None]
+    out = inputs.warped.astype(np.float32) * (1 - soft) + np.clip(fill, 0, 255) * soft
+    return np.asarray(np.clip(out + 0.5, 0, 255), np.uint8)
 
 
 def target_occluders(inputs: MaskInputs, size: float) -> NDArray[np.bool_]:
@@ -288,7 +290,7 @@ def target_occluders(inputs: MaskInputs, size: float) -> NDArray[np.bool_]:
     if other is None:
         return np.zeros(shape, bool)
     face = _fill(shape, inputs.target[list(FACE_OVAL)]) > 0
-    occluder = (face & other & ~_features(inputs.target, shape, size)).astype(np.uint8)
+    occluder = (face & other & ~_features(inputs.target, shape, size, grow=0.0)).astype(np.uint8)
     # an occluder grows into the face from its edge or covers a part of it: drop isolated specks (moles, pores)
     _, labels, stats, _ = cv2.connectedComponentsWithStats(occluder, connectivity=8)
     small = stats[:, cv2.CC_STAT_AREA] < (size * 0.06) ** 2
