@@ -97,10 +97,21 @@ def expand_regions(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-@lru_cache(maxsize=1)
-def expression_points() -> tuple[int, ...]:
-    """Mesh points whose position is the target's (its expression): lips and eyelids."""
-    return tuple(sorted({*LIPS_OUTER, *LIPS_INNER, *LIPS_MIDDLE, *RIGHT_EYE, *LEFT_EYE}))
+def expression_weights(points: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Per mesh point, how much of the source's shape it takes (0: the target's position, its expression).
+
+    The lips and eyelids are the target's (0); the weight rises smoothly to 1 over a quarter of the face's
+    width around the mouth and a tenth around the eyes, so the cheeks and chin bend with the target's mouth
+    instead of stretching one ring of triangles.
+    """
+    xy = points[:468, :2].astype(np.float64)
+    width = max(float(np.ptp(xy[:, 0])), 1e-6)
+    weights = np.ones(468, np.float64)
+    for indices, reach in (((*LIPS_OUTER, *LIPS_INNER, *LIPS_MIDDLE), 0.25), ((*RIGHT_EYE, *LEFT_EYE), 0.10)):
+        anchor = xy[list(indices)]
+        nearest = np.sqrt(((xy[:, None, :] - anchor[None]) ** 2).sum(-1)).min(1)
+        weights = np.minimum(weights, np.clip(nearest / (reach * width), 0.0, 1.0) ** 0.5)
+    return weights.astype(np.float32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +124,7 @@ class MaskInputs:
     covered: NDArray[np.bool_]  # (bh, bw) pixels the warped source covers
     warped: BGRImage  # (bh, bw, 3) the warped source
     region: BGRImage  # (bh, bw, 3) the target's pixels
+    source_mouth_open: bool = False  # the source shows its teeth / mouth interior
 
 
 def _fill(shape: tuple[int, int], points: NDArray[np.float32], hull: bool = False) -> NDArray[np.uint8]:
@@ -120,6 +132,11 @@ def _fill(shape: tuple[int, int], points: NDArray[np.float32], hull: bool = Fals
     pts = np.round(points[:, :2]).astype(np.int32)
     cv2.fillPoly(mask, [np.asarray(cv2.convexHull(pts), np.int32) if hull else pts], 255)
     return mask
+
+
+def mouth_open(points: NDArray[np.float32]) -> bool:
+    """Whether a face's mouth is open (its inner lips apart by more than 12% of the mouth's width)."""
+    return openness(points, 13, 14, 78, 308) > _OPEN_MOUTH
 
 
 def openness(points: NDArray[np.float32], top: int, bottom: int, left: int, right: int) -> float:
@@ -299,10 +316,11 @@ def target_occluders(inputs: MaskInputs, size: float) -> NDArray[np.bool_]:
     return occluder > 0
 
 
-def mouth_region(target: NDArray[np.float32], shape: tuple[int, int], size: float) -> NDArray[np.uint8]:
-    """Deep-Live-Cam's mouth mask: the target's lips and mouth, grown by a margin."""
+def mouth_region(target: NDArray[np.float32], shape: tuple[int, int], size: float, grow: float = 0.06
+                 ) -> NDArray[np.uint8]:
+    """Deep-Live-Cam's mouth mask: the target's lips and mouth, grown by ``grow`` of the face size."""
     mask = _fill(shape, target[list(LIPS_OUTER)], hull=True)
-    k = max(3, int(size * 0.06) | 1)
+    k = max(3, int(size * grow) | 1)
     return np.asarray(cv2.dilate(mask, np.ones((k, k), np.uint8)), np.uint8)
 
 
@@ -327,7 +345,7 @@ def build_mask(inputs: MaskInputs, *, types: Sequence[str], regions: Sequence[st
         mask[target_occluders(inputs, size)] = 0
     mask[~inputs.covered] = 0
     target = inputs.target
-    if keep_open_mouth and openness(target, 13, 14, 78, 308) > _OPEN_MOUTH:
+    if keep_open_mouth and mouth_open(target):
         cv2.fillPoly(mask, [np.round(target[list(LIPS_INNER), :2]).astype(np.int32)], 0)
     if keep_open_eyes:
         for eye, (top, bottom, left, right) in ((RIGHT_EYE, (159, 145, 33, 133)), (LEFT_EYE, (386, 374, 362, 263))):
@@ -335,6 +353,10 @@ def build_mask(inputs: MaskInputs, *, types: Sequence[str], regions: Sequence[st
                 cv2.fillPoly(mask, [np.round(target[list(eye), :2]).astype(np.int32)], 0)
     if mouth_mask:
         mask[mouth_region(target, shape, size) > 0] = 0
+    elif inputs.source_mouth_open:
+        # the source's lips frame its teeth: bent into the target's mouth they would show teeth on the lips
+        # (doubled, gap-toothed); the target's own lips are kept
+        mask[mouth_region(target, shape, size, grow=0.02) > 0] = 0
     return mask, warped
 
 
@@ -349,4 +371,4 @@ def feather(mask: NDArray[np.uint8], size: float, feather_fraction: float, blur:
 
 
 __all__ = ["DEFAULT_BLUR", "MASK_REGIONS", "MASK_TYPES", "REGION_ALIASES", "MaskInputs", "MaskType", "SkinModel",
-           "build_mask", "expand_regions", "expression_points", "feather"]
+           "build_mask", "expand_regions", "expression_weights", "feather"]

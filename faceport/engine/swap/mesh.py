@@ -174,8 +174,7 @@ class MeshSwapper:
         posed = (scale * (rot @ src.T)).T + shift
         w = _inner_weights()[:, None] * self.options.shape_transfer
         if self.options.keep_expression:
-            w = w.copy()
-            w[list(masks.expression_points())] = 0.0
+            w = w * masks.expression_weights(target)[:, None]
         return (tgt[:, :2] * (1 - w) + posed[:, :2] * w).astype(np.float32)
 
     def process(self, frame: BGRImage, faces: Faces) -> BGRImage:
@@ -230,7 +229,8 @@ class MeshSwapper:
         opts = self.options
         inputs = masks.MaskInputs(target=target[:468, :2] - offset, geometry=geometry - offset,
                                   polygon=polygon - offset, covered=ids > 0, warped=warped,
-                                  region=frame[y0:y1, x0:x1])
+                                  region=frame[y0:y1, x0:x1],
+                                  source_mouth_open=opts.keep_expression and masks.mouth_open(source.landmarks))
         mask, warped = masks.build_mask(inputs, types=opts.mask_types, regions=opts.mask_regions,
                                         padding=opts.mask_padding, mouth_mask=opts.mouth_mask,
                                         keep_open_mouth=opts.keep_open_mouth, keep_open_eyes=opts.keep_open_eyes)
