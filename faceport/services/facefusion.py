@@ -244,7 +244,13 @@ class ProcessRequest(BaseModel):
     def _padding(cls, values: list[float]) -> list[float]:
         if any(not 0 <= value <= 100 for value in values):
             raise ValueError("face_mask_padding values are percent, 0-100")
-        top, right, bottom, left = {1: values * 4, 2: values * 2, 3: [*values, values[1]], 4: values}[len(values)]
+        if len(values) == 1:
+            values = values * 4
+        elif len(values) == 2:
+            values = values * 2
+        elif len(values) == 3:
+            values = [*values, values[1]]
+        top, right, bottom, left = values
         if top + bottom >= 100 or left + right >= 100:
             raise ValueError("face_mask_padding leaves nothing of the face (top + bottom or left + right >= 100)")
         return [top, right, bottom, left]
