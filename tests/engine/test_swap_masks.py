@@ -17,6 +17,7 @@ import pytest
 from faceport.engine.swap import build_swapper
 from faceport.engine.swap.masks import FACE_OVAL, LIPS_INNER, LIPS_OUTER, expand_regions
 from faceport.engine.swap.mesh import SwapOptions
+from faceport.errors import InvalidInput
 from tests.conftest import read_bgr
 
 OCCLUSION = SwapOptions(mask_types=("box", "occlusion"))
@@ -146,7 +147,12 @@ def test_mouth_mask_and_padding_keep_those_parts_of_the_target(engine, data_dir:
     assert diff(SwapOptions(mask_types=("region",), mask_regions=("skin",)), lips) > 4
 
 
-def test_region_names_and_aliases() -> None:
+def test_region_names_aliases_and_bad_options() -> None:
     assert expand_regions(["eyes", "left-eye", "lips"]) == ("left-eye", "right-eye", "upper-lip", "lower-lip")
     with pytest.raises(ValueError, match="chin"):
         expand_regions(["chin"])
+    for bad, field in (({"mask_types": ("box", "xseg")}, "mask_types"), ({"mask_regions": ("chin",)}, "mask_regions"),
+                       ({"mask_blur": 2.0}, "mask_blur"), ({"mask_padding": (0.0, 0.0, 120.0, 0.0)}, "mask_padding")):
+        with pytest.raises(InvalidInput) as info:
+            SwapOptions(**bad)  # type: ignore[arg-type]
+        assert info.value.details["field"] == field

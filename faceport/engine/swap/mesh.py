@@ -9,7 +9,9 @@ For each target face:
    single ``cv2.remap``;
 3. the warped face is colour-matched to the target's lighting (LAB mean/std);
 4. it is blended through a feathered mask that excludes hair and the forehead edge and
-   keeps the target's mouth interior and eyes when they are open (or ``cv2.seamlessClone``).
+   keeps the target's mouth interior and eyes when they are open (or ``cv2.seamlessClone``);
+   the mask (FaceFusion's box / occlusion / region, padding, blur, Deep-Live-Cam's mouth mask)
+   and the target-expression weights of step 1's geometry live in :mod:`faceport.engine.swap.masks`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from numpy.typing import NDArray
 from faceport.engine.attributes import head_pose
 from faceport.engine.swap import masks
 from faceport.engine.types import BGRImage, Faces
+from faceport.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,21 @@ class SwapOptions:
     mask_padding: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # top, right, bottom, left, percent
     mouth_mask: bool = False  # keep the target's whole mouth (lips included)
     keep_expression: bool = True  # lips and eyelids follow the target's landmarks (its expression)
+
+    def __post_init__(self) -> None:
+        """Raises: InvalidInput naming the option (``details.field``) for an unknown mask type or region."""
+        unknown = [name for name in self.mask_types if name not in masks.MASK_TYPES]
+        if unknown:
+            raise InvalidInput(f"unknown face mask type {unknown[0]!r}; known: {', '.join(masks.MASK_TYPES)}",
+                               details={"field": "mask_types"})
+        try:
+            masks.expand_regions(self.mask_regions)
+        except ValueError as exc:
+            raise InvalidInput(str(exc), details={"field": "mask_regions"}) from None
+        if not 0.0 <= self.mask_blur <= 1.0 or len(self.mask_padding) != 4 \
+                or not all(0.0 <= p <= 100.0 for p in self.mask_padding):
+            raise InvalidInput("mask_blur is 0-1 and mask_padding four percentages 0-100",
+                               details={"field": "mask_blur" if not 0.0 <= self.mask_blur <= 1.0 else "mask_padding"})
 
 
 @dataclass(frozen=True, slots=True)
