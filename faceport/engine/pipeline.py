@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,6 +30,9 @@ from faceport.engine.embed import distances
 from faceport.engine.landmarks import FaceMeshTracker
 from faceport.engine.types import BGRImage, Faces
 from faceport.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from faceport.engine.swap.mesh import SwapOptions
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +94,8 @@ PROCESSOR_NAMES: tuple[str, ...] = ("face_swapper", "face_enhancer")
 
 
 def build_processors(engine: FaceEngine, names: Sequence[str], *, sources: Sequence[BGRImage] = (),
-                     enhancer_strength: float = 0.6) -> list[Processor]:
-    """Processors in the given order.
+                     enhancer_strength: float = 0.6, swap_options: SwapOptions | None = None) -> list[Processor]:
+    """Processors in the given order; ``swap_options`` are the mesh swapper's (masks, blend).
 
     Raises:
         InvalidInput: an unknown name (the message lists the known ones), or a swapper without a source.
@@ -105,7 +108,7 @@ def build_processors(engine: FaceEngine, names: Sequence[str], *, sources: Seque
 
             if not sources:
                 raise InvalidInput("face_swapper needs a source image with a face", details={"field": "source"})
-            processors.append(build_swapper(engine, sources))
+            processors.append(build_swapper(engine, sources, options=swap_options))
         elif name == "face_enhancer":
             from faceport.engine.enhance import build_enhancer
 

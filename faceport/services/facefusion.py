@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,6 +53,8 @@ from faceport.engine.pipeline import (
     order_faces,
     with_embedding_reference,
 )
+from faceport.engine.swap.masks import MASK_REGIONS, REGION_ALIASES, MaskType, expand_regions
+from faceport.engine.swap.mesh import SwapOptions
 from faceport.engine.types import BGRImage, Faces
 from faceport.engine.video import VideoOptions, VideoResult, probe_video, process_video
 from faceport.errors import (
@@ -113,6 +115,10 @@ _DEFAULT_MAX_FACES = PipelineOptions().max_faces
 _STAGING_PREFIX = ".staging-"
 
 
+def _default_mask_types() -> list[MaskType]:
+    return ["box"]
+
+
 # ---- the request ---------------------------------------------------------------------------------
 class ProcessRequest(BaseModel):
     """Seed B's ``ProcessRequest`` (the ``request`` form field, a JSON string) plus faceport's additions."""
@@ -164,6 +170,26 @@ class ProcessRequest(BaseModel):
     face_position: int = Field(default=0, ge=0, le=1000,
                                description="index mode: the face to process, in face_selector_order.")
     face_enhancer_blend: int = Field(default=80, ge=0, le=100, description="face_enhancer strength in percent.")
+    # FaceFusion's face masks and Deep-Live-Cam's mouth mask (faceport.engine.swap.masks)
+    face_mask_types: list[MaskType] = Field(
+        default_factory=_default_mask_types, min_length=1, max_length=3,
+        description="face_swapper masks, intersected: box (the face outline, forehead edge left out, cut by "
+        "face_mask_padding), occlusion (classical, no neural occluder: the source's non-skin - glasses frames, hair "
+        "strands - is not pasted, and the target's non-skin inside the face - a hand, a microphone, a fringe, a "
+        "beard - stays on top; judged by each face's own skin colour), region (the face_mask_regions, from the "
+        "face mesh). Default box: it keeps identity transfer highest (BENCHMARKS.md).")
+    face_mask_regions: list[str] = Field(
+        default_factory=lambda: list(MASK_REGIONS), min_length=1, max_length=len(MASK_REGIONS) + len(REGION_ALIASES),
+        description=f"region mask: parts of the face to swap, {', '.join(MASK_REGIONS)} (left/right: the person's "
+        f"own); also {', '.join(REGION_ALIASES)} for both parts. Default: all.")
+    face_mask_blur: float = Field(default=0.3, ge=0.0, le=1.0,
+                                  description="Softness of the mask's edge, 0 (hard) to 1 (FaceFusion's default 0.3).")
+    face_mask_padding: list[float] = Field(
+        default_factory=lambda: [0.0, 0.0, 0.0, 0.0], min_length=1, max_length=4,
+        description="box mask: top, right, bottom, left of the face left out, percent of its height/width (0-100); "
+        "1, 2 or 3 values expand as in CSS (and FaceFusion's CLI).")
+    mouth_mask: bool = Field(default=False, description="Keep the target's whole mouth, lips included (Deep-Live-Cam's "
+                             "mouth mask): speech and expression stay the target's; identity transfer is weaker.")
     webhook_url: HttpUrl | None = Field(
         default=None, description="POSTed {job_id, status, output_path, error} when the job ends (http or https, "
         "public addresses only unless FACEPORT_WEBHOOK_ALLOW_PRIVATE); signed with X-Faceport-Signature, retried "
@@ -200,6 +226,41 @@ class ProcessRequest(BaseModel):
         if start is not None and end is not None and start > end:
             raise ValueError(f"face_selector_age_start {start} is above face_selector_age_end {end}")
         return self
+
+    @field_validator("face_mask_types")
+    @classmethod
+    def _distinct_mask_types(cls, names: list[MaskType]) -> list[MaskType]:
+        if len(set(names)) != len(names):
+            raise ValueError("face_mask_types lists a type twice")
+        return names
+
+    @field_validator("face_mask_regions")
+    @classmethod
+    def _known_regions(cls, names: list[str]) -> list[str]:
+        return list(expand_regions(names))
+
+    @field_validator("face_mask_padding")
+    @classmethod
+    def _padding(cls, values: list[float]) -> list[float]:
+        if any(not 0 <= value <= 100 for value in values):
+            raise ValueError("face_mask_padding values are percent, 0-100")
+        if len(values) == 1:
+            values = values * 4
+        elif len(values) == 2:
+            values = values * 2
+        elif len(values) == 3:
+            values = [*values, values[1]]
+        top, right, bottom, left = values
+        if top + bottom >= 100 or left + right >= 100:
+            raise ValueError("face_mask_padding leaves nothing of the face (top + bottom or left + right >= 100)")
+        return [top, right, bottom, left]
+
+    def swap_options(self) -> SwapOptions:
+        """The mesh swapper's options this request asks for."""
+        top, right, bottom, left = self.face_mask_padding
+        return SwapOptions(mask_types=tuple(self.face_mask_types), mask_regions=tuple(self.face_mask_regions),
+                           mask_blur=self.face_mask_blur, mask_padding=(top, right, bottom, left),
+                           mouth_mask=self.mouth_mask)
 
     @field_validator("webhook_url")
     @classmethod
@@ -288,6 +349,7 @@ class RenderOptions:
     video_scale: int = 100
     video_fps: float | None = None
     threads: int | None = None  # inference and codec threads of this render; None: the server's defaults
+    swap: SwapOptions = field(default_factory=SwapOptions)  # the mesh swapper's masks (face_mask_*, mouth_mask)
 
     @classmethod
     def from_request(cls, request: ProcessRequest, settings: Settings | None = None) -> RenderOptions:
@@ -307,7 +369,7 @@ class RenderOptions:
                    reference_distance=request.reference_face_distance, face_position=request.face_position,
                    enhancer_blend=request.face_enhancer_blend, image_scale=request.output_image_scale,
                    video_scale=request.output_video_scale, video_fps=request.output_video_fps,
-                   threads=request.execution_thread_count)
+                   threads=request.execution_thread_count, swap=request.swap_options())
 
     @property
     def needs_source(self) -> bool:
@@ -352,7 +414,7 @@ def _reference_options(engine: FaceEngine, frame: BGRImage, faces: Faces, option
 def _build(engine: FaceEngine, sources: Sequence[BGRImage], options: RenderOptions) -> list[Any]:
     try:
         return build_processors(engine, options.processors, sources=sources,
-                                enhancer_strength=options.enhancer_blend / 100.0)
+                                enhancer_strength=options.enhancer_blend / 100.0, swap_options=options.swap)
     except NoFace as exc:
         exc.details.setdefault("field", "source")
         raise

@@ -13,7 +13,9 @@ For each target face:
    dropped, so a turned target does not fold its hidden side over its visible one;
 3. the warped face is colour-matched to the target's lighting (LAB mean/std);
 4. it is blended through a feathered mask that excludes hair and the forehead edge and
-   keeps the target's mouth interior and eyes when they are open (or ``cv2.seamlessClone``).
+   keeps the target's mouth interior and eyes when they are open (or ``cv2.seamlessClone``);
+   the mask (FaceFusion's box / occlusion / region, padding, blur, Deep-Live-Cam's mouth mask)
+   and the target-expression weights of step 1's geometry live in :mod:`faceport.engine.swap.masks`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from faceport.engine.attributes import head_pose
+from faceport.engine.swap import masks
 from faceport.engine.swap.texture import (
     UVTexture,
     build_uv_texture,
@@ -37,6 +40,7 @@ from faceport.engine.swap.texture import (
     triangle_maps,
 )
 from faceport.engine.types import BGRImage, Faces
+from faceport.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +63,30 @@ class SwapOptions:
     keep_open_mouth: bool = True
     keep_open_eyes: bool = True
     forehead_keep: float = 0.35  # fraction of the forehead (above the brows) that is swapped
-    feather: float = 0.08  # mask blur as a fraction of the face size
+    feather: float = 0.08  # mask blur as a fraction of the face size (at mask_blur 0.3)
     pose_texture: bool = True  # sample a UV texture with hidden sides mirror-filled (False: the photo directly)
+    # masks (issue 16, faceport.engine.swap.masks): FaceFusion's face_mask_* options and Deep-Live-Cam's mouth mask
+    mask_types: tuple[masks.MaskType, ...] = ("box",)
+    mask_regions: tuple[str, ...] = masks.MASK_REGIONS
+    mask_blur: float = masks.DEFAULT_BLUR  # FaceFusion's face_mask_blur, 0..1; scales ``feather``
+    mask_padding: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # top, right, bottom, left, percent
+    mouth_mask: bool = False  # keep the target's whole mouth (lips included)
+    keep_expression: bool = True  # lips and eyelids follow the target's landmarks (its expression)
+
+    def __post_init__(self) -> None:
+        """Raises: InvalidInput naming the option (``details.field``) for an unknown mask type or region."""
+        unknown = [name for name in self.mask_types if name not in masks.MASK_TYPES]
+        if unknown:
+            raise InvalidInput(f"unknown face mask type {unknown[0]!r}; known: {', '.join(masks.MASK_TYPES)}",
+                               details={"field": "mask_types"})
+        try:
+            masks.expand_regions(self.mask_regions)
+        except ValueError as exc:
+            raise InvalidInput(str(exc), details={"field": "mask_regions"}) from None
+        if not 0.0 <= self.mask_blur <= 1.0 or len(self.mask_padding) != 4 \
+                or not all(0.0 <= p <= 100.0 for p in self.mask_padding):
+            raise InvalidInput("mask_blur is 0-1 and mask_padding four percentages 0-100",
+                               details={"field": "mask_blur" if not 0.0 <= self.mask_blur <= 1.0 else "mask_padding"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +164,6 @@ def _umeyama(src: NDArray[np.float64], dst: NDArray[np.float64]) -> tuple[float,
     return scale, rot, mu_d - scale * rot @ mu_s
 
 
-def _openness(points: NDArray[np.float32], top: int, bottom: int, left: int, right: int) -> float:
-    width = float(np.linalg.norm(points[left, :2] - points[right, :2]))
-    return float(np.linalg.norm(points[top, :2] - points[bottom, :2])) / max(width, 1e-6)
-
-
 def _mask_polygon(points: NDArray[np.float32], forehead_keep: float) -> NDArray[np.float32]:
     """The face outline with the forehead pulled down towards the brows (no hairline in the mask)."""
     oval = points[list(FACE_OVAL), :2].astype(np.float64)
@@ -191,6 +212,8 @@ class MeshSwapper:
         scale, rot, shift = _umeyama(src[rigid], tgt[rigid])
         posed = (scale * (rot @ src.T)).T + shift
         w = _inner_weights()[:, None] * self.options.shape_transfer
+        if self.options.keep_expression:
+            w = w * masks.expression_weights(target)[:, None]
         return (tgt[:, :2] * (1 - w) + posed[:, :2] * w).astype(np.float32)
 
     def process(self, frame: BGRImage, faces: Faces) -> BGRImage:
@@ -220,17 +243,16 @@ class MeshSwapper:
         tri_dst = geometry[self.triangles] - offset  # (t, 3, 2)
         ids, warped = self._sample(source, target, geometry, tri_dst, bh, bw)
 
-        # 2. the mask: face outline without forehead edge, minus open mouth / eyes of the target
-        mask = np.zeros((bh, bw), np.uint8)
-        cv2.fillPoly(mask, [np.round(polygon - offset).astype(np.int32)], 255)
-        mask[ids == 0] = 0
-        if self.options.keep_open_mouth and _openness(target, 13, 14, 78, 308) > 0.12:
-            cv2.fillPoly(mask, [np.round(target[list(LIPS_INNER), :2] - offset).astype(np.int32)], 0)
-        if self.options.keep_open_eyes:
-            for eye, (top, bottom, left, right) in ((EYE_IMAGE_LEFT, (159, 145, 33, 133)),
-                                                    (EYE_IMAGE_RIGHT, (386, 374, 362, 263))):
-                if _openness(target, top, bottom, left, right) > 0.18:
-                    cv2.fillPoly(mask, [np.round(target[list(eye), :2] - offset).astype(np.int32)], 0)
+        # 2. the mask (faceport.engine.swap.masks): box / region / occlusion, minus the target's open mouth, open
+        #    eyes and (mouth_mask) whole mouth; occlusion also cleans the source texture of what is not its skin
+        opts = self.options
+        inputs = masks.MaskInputs(target=target[:468, :2] - offset, geometry=geometry - offset,
+                                  polygon=polygon - offset, covered=ids > 0, warped=warped,
+                                  region=frame[y0:y1, x0:x1],
+                                  source_mouth_open=opts.keep_expression and masks.mouth_open(source.landmarks))
+        mask, warped = masks.build_mask(inputs, types=opts.mask_types, regions=opts.mask_regions,
+                                        padding=opts.mask_padding, mouth_mask=opts.mouth_mask,
+                                        keep_open_mouth=opts.keep_open_mouth, keep_open_eyes=opts.keep_open_eyes)
         size = float(max(np.ptp(polygon[:, 0]), np.ptp(polygon[:, 1])))
         region = frame[y0:y1, x0:x1]
 
@@ -249,8 +271,7 @@ class MeshSwapper:
             canvas = frame.copy()
             canvas[y0:y1, x0:x1] = warped
             return np.asarray(cv2.seamlessClone(canvas, frame, full, centre, cv2.NORMAL_CLONE), np.uint8)
-        k = max(3, int(size * self.options.feather) | 1)
-        soft = cv2.GaussianBlur(cv2.erode(mask, np.ones((3, 3), np.uint8), iterations=max(1, k // 4)), (k, k), 0)
+        soft = masks.feather(mask, size, self.options.feather, self.options.mask_blur)
         alpha = (soft.astype(np.float32) / 255.0)[..., None]
         out[y0:y1, x0:x1] = (warped * alpha + region * (1.0 - alpha) + 0.5).astype(np.uint8)
         return out
