@@ -7,7 +7,8 @@ For each target face:
 2. a fixed Delaunay triangulation of the mesh maps every target pixel to the source image
    through its triangle's affine map — computed for all pixels at once and applied with a
    single ``cv2.remap``;
-3. the warped face is colour-matched to the target's lighting (LAB mean/std);
+3. the warped face takes the target's skin tone and low-frequency shading per region
+   (``colour.py``: local LAB means over skin, so light direction and a tanned neck carry over);
 4. it is blended through a feathered mask that excludes hair and the forehead edge and
    keeps the target's mouth interior and eyes when they are open (or ``cv2.seamlessClone``).
 """
@@ -24,11 +25,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from faceport.engine.attributes import head_pose
+from faceport.engine.swap.colour import LIPS_OUTER, match_colour
 from faceport.engine.types import BGRImage, Faces
 
 log = logging.getLogger(__name__)
 
 BlendMode = Literal["feather", "seamless"]
+ColourTransfer = Literal["regional", "global"]
 
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148,
              176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
@@ -48,6 +51,8 @@ class SwapOptions:
     keep_open_eyes: bool = True
     forehead_keep: float = 0.35  # fraction of the forehead (above the brows) that is swapped
     feather: float = 0.08  # mask blur as a fraction of the face size
+    colour_transfer: ColourTransfer = "regional"  # regional: skin tone and shading per region; global: one LAB
+    mouth_mask: bool = False  # Deep-Live-Cam's mouth mask: keep the target's whole mouth (lips included)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +230,8 @@ class MeshSwapper:
         mask[ids == 0] = 0
         if self.options.keep_open_mouth and _openness(target, 13, 14, 78, 308) > 0.12:
             cv2.fillPoly(mask, [np.round(target[list(LIPS_INNER), :2] - offset).astype(np.int32)], 0)
+        if self.options.mouth_mask:  # minimal mouth mask (swapmask's masks.py supersedes it): the target's lips
+            cv2.fillPoly(mask, [np.round(target[list(LIPS_OUTER), :2] - offset).astype(np.int32)], 0)
         if self.options.keep_open_eyes:
             for eye, (top, bottom, left, right) in ((EYE_IMAGE_LEFT, (159, 145, 33, 133)),
                                                     (EYE_IMAGE_RIGHT, (386, 374, 362, 263))):
@@ -233,11 +240,12 @@ class MeshSwapper:
         size = float(max(np.ptp(polygon[:, 0]), np.ptp(polygon[:, 1])))
         region = frame[y0:y1, x0:x1]
 
-        # 3. colour transfer into the target's lighting (LAB mean/std inside the mask)
+        # 3. colour and light: the target's skin tone and shading per region (colour.py)
         inside = mask > 127
         if inside.sum() < 16:
             return frame
-        warped = _match_colour(warped, region, inside)
+        warped = _match_colour(warped, region, inside, target[:468, :2] - offset, geometry - offset,
+                               local=self.options.colour_transfer == "regional")
 
         # 4. blend
         out = frame.copy()
@@ -255,14 +263,10 @@ class MeshSwapper:
         return out
 
 
-def _match_colour(warped: BGRImage, region: BGRImage, inside: NDArray[np.bool_]) -> BGRImage:
-    src = cv2.cvtColor(warped, cv2.COLOR_BGR2LAB).astype(np.float32)
-    dst = cv2.cvtColor(region, cv2.COLOR_BGR2LAB).astype(np.float32)
-    s_mean, s_std = src[inside].mean(0), src[inside].std(0) + 1e-3
-    d_mean, d_std = dst[inside].mean(0), dst[inside].std(0) + 1e-3
-    gain = np.clip(d_std / s_std, 0.2, 2.5)
-    matched = (src - s_mean) * gain + d_mean
-    return np.asarray(cv2.cvtColor(np.clip(matched, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR), np.uint8)
+def _match_colour(warped: BGRImage, region: BGRImage, inside: NDArray[np.bool_],
+                  target_points: NDArray[np.float32] | None = None, warped_points: NDArray[np.float32] | None = None,
+                  *, local: bool = True) -> BGRImage:
+    return match_colour(warped, region, inside, target_points, warped_points, local=local)
 
 
 def source_faces_from(images: list[BGRImage], faces_per_image: list[Faces]) -> list[SourceFace]:
