@@ -86,7 +86,7 @@ def main() -> None:
                                                for m in ("global", "regional")}
     floors: dict[str, list[float]] = {"identity": [], "group": [], "off": []}
     skipped = 0
-    for kind, name, img, lm, box in targets:
+    for kind, name, img, lm, _box in targets:
         if not jaw_visible(img, lm):
             skipped += 1
             continue

@@ -1,8 +1,9 @@
 """An independent judge of a swap's skin colour: does the face match its own neck and light?
 
 The swap's colour step reads only pixels inside the face mask; this judge compares the
-result's cheeks with the target's skin *outside* the mask (along the jaw), in CIEDE2000, and the left/right light balance of the cheeks with the target's. It uses the
-target's mesh only to place its patches. Written out here (no scikit-image in the venv);
+result's cheeks with the target's skin *outside* the mask (along the jaw), in CIEDE2000,
+and the left/right light balance of the cheeks with the target's. It uses the target's
+mesh only to place its patches. Written out here (no scikit-image in the venv);
 checked against Sharma, Wu & Dalal's published test pairs in tests/engine/test_swap_colour.py.
 """
 
@@ -32,8 +33,8 @@ def ciede2000(lab1: np.ndarray, lab2: np.ndarray) -> np.ndarray:
     dhp = 2 * np.sqrt(c1p * c2p) * np.sin(np.radians(dh / 2))
     lbar, cbar = (l1 + l2) / 2, (c1p + c2p) / 2
     hsum = h1p + h2p
-    hbar = np.where(c1p * c2p == 0, hsum,
-                    np.where(np.abs(h1p - h2p) <= 180, hsum / 2, np.where(hsum < 360, (hsum + 360) / 2, (hsum - 360) / 2)))
+    wrapped = np.where(hsum < 360, (hsum + 360) / 2, (hsum - 360) / 2)
+    hbar = np.where(c1p * c2p == 0, hsum, np.where(np.abs(h1p - h2p) <= 180, hsum / 2, wrapped))
     t = (1 - 0.17 * np.cos(np.radians(hbar - 30)) + 0.24 * np.cos(np.radians(2 * hbar))
          + 0.32 * np.cos(np.radians(3 * hbar + 6)) - 0.20 * np.cos(np.radians(4 * hbar - 63)))
     sl = 1 + 0.015 * (lbar - 50) ** 2 / np.sqrt(20 + (lbar - 50) ** 2)
@@ -52,7 +53,7 @@ def to_cielab(bgr_pixels: np.ndarray) -> np.ndarray:
 
 def _disc(image: np.ndarray, centre: np.ndarray, radius: float) -> np.ndarray:
     mask = np.zeros(image.shape[:2], np.uint8)
-    cv2.circle(mask, (int(round(centre[0])), int(round(centre[1]))), max(2, int(round(radius))), 255, -1)
+    cv2.circle(mask, (round(centre[0]), round(centre[1])), max(2, round(radius)), 255, -1)
     return image[mask > 0]
 
 
@@ -88,7 +89,7 @@ def jaw_band(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     cv2.fillPoly(outer, [np.round((oval - centre) * 1.08 + centre).astype(np.int32)], 255)
     inner = np.zeros((h, w), np.uint8)
     cv2.fillPoly(inner, [np.round(_mask_polygon(landmarks, 0.35)).astype(np.int32)], 255)
-    grow = max(1, int(round(0.04 * size)))
+    grow = max(1, round(0.04 * size))
     inner = cv2.dilate(inner, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
     band = (outer > 0) & (inner == 0)
     # below the mouth corners, along the face's own up axis
@@ -142,7 +143,7 @@ def off_tone_share(result: np.ndarray, target: np.ndarray, landmarks: np.ndarray
     inside = np.zeros((h, w), np.uint8)
     cv2.fillPoly(inside, [np.round(_mask_polygon(landmarks, 0.35)).astype(np.int32)], 255)
     size = face_size(landmarks)
-    grow = max(1, int(round(0.05 * size)))
+    grow = max(1, round(0.05 * size))
     inside = cv2.erode(inside, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
     skin = (inside > 0) & ~feature_mask(landmarks[:468, :2].astype(np.float32), (h, w), size)
     lab = to_cielab(result[skin])
