@@ -49,8 +49,8 @@ def feature_mask(points: NDArray[np.float32], shape: tuple[int, int], size: floa
         hull = cv2.convexHull(np.round(points[list(feature), :2]).astype(np.int32))
         cv2.fillConvexPoly(mask, hull, 255)
     radius = max(1, round(size * 0.03))
-    mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
-    return np.asarray(mask > 0)
+    grown = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
+    return np.asarray(grown > 0)
 
 
 def _local_mean(channels: NDArray[np.float32], weight: NDArray[np.float32],
@@ -101,9 +101,9 @@ def match_colour(warped: BGRImage, region: BGRImage, inside: NDArray[np.bool_],
 
     f = min(1.0, WORK_FACE_PX / max(size, 1.0))
     sw, sh = max(4, round(w * f)), max(4, round(h * f))
-    small_src = cv2.resize(src, (sw, sh), interpolation=cv2.INTER_AREA)
-    small_dst = cv2.resize(dst, (sw, sh), interpolation=cv2.INTER_AREA)
-    weight = cv2.resize(skin.astype(np.float32), (sw, sh), interpolation=cv2.INTER_AREA)
+    small_src = np.asarray(cv2.resize(src, (sw, sh), interpolation=cv2.INTER_AREA), np.float32)
+    small_dst = np.asarray(cv2.resize(dst, (sw, sh), interpolation=cv2.INTER_AREA), np.float32)
+    weight = np.asarray(cv2.resize(skin.astype(np.float32), (sw, sh), interpolation=cv2.INTER_AREA), np.float32)
     face = size * f
     sigmas = (max(1.0, face * SIGMA_L), max(1.0, face * SIGMA_AB), max(1.0, face * SIGMA_AB))
     ms, support = _local_mean(small_src, weight, sigmas)
