@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from engine import machine  # noqa: E402
 
 DATA = Path(os.environ.get("FACEPORT_TEST_DATA", REPO.parent / "shared" / "data"))
-VARIANTS = {
-    "current": {"clahe_clip": 1.5, "sharpen": 0.6, "denoise": 12.0},  # main's classical enhancer
+VARIANTS = {  # each with this branch's mask (the swap's face region, 3 % inside)
+    "default": {},  # this branch's defaults: unsharp mask only
+    "main": {"clahe_clip": 1.5, "sharpen": 0.6, "denoise": 12.0},  # main's filters: bilateral + CLAHE + unsharp
     "nodenoise": {"clahe_clip": 1.5, "sharpen": 0.6, "denoise": 0.0},
-    "detail": {"clahe_clip": 1.0, "sharpen": 0.5, "denoise": 0.0},
 }
 
 
@@ -51,7 +51,7 @@ def cheek_texture(image: np.ndarray, landmarks: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--blends", default="0,20,40,60,80,100")
-    parser.add_argument("--variants", default="current,nodenoise,detail")
+    parser.add_argument("--variants", default="default,main")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     blends = [int(b) for b in args.blends.split(",")]
