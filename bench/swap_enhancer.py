@@ -34,6 +34,8 @@ VARIANTS = {  # each with this branch's mask (the swap's face region, 3 % inside
     "default": {},  # this branch's defaults: unsharp mask only
     "main": {"clahe_clip": 1.5, "sharpen": 0.6, "denoise": 12.0},  # main's filters: bilateral + CLAHE + unsharp
     "nodenoise": {"clahe_clip": 1.5, "sharpen": 0.6, "denoise": 0.0},
+    "sharpen0.5": {"sharpen": 0.5},
+    "sharpen0.3": {"sharpen": 0.3},
 }
 
 

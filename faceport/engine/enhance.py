@@ -181,7 +181,8 @@ class ClassicalEnhancer:
             feather = max(1, round(face_px * 0.04))
             if faces.landmarks is not None:
                 region = _inner_region(faces.landmarks[index])
-                weights = polygon_mask(region, (x0, y0), crop.shape[:2], feather=feather + round(face_px * INNER_MARGIN))
+                inset = feather + round(face_px * INNER_MARGIN)
+                weights = polygon_mask(region, (x0, y0), crop.shape[:2], feather=inset)
             else:
                 weights = polygon_mask(polygon, (x0, y0), crop.shape[:2], feather=feather)
             luma = np.asarray(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), np.uint8)

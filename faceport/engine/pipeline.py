@@ -91,7 +91,7 @@ PROCESSOR_NAMES: tuple[str, ...] = ("face_swapper", "face_enhancer")
 
 
 def build_processors(engine: FaceEngine, names: Sequence[str], *, sources: Sequence[BGRImage] = (),
-                     enhancer_strength: float = 0.6) -> list[Processor]:
+                     enhancer_strength: float | None = None) -> list[Processor]:
     """Processors in the given order.
 
     Raises:
@@ -107,9 +107,10 @@ def build_processors(engine: FaceEngine, names: Sequence[str], *, sources: Seque
                 raise InvalidInput("face_swapper needs a source image with a face", details={"field": "source"})
             processors.append(build_swapper(engine, sources))
         elif name == "face_enhancer":
-            from faceport.engine.enhance import build_enhancer
+            from faceport.engine.enhance import DEFAULT_STRENGTH, build_enhancer
 
-            processors.append(build_enhancer(engine, strength=enhancer_strength))
+            strength = DEFAULT_STRENGTH if enhancer_strength is None else enhancer_strength
+            processors.append(build_enhancer(engine, strength=strength))
         else:
             raise InvalidInput(f"unknown processor {name!r}; available: {', '.join(PROCESSOR_NAMES)}",
                                details={"field": "processors", "allowed": list(PROCESSOR_NAMES)})

@@ -38,7 +38,7 @@ import numpy as np
 
 from faceport.config import Settings
 from faceport.engine.core import FaceEngine
-from faceport.engine.enhance import ClassicalEnhancer
+from faceport.engine.enhance import DEFAULT_STRENGTH, ClassicalEnhancer
 from faceport.engine.imageio import decode_image, parse_data_url, sniff_format, to_data_url
 from faceport.engine.landmarks import FaceMeshTracker
 from faceport.engine.models import ModelStore
@@ -60,7 +60,7 @@ FRAME_FORMATS: Final = ("jpeg", "png", "webp")  # seed A frames are JPEG/PNG/Web
 _FRAME_MEDIA_TYPES: Final = frozenset({"image/jpeg", "image/jpg", "image/png", "image/webp"})
 NO_FACE_IN_FRAME: Final = "No face detected in frame"
 MANY_FACES_MAX: Final = 4  # faces tracked per frame when a session asks for many faces
-DEFAULT_ENHANCER_BLEND: Final = 0  # see BENCHMARKS.md "Swap colour, enhancer, live options (issue 16)"
+DEFAULT_ENHANCER_BLEND: Final = round(DEFAULT_STRENGTH * 100)  # BENCHMARKS.md "Swap colour, enhancer, live options"
 
 
 @dataclass(frozen=True, slots=True)
