@@ -95,9 +95,11 @@ def match_colour(warped: BGRImage, region: BGRImage, inside: NDArray[np.bool_],
     dst = cv2.cvtColor(region, cv2.COLOR_BGR2LAB).astype(np.float32)
     s_mean, s_std = src[skin].mean(0), src[skin].std(0) + 1e-3
     d_mean, d_std = dst[skin].mean(0), dst[skin].std(0) + 1e-3
-    if not local:
-        gain = np.clip(d_std / s_std, 0.2, 2.5)
-        return _to_bgr((src - s_mean) * gain + d_mean)
+    if not local:  # the first version's transfer, exactly: statistics over the whole mask, truncated
+        g_s, g_d = src[inside], dst[inside]
+        gain = np.clip((g_d.std(0) + 1e-3) / (g_s.std(0) + 1e-3), 0.2, 2.5)
+        matched = np.clip((src - g_s.mean(0)) * gain + g_d.mean(0), 0, 255).astype(np.uint8)
+        return np.asarray(cv2.cvtColor(matched, cv2.COLOR_LAB2BGR), np.uint8)
 
     f = min(1.0, WORK_FACE_PX / max(size, 1.0))
     sw, sh = max(4, round(w * f)), max(4, round(h * f))
