@@ -93,8 +93,7 @@ def match_colour(warped: BGRImage, region: BGRImage, inside: NDArray[np.bool_],
         skin = inside
     src = cv2.cvtColor(warped, cv2.COLOR_BGR2LAB).astype(np.float32)
     dst = cv2.cvtColor(region, cv2.COLOR_BGR2LAB).astype(np.float32)
-    s_mean, s_std = src[skin].mean(0), src[skin].std(0) + 1e-3
-    d_mean, d_std = dst[skin].mean(0), dst[skin].std(0) + 1e-3
+    s_mean, d_mean = src[skin].mean(0), dst[skin].mean(0)
     if not local:  # the first version's transfer, exactly: statistics over the whole mask, truncated
         g_s, g_d = src[inside], dst[inside]
         gain = np.clip((g_d.std(0) + 1e-3) / (g_s.std(0) + 1e-3), 0.2, 2.5)
