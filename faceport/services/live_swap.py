@@ -312,7 +312,7 @@ class RedisLiveState:
     async def reclaim(self, sid: str) -> bool:
         if await self._redis.set(self._active_key, sid, px=self._lock_ttl_ms, nx=True):
             return True
-        return await self.active_user() == sid
+        return bool(await self.active_user() == sid)
 
     @_shared
     async def restore_source(self, version: str, data: bytes) -> bool:
