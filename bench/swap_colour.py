@@ -22,6 +22,7 @@ import os
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -45,10 +46,47 @@ def relight(image: np.ndarray, box: np.ndarray, lo: float = 0.3, hi: float = 1.2
     return np.asarray(np.clip((linear * gain) ** (1 / 2.2) * 255.0 + 0.5, 0, 255), np.uint8)
 
 
+def write_pictures(folder: Path, sources: dict[str, np.ndarray],
+                   targets: list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    """A few relit pairs side by side: source | relit target | main's global transfer | regional."""
+    from faceport.engine.swap.mesh import MeshSwapper, SwapOptions
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    names = list(sources)
+    for k, (_, name, img, lm, box) in enumerate(targets[:4]):
+        src_name = next(n for n in names[(k + 2) % len(names):] + names if n != name)
+        relit = relight(img, box)
+        x0, y0, x1, y1 = box
+        pad = 0.35 * (x1 - x0)
+        crop = (slice(max(0, int(y0 - pad)), int(y1 + pad)), slice(max(0, int(x0 - pad)), int(x1 + pad)))
+        src = sources[src_name]
+        tiles = [cv2.resize(src, (200, int(200 * src.shape[0] / src.shape[1])))]
+        for mode in (None, "global", "regional"):
+            if mode is None:
+                out = relit
+            else:
+                mesh = MeshSwapper(_SOURCES[src_name], SwapOptions(colour_transfer=mode))  # type: ignore[arg-type]
+                out = mesh._swap_one(relit, mesh.sources[0], lm)
+            part = out[crop]
+            tiles.append(cv2.resize(part, (200, int(200 * part.shape[0] / part.shape[1]))))
+        h = min(t.shape[0] for t in tiles)
+        rows.append(np.hstack([t[:h] for t in tiles]))
+    width = max(r.shape[1] for r in rows)
+    sheet = np.vstack([cv2.copyMakeBorder(r, 0, 4, 0, width - r.shape[1], cv2.BORDER_CONSTANT) for r in rows])
+    cv2.imwrite(str(folder / "swap_colour_relit.jpg"), sheet, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    print(f"wrote {folder / 'swap_colour_relit.jpg'}")
+
+
+_SOURCES: dict[str, list[Any]] = {}  # name -> the prepared SourceFace list (filled by main)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sources", type=int, default=9, help="how many identities serve as sources")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--pictures", type=Path, default=None,
+                        help="also write side-by-side JPEGs (source | relit target | global | regional) here")
     args = parser.parse_args()
 
     from faceport.engine.core import FaceEngine
@@ -66,6 +104,7 @@ def main() -> None:
     identities = {name: cv2.imread(str(DATA / sorted(paths)[0])) for name, paths in sorted(by.items())}
     sources = dict(list(identities.items())[: args.sources])
     swappers = {name: build_swapper(engine, [img]) for name, img in sources.items()}
+    _SOURCES.update({name: sw.sources for name, sw in swappers.items() if isinstance(sw, MeshSwapper)})
 
     targets: list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]] = []  # (kind, identity, image, mesh, box)
     for name, img in identities.items():
@@ -116,6 +155,9 @@ def main() -> None:
                 mesh = MeshSwapper(swapper.sources, SwapOptions(colour_transfer=mode))  # type: ignore[arg-type]
                 out = mesh._swap_one(relit, mesh.sources[0], lm)
                 rows[mode]["light_err"].append(abs(cheek_light_balance(out, lm) - want))
+
+    if args.pictures is not None:
+        write_pictures(args.pictures, sources, [t for t in targets if t[0] == "identity"])
 
     def med(values: list[float]) -> float:
         return round(statistics.median(values), 2) if values else float("nan")
