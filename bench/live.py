@@ -8,12 +8,16 @@ the fraction of processed frames with a face swapped, the server's CPU use (psut
 the machine.
 
 Usage: python bench/live.py [--seconds 30] [--fps 15] [--clip ../shared/data/video/pf_WolfgangLanger_Pexels.mp4]
+       [--options '{"mouth_mask": true, "face_enhancer": true}'] [--port 18301]
+
+``--options`` are sent with ``set_options`` right after connecting (per-session live options, issue 16).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import json
 import os
 import queue
 import socket
@@ -57,8 +61,8 @@ def _frames(clip: Path, quality: int) -> list[str]:
     return urls
 
 
-def _start_server(home: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+def _start_server(home: Path, port: int = 0) -> tuple[subprocess.Popen[bytes], str]:
+    port = port or _free_port()
     models = os.environ.get("FACEPORT_MODELS_DIR") or str(Path.home() / ".cache" / "faceport" / "models")
     env = dict(os.environ, FACEPORT_HOME=str(home), FACEPORT_MODELS_DIR=models, FACEPORT_LOG_LEVEL="WARNING")
     env.pop("FACEPORT_REDIS_URL", None)
@@ -79,13 +83,18 @@ def _start_server(home: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("faceport serve did not start")
 
 
-def run(url: str, frames: list[str], seconds: float, fps: float, warmup: int) -> dict[str, Any]:
+def run(url: str, frames: list[str], seconds: float, fps: float, warmup: int,
+        options: dict[str, Any] | None = None) -> dict[str, Any]:
     import socketio
 
     replies: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
     client = socketio.Client(reconnection=False)
     client.on("processed_frame", lambda data: replies.put((time.perf_counter(), data)))
     client.connect(url, transports=["websocket"], wait_timeout=30)
+    if options:
+        ack = client.call("set_options", options, timeout=10)
+        if not ack or not ack.get("success"):
+            raise SystemExit(f"options refused: {ack}")
     interval = 1.0 / fps
     rtts: list[float] = []
     swapped = answered = timeouts = sent = 0
@@ -140,11 +149,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=15, help="frames sent before measuring")
     parser.add_argument("--clip", type=Path, default=DATA / "video" / "pf_WolfgangLanger_Pexels.mp4")
     parser.add_argument("--source", type=Path, default=REPO / "tests" / "fixtures" / "mpl_grace_hopper.jpg")
+    parser.add_argument("--options", type=json.loads, default=None, help="JSON object sent with set_options")
+    parser.add_argument("--port", type=int, default=0, help="server port (0: a free one)")
     args = parser.parse_args()
 
     frames = _frames(args.clip, args.quality)
     with tempfile.TemporaryDirectory(prefix="faceport-bench-live-") as home:
-        proc, url = _start_server(Path(home))
+        proc, url = _start_server(Path(home), args.port)
         try:
             with args.source.open("rb") as handle:
                 uploaded = httpx.post(f"{url}/upload_source", files={"image": (args.source.name, handle)},
@@ -154,7 +165,7 @@ def main() -> None:
             server = psutil.Process(proc.pid)
             server.cpu_percent(None)
             cpu_started = time.perf_counter()
-            result = run(url, frames, args.seconds, args.fps, args.warmup)
+            result = run(url, frames, args.seconds, args.fps, args.warmup, args.options)
             server_cpu = server.cpu_percent(None)
             cpu_span = time.perf_counter() - cpu_started
             status = httpx.get(f"{url}/status", timeout=10).json()
@@ -165,6 +176,7 @@ def main() -> None:
     kb = statistics.median(len(f) for f in frames) * 3 / 4 / 1024
     answered = max(1, result["answered"])
     print(f"machine: {machine()}")
+    print(f"session options: {args.options or 'defaults'}")
     print(f"clip: {args.clip.name}, {len(frames)} frames letterboxed to 640x480, JPEG q{args.quality} "
           f"(median {kb:.0f} KB); target {args.fps:g} fps for {args.seconds:g} s after {args.warmup} warm-up frames")
     print(f"round trip (emit -> processed_frame): p50 {result['p50']:.1f} ms, p95 {result['p95']:.1f} ms, "

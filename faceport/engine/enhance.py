@@ -1,10 +1,14 @@
 """The ``face_enhancer`` processor: classical luminance enhancement, or GFPGAN / CodeFormer when installed.
 
 Classical (default, no weights needed): on the face crop only, inside a soft mask built
-from the face's 468-point mesh (its convex hull; the detection box when there are no
-landmarks), the luminance gets an edge-preserving denoise (bilateral), CLAHE local
-contrast and an unsharp-mask detail boost. Only luminance changes: the same delta is added
-to B, G and R, so colour (chroma) is kept. ``strength`` blends the result in.
+from the face's 468-point mesh (the swap's own face region: the outline at 96 % with the
+forehead edge pulled down, shrunk a further 3 % of the face so that the outline, the
+hairline and a swap's blend seam are never touched; the detection box when there are no
+landmarks), the luminance gets an unsharp-mask detail boost. The bilateral denoise and
+CLAHE local contrast of the first version are off by default: measured after the swap
+(``bench/swap_enhancer.py``) they wiped skin texture into the painted look and raised the
+seam metric; they remain as options. Only luminance changes: the same delta is added to B,
+G and R, so colour (chroma) is kept. ``strength`` blends the result in.
 
 Neural (optional models): the face is warped to the 512x512 FFHQ 5-point template that
 GFPGAN and CodeFormer were trained on, fed as RGB ``(x / 255 - 0.5) / 0.5`` NCHW, and the
@@ -39,6 +43,11 @@ ENHANCER_MODELS: tuple[str, ...] = ("auto", "classical", "gfpgan_1.4", "codeform
 RESTORER_SIZE = 512
 MESH_POINTS = 468  # the face surface; iris points (468..477) lie inside it anyway
 _MIN_FACE_PX = 8
+# The classical enhancer's default blend (FaceFusion's face_enhancer_blend / 100): chosen in
+# BENCHMARKS.md "Swap colour, enhancer, live options (issue 16)" as the blend with the best identity
+# that does not raise the seam metric.
+DEFAULT_STRENGTH = 0.8
+INNER_MARGIN = 0.03  # the enhancer's mask stays this share of the face inside the swap's face region
 
 
 def _check_strength(strength: float) -> float:
@@ -49,7 +58,7 @@ def _check_strength(strength: float) -> float:
 
 
 def face_polygon(faces: Faces, index: int) -> NDArray[np.float32]:
-    """Outline of one face in image pixels: convex hull of its 468-point mesh, else its box.
+    """Outline of one face in image pixels: convex hull of its 468-point mesh, else its box (the crop's extent).
 
     Args:
         faces: faces with ``xyxy`` and optionally ``landmarks``.
@@ -92,6 +101,14 @@ def polygon_mask(polygon: NDArray[np.float32], origin: tuple[int, int], shape: t
     return np.asarray(mask, np.float32) * np.float32(1.0 / 255.0)
 
 
+def _inner_region(landmarks: NDArray[np.float32]) -> NDArray[np.float32]:
+    """The swap's face region of one mesh (outline at 96 %, forehead edge pulled down), as a convex polygon."""
+    from faceport.engine.swap.mesh import SwapOptions, _mask_polygon
+
+    region = _mask_polygon(np.asarray(landmarks, np.float32), SwapOptions().forehead_keep)
+    return np.asarray(cv2.convexHull(np.ascontiguousarray(region, np.float32)).reshape(-1, 2), np.float32)
+
+
 class ClassicalEnhancer:
     """Classical ``face_enhancer``: denoise, CLAHE and detail boost of the face's luminance.
 
@@ -108,8 +125,8 @@ class ClassicalEnhancer:
     name: str = "face_enhancer"
     method: str = "classical"
 
-    def __init__(self, strength: float = 0.6, *, clahe_clip: float = 1.5, sharpen: float = 0.6,
-                 denoise: float = 12.0) -> None:
+    def __init__(self, strength: float = DEFAULT_STRENGTH, *, clahe_clip: float = 1.0, sharpen: float = 0.8,
+                 denoise: float = 0.0) -> None:
         self.strength = _check_strength(strength)
         self.clahe_clip = clahe_clip
         self.sharpen = sharpen
@@ -161,7 +178,13 @@ class ClassicalEnhancer:
                 continue
             face_px = math.sqrt((x1 - x0) * (y1 - y0))
             crop = out[y0:y1, x0:x1]
-            weights = polygon_mask(polygon, (x0, y0), crop.shape[:2], feather=max(1, round(face_px * 0.04)))
+            feather = max(1, round(face_px * 0.04))
+            if faces.landmarks is not None:
+                region = _inner_region(faces.landmarks[index])
+                inset = feather + round(face_px * INNER_MARGIN)
+                weights = polygon_mask(region, (x0, y0), crop.shape[:2], feather=inset)
+            else:
+                weights = polygon_mask(polygon, (x0, y0), crop.shape[:2], feather=feather)
             luma = np.asarray(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), np.uint8)
             delta = (self.enhance_luma(luma, face_px) - luma.astype(np.float32)) * (weights * np.float32(self.strength))
             # Adding one delta to B, G and R moves luminance by delta and leaves chroma alone, as
@@ -285,7 +308,7 @@ class CodeFormerEnhancer(_Restorer):
         return feeds
 
 
-def build_enhancer(engine: FaceEngine, *, strength: float = 0.6, model: str = "auto") -> Processor:
+def build_enhancer(engine: FaceEngine, *, strength: float = DEFAULT_STRENGTH, model: str = "auto") -> Processor:
     """The ``face_enhancer`` processor.
 
     Args:

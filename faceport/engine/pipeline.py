@@ -94,8 +94,9 @@ PROCESSOR_NAMES: tuple[str, ...] = ("face_swapper", "face_enhancer")
 
 
 def build_processors(engine: FaceEngine, names: Sequence[str], *, sources: Sequence[BGRImage] = (),
-                     enhancer_strength: float = 0.6, swap_options: SwapOptions | None = None) -> list[Processor]:
-    """Processors in the given order; ``swap_options`` are the mesh swapper's (masks, blend).
+                     enhancer_strength: float | None = None,
+                     swap_options: SwapOptions | None = None) -> list[Processor]:
+    """Processors in the given order; ``swap_options`` are the mesh swapper's (masks, colour, blend).
 
     Raises:
         InvalidInput: an unknown name (the message lists the known ones), or a swapper without a source.
@@ -110,9 +111,10 @@ def build_processors(engine: FaceEngine, names: Sequence[str], *, sources: Seque
                 raise InvalidInput("face_swapper needs a source image with a face", details={"field": "source"})
             processors.append(build_swapper(engine, sources, options=swap_options))
         elif name == "face_enhancer":
-            from faceport.engine.enhance import build_enhancer
+            from faceport.engine.enhance import DEFAULT_STRENGTH, build_enhancer
 
-            processors.append(build_enhancer(engine, strength=enhancer_strength))
+            strength = DEFAULT_STRENGTH if enhancer_strength is None else enhancer_strength
+            processors.append(build_enhancer(engine, strength=strength))
         else:
             raise InvalidInput(f"unknown processor {name!r}; available: {', '.join(PROCESSOR_NAMES)}",
                                details={"field": "processors", "allowed": list(PROCESSOR_NAMES)})

@@ -1,8 +1,13 @@
 """Seed A's Socket.IO surface (default namespace of the main app): live webcam face swap.
 
-Client events: ``connect``, ``process_frame`` ``{frame: <data URL>}``, ``clear_source``, ``disconnect``.
+Client events: ``connect``, ``process_frame`` ``{frame: <data URL>}``, ``clear_source``, ``disconnect``,
+and faceport's ``set_options`` ``{mouth_mask, face_enhancer, face_enhancer_blend, many_faces}`` (any subset;
+per session, from the next frame on).
 Server events: ``processed_frame`` (``{success: true, processed, stats}`` or
-``{success: false, error, processed: <the frame sent>}``) and ``status_update`` ``{message}``.
+``{success: false, error, processed: <the frame sent>}``), ``status_update`` ``{message}``, and for
+``set_options``: ``options`` ``{success: true, options: <all of the session's options>}`` or ``error``
+``{success: false, error, code: "INVALID_INPUT", field}`` (the options stay as they were). The same
+body is the event's acknowledgement when the client asks for one.
 
 Rules:
 
@@ -37,7 +42,13 @@ import socketio
 from faceport.config import Settings
 from faceport.engine.landmarks import FaceMeshTracker
 from faceport.errors import FaceportError
-from faceport.services.live_swap import NO_FACE_IN_FRAME, STATE_UNAVAILABLE_MESSAGE, LiveSwapService, RateWindow
+from faceport.services.live_swap import (
+    NO_FACE_IN_FRAME,
+    STATE_UNAVAILABLE_MESSAGE,
+    LiveOptions,
+    LiveSwapService,
+    RateWindow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +117,7 @@ class LiveSession:
     replies: RateWindow = field(default_factory=RateWindow)
     dropped_rate_limited: int = 0
     dropped_stale: int = 0
+    options: LiveOptions = field(default_factory=LiveOptions)
 
 
 def error_form(error: str, frame: Any, *, max_chars: int) -> dict[str, Any]:
@@ -157,6 +169,7 @@ class LiveSwapSocket:
         self.sio.on("disconnect", self.on_disconnect)
         self.sio.on("process_frame", self.on_process_frame)
         self.sio.on("clear_source", self.on_clear_source)
+        self.sio.on("set_options", self.on_set_options)
 
     def asgi_app(self) -> socketio.ASGIApp:
         """The ASGI app to mount at ``/socket.io`` (the mount does the routing)."""
@@ -372,9 +385,10 @@ class LiveSwapSocket:
                 service.stats.record(swapped=False, processing_ms=None)
                 return self._error(NO_SOURCE, frame)
             if session.tracker is None:  # set in on_connect; kept for a handler racing it
-                session.tracker = asyncio.get_running_loop().create_task(service.run(service.new_tracker))
+                session.tracker = asyncio.get_running_loop().create_task(
+                    service.run(service.new_tracker, session.options.many_faces))
             tracker = await session.tracker
-            rendered = await service.run(service.render, frame, tracker, swapper)
+            rendered = await service.run(service.render, frame, tracker, swapper, session.options)
         except FaceportError as exc:
             service.stats.record(swapped=False, processing_ms=exc.details.get("processing_ms"))
             if exc.code != "NO_FACE" or exc.message != NO_FACE_IN_FRAME:
@@ -407,6 +421,29 @@ class LiveSwapSocket:
             await self.status_update(sid, exc.message)
             return
         await self.status_update(sid, "Source cleared")
+
+    async def on_set_options(self, sid: str, data: Any = None) -> dict[str, Any] | None:
+        """Change this session's options (all or nothing); reply ``options``, or ``error`` for a bad value."""
+        session = self.sessions.get(sid)
+        if session is None or session.ending:
+            return None
+        session.last_event = time.monotonic()
+        try:
+            options = session.options.updated(data)
+        except FaceportError as exc:
+            body = {"success": False, "error": exc.message, "code": exc.code, "field": exc.details.get("field")}
+            await self.sio.emit("error", body, to=sid, ignore_queue=True)
+            return body
+        if options.many_faces != session.options.many_faces:  # track more (or fewer) faces from the next frame
+            service = self.service  # the old tracker is left to finish (a frame may be awaiting it)
+            session.tracker = asyncio.get_running_loop().create_task(
+                service.run(service.new_tracker, options.many_faces))
+            session.tracker.add_done_callback(_log_tracker_failure)
+        session.options = options
+        log.info("live swap: %s options %s", sid, options.as_dict())
+        body = {"success": True, "options": options.as_dict()}
+        await self.sio.emit("options", body, to=sid, ignore_queue=True)
+        return body
 
     # ---- timeouts --------------------------------------------------------------------
     async def _watch(self, session: LiveSession) -> None:

@@ -24,23 +24,28 @@ service's async methods never block the event loop.
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import logging
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol
+
+import numpy as np
 
 from faceport.config import Settings
 from faceport.engine.core import FaceEngine
+from faceport.engine.enhance import DEFAULT_STRENGTH, ClassicalEnhancer
 from faceport.engine.imageio import decode_image, parse_data_url, sniff_format, to_data_url
 from faceport.engine.landmarks import FaceMeshTracker
 from faceport.engine.models import ModelStore
-from faceport.engine.pipeline import Processor
+from faceport.engine.pipeline import PipelineOptions, Processor, large_enough
 from faceport.engine.swap import build_swapper
-from faceport.errors import FileTooLarge, InvalidImage, NoFace, StateUnavailable
+from faceport.engine.swap.mesh import MeshSwapper
+from faceport.errors import FileTooLarge, InvalidImage, InvalidInput, NoFace, StateUnavailable
 
 try:
     from redis.exceptions import RedisError as _RedisError
@@ -54,6 +59,58 @@ STATS_WINDOW: Final = 30  # seed A: "statistics updated every 30 frames"
 FRAME_FORMATS: Final = ("jpeg", "png", "webp")  # seed A frames are JPEG/PNG/WebP data URLs
 _FRAME_MEDIA_TYPES: Final = frozenset({"image/jpeg", "image/jpg", "image/png", "image/webp"})
 NO_FACE_IN_FRAME: Final = "No face detected in frame"
+MANY_FACES_MAX: Final = 4  # faces tracked per frame when a session asks for many faces
+DEFAULT_ENHANCER_BLEND: Final = round(DEFAULT_STRENGTH * 100)  # BENCHMARKS.md "Swap colour, enhancer, live options"
+
+
+@dataclass(frozen=True, slots=True)
+class LiveOptions:
+    """One live session's options, set over Socket.IO with ``set_options`` (issue 16, point 7).
+
+    Attributes:
+        mouth_mask: keep the target's whole mouth (Deep-Live-Cam's mouth mask: speech stays the camera's).
+        face_enhancer: run the classical face enhancer after the swap.
+        face_enhancer_blend: its strength in percent (FaceFusion's name), 0-100.
+        many_faces: swap every tracked face (up to ``MANY_FACES_MAX``) of at least the server's minimum
+            size (``FACEPORT_SWAP_MIN_FACE_PX`` / ``FACEPORT_SWAP_MIN_FACE_RATIO``); off: the server's
+            ``FACEPORT_LIVE_MAX_FACES`` faces.
+    """
+
+    mouth_mask: bool = False
+    face_enhancer: bool = False
+    face_enhancer_blend: int = DEFAULT_ENHANCER_BLEND
+    many_faces: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mouth_mask": self.mouth_mask, "face_enhancer": self.face_enhancer,
+                "face_enhancer_blend": self.face_enhancer_blend, "many_faces": self.many_faces}
+
+    def updated(self, data: Any) -> LiveOptions:
+        """These options with the fields in ``data`` changed; all or nothing.
+
+        Raises:
+            InvalidInput: ``data`` is not an object, names an unknown option, or has a value of the wrong
+                type or range (``details["field"]`` names it).
+        """
+        if not isinstance(data, dict):
+            raise InvalidInput("options must be an object, e.g. {\"mouth_mask\": true}",
+                               details={"field": None, "allowed": sorted(self.as_dict())})
+        values = self.as_dict()
+        for name, value in data.items():
+            if name not in values:
+                raise InvalidInput(f"unknown option {name!r}; known: {', '.join(sorted(values))}",
+                                   details={"field": name, "allowed": sorted(values)})
+            if name == "face_enhancer_blend":
+                if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100 \
+                        or value != value:
+                    raise InvalidInput("face_enhancer_blend must be a number from 0 to 100",
+                                       details={"field": name, "value": repr(value)[:40]})
+                values[name] = round(value)
+            elif not isinstance(value, bool):
+                raise InvalidInput(f"{name} must be true or false", details={"field": name, "value": repr(value)[:40]})
+            else:
+                values[name] = value
+        return LiveOptions(**values)
 STATE_UNAVAILABLE_MESSAGE: Final = "The server cannot reach its shared state; try again shortly"
 
 
@@ -255,7 +312,7 @@ class RedisLiveState:
     async def reclaim(self, sid: str) -> bool:
         if await self._redis.set(self._active_key, sid, px=self._lock_ttl_ms, nx=True):
             return True
-        return await self.active_user() == sid
+        return bool(await self.active_user() == sid)
 
     @_shared
     async def restore_source(self, version: str, data: bytes) -> bool:
@@ -409,7 +466,7 @@ class LiveSwapService:
         """Every model a live frame needs is installed (each loads in well under a second on first use)."""
         return all(self.models.is_installed(name) for name in self.required_models)
 
-    def new_tracker(self) -> FaceMeshTracker:
+    def new_tracker(self, many_faces: bool = False) -> FaceMeshTracker:
         """A tracker for one connection's stream (blocking: loads models on first use).
 
         It re-detects on the same frame when it loses a face, keeps a detected face whose mesh agrees
@@ -417,7 +474,8 @@ class LiveSwapService:
         ``live_fallback_detector`` when the detector finds nothing.
         """
         fallback = self.settings.live_fallback_detector
-        return self.engine.tracker(detector=self.detector_name, max_faces=self.settings.live_max_faces,
+        max_faces = max(self.settings.live_max_faces, MANY_FACES_MAX) if many_faces else self.settings.live_max_faces
+        return self.engine.tracker(detector=self.detector_name, max_faces=max_faces,
                                    redetect_every=self.settings.live_redetect_every,
                                    fallback=fallback if fallback != self.detector_name else None,
                                    trust_detector=True)
@@ -533,20 +591,36 @@ class LiveSwapService:
         return decode_image(payload, max_pixels=self.settings.live_frame_max_pixels,
                             max_bytes=self.settings.live_frame_max_bytes)
 
-    def render(self, frame: str, tracker: FaceMeshTracker, swapper: Processor) -> Rendered:
-        """Decode, track, swap and encode one frame (blocking: call it on the thread pool).
+    def with_options(self, swapper: Processor, options: LiveOptions) -> Processor:
+        """``swapper`` as a session's options want it (the mouth mask; inswapper has none and is returned as is)."""
+        if isinstance(swapper, MeshSwapper) and swapper.options.mouth_mask != options.mouth_mask:
+            clone = copy.copy(swapper)
+            clone.options = replace(swapper.options, mouth_mask=options.mouth_mask)
+            return clone
+        return swapper
+
+    def render(self, frame: str, tracker: FaceMeshTracker, swapper: Processor,
+               options: LiveOptions | None = None) -> Rendered:
+        """Decode, track, swap (and enhance) and encode one frame (blocking: call it on the thread pool).
 
         Raises:
             InvalidImage: as for :meth:`decode_frame`.
             FileTooLarge: as for :meth:`decode_frame`.
             NoFace: no face in the frame (``details["processing_ms"]`` says how long finding none took).
         """
+        options = options or LiveOptions()
         started = time.perf_counter()
         image = self.decode_frame(frame)
         faces = tracker.process(image)
+        if options.many_faces and len(faces) > 1:
+            sizes = PipelineOptions(min_face_px=self.settings.swap_min_face_px,
+                                    min_face_ratio=self.settings.swap_min_face_ratio)
+            faces = faces[np.flatnonzero(large_enough(faces, sizes))]
         if len(faces) == 0:
             raise NoFace(NO_FACE_IN_FRAME, details={"processing_ms": (time.perf_counter() - started) * 1000.0})
-        swapped = swapper.process(image, faces)
+        swapped = self.with_options(swapper, options).process(image, faces)
+        if options.face_enhancer and options.face_enhancer_blend > 0:
+            swapped = ClassicalEnhancer(options.face_enhancer_blend / 100.0).process(swapped, faces)
         processed = to_data_url(swapped, "jpeg", quality=self.settings.live_jpeg_quality)
         return Rendered(processed, len(faces), (time.perf_counter() - started) * 1000.0)
 

@@ -11,7 +11,9 @@ For each target face:
    the sides the source's pose hides filled from the mirrored side, several photos merged
    texel by texel), and the target's triangles are painted far to near with back faces
    dropped, so a turned target does not fold its hidden side over its visible one;
-3. the warped face is colour-matched to the target's lighting (LAB mean/std);
+3. the warped face takes the target's skin tone and low-frequency shading per region
+   (``colour.py``: local LAB means over skin, so light direction and a tanned neck carry over;
+   ``colour_transfer='global'`` is the single LAB mean/std transfer of before);
 4. it is blended through a feathered mask that excludes hair and the forehead edge and
    keeps the target's mouth interior and eyes when they are open (or ``cv2.seamlessClone``);
    the mask (FaceFusion's box / occlusion / region, padding, blur, Deep-Live-Cam's mouth mask)
@@ -31,6 +33,7 @@ from numpy.typing import NDArray
 
 from faceport.engine.attributes import head_pose
 from faceport.engine.swap import masks
+from faceport.engine.swap.colour import match_colour
 from faceport.engine.swap.texture import (
     UVTexture,
     build_uv_texture,
@@ -45,6 +48,7 @@ from faceport.errors import InvalidInput
 log = logging.getLogger(__name__)
 
 BlendMode = Literal["feather", "seamless"]
+ColourTransfer = Literal["regional", "global"]
 
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148,
              176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
@@ -65,6 +69,7 @@ class SwapOptions:
     forehead_keep: float = 0.35  # fraction of the forehead (above the brows) that is swapped
     feather: float = 0.08  # mask blur as a fraction of the face size (at mask_blur 0.3)
     pose_texture: bool = True  # sample a UV texture with hidden sides mirror-filled (False: the photo directly)
+    colour_transfer: ColourTransfer = "regional"  # regional: skin tone and shading per region; global: one LAB
     # masks (issue 16, faceport.engine.swap.masks): FaceFusion's face_mask_* options and Deep-Live-Cam's mouth mask
     mask_types: tuple[masks.MaskType, ...] = ("box",)
     mask_regions: tuple[str, ...] = masks.MASK_REGIONS
@@ -256,11 +261,12 @@ class MeshSwapper:
         size = float(max(np.ptp(polygon[:, 0]), np.ptp(polygon[:, 1])))
         region = frame[y0:y1, x0:x1]
 
-        # 3. colour transfer into the target's lighting (LAB mean/std inside the mask)
+        # 3. colour and light: the target's skin tone and shading per region (colour.py)
         inside = mask > 127
         if inside.sum() < 16:
             return frame
-        warped = _match_colour(warped, region, inside)
+        warped = _match_colour(warped, region, inside, target[:468, :2] - offset, geometry - offset,
+                               local=opts.colour_transfer == "regional")
 
         # 4. blend
         out = frame.copy()
@@ -320,14 +326,10 @@ class MeshSwapper:
         return ids, warped
 
 
-def _match_colour(warped: BGRImage, region: BGRImage, inside: NDArray[np.bool_]) -> BGRImage:
-    src = cv2.cvtColor(warped, cv2.COLOR_BGR2LAB).astype(np.float32)
-    dst = cv2.cvtColor(region, cv2.COLOR_BGR2LAB).astype(np.float32)
-    s_mean, s_std = src[inside].mean(0), src[inside].std(0) + 1e-3
-    d_mean, d_std = dst[inside].mean(0), dst[inside].std(0) + 1e-3
-    gain = np.clip(d_std / s_std, 0.2, 2.5)
-    matched = (src - s_mean) * gain + d_mean
-    return np.asarray(cv2.cvtColor(np.clip(matched, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR), np.uint8)
+def _match_colour(warped: BGRImage, region: BGRImage, inside: NDArray[np.bool_],
+                  target_points: NDArray[np.float32] | None = None, warped_points: NDArray[np.float32] | None = None,
+                  *, local: bool = True) -> BGRImage:
+    return match_colour(warped, region, inside, target_points, warped_points, local=local)
 
 
 def source_faces_from(images: list[BGRImage], faces_per_image: list[Faces]) -> list[SourceFace]:

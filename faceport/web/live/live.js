@@ -26,7 +26,9 @@
     output: $("output"), frameStatus: $("frame-status"), messages: $("messages"),
     fps: $("stat-fps"), latency: $("stat-latency"), latencyP95: $("stat-latency-p95"),
     serverMs: $("stat-server-ms"), swaps: $("stat-swaps"), errors: $("stat-errors"),
-    dropped: $("stat-dropped"), sent: $("stat-sent")
+    dropped: $("stat-dropped"), sent: $("stat-sent"),
+    optMouthMask: $("opt-mouth-mask"), optEnhancer: $("opt-enhancer"), optBlend: $("opt-blend"),
+    optManyFaces: $("opt-many-faces")
   };
 
   var state = {
@@ -34,7 +36,7 @@
     inFlight: false, sentAt: 0, lastSendAt: -Infinity, lastSentFrame: null,
     sent: 0, received: 0, swapped: 0, errors: 0, dropped: 0,
     latencies: [], replyTimes: [], serverStats: null, lastPair: null, lastError: null,
-    sourceLoaded: false, messages: []
+    sourceLoaded: false, messages: [], options: null
   };
   window.faceportLive = state;
 
@@ -71,6 +73,27 @@
     ui.reconnect.hidden = true;
     state.inFlight = false;
     refreshStatus();
+    sendOptions();  // options are per session: a new session gets the page's current ones
+  });
+
+  // ---- per-session options (set_options -> options | error) ------------------------------
+  function sendOptions() {
+    socket.emit("set_options", {
+      mouth_mask: ui.optMouthMask.checked, face_enhancer: ui.optEnhancer.checked,
+      face_enhancer_blend: Number(ui.optBlend.value), many_faces: ui.optManyFaces.checked
+    });
+  }
+
+  socket.on("options", function (data) {
+    if (data && data.options) state.options = data.options;
+  });
+
+  socket.on("error", function (data) {
+    showMessage("Options refused: " + (data && data.error ? data.error : "unknown error"), "error");
+  });
+
+  [ui.optMouthMask, ui.optEnhancer, ui.optBlend, ui.optManyFaces].forEach(function (input) {
+    input.addEventListener("change", sendOptions);
   });
 
   socket.on("disconnect", function (reason) {
