@@ -30,6 +30,7 @@ head turn of a real photo, tests/yaw_render.py), a group photo with small faces,
 over the face (frames of the Pexels clip).
 
 Usage: python bench/swap_quality.py [--per-identity 2] [--json out.json] [--save-dir DIR]
+                                    [--mask-types box,occlusion] [--mouth-mask] [--colour global]
                                     [--pictures docs/swap --prefix after]
 """
 
@@ -96,6 +97,9 @@ def fmt(s: dict) -> str:
             f"(p90 {s['stripes_p90']:.2f})")
 
 
+OPTIONS = None  # SwapOptions from --mask-types / --mouth-mask / --colour (None: the defaults a user gets)
+
+
 def quality(args: argparse.Namespace, engine) -> dict:  # type: ignore[no-untyped-def]
     from faceport.engine.attributes import head_pose
     from faceport.engine.swap import build_swapper
@@ -120,7 +124,7 @@ def quality(args: argparse.Namespace, engine) -> dict:  # type: ignore[no-untype
     started = time.perf_counter()
     swap_s: list[float] = []
     for src_path, src in info.items():
-        swapper = build_swapper(engine, [src["image"]])
+        swapper = build_swapper(engine, [src["image"]], options=OPTIONS)
         for tgt_path, tgt in info.items():
             if src["name"] == tgt["name"]:
                 continue
@@ -187,7 +191,7 @@ def turned_sources(engine, info: dict, hog: HogJudge) -> dict:  # type: ignore[n
         if not len(faces):
             print(f"  turned {yaw:+.0f}°: FaceMesh finds no face in the render: left out")
             continue
-        swapper = build_swapper(engine, [source])
+        swapper = build_swapper(engine, [source], options=OPTIONS)
         src_yaw = head_pose(faces.landmarks[0]).yaw
         for name, (path, tgt) in targets.items():
             if name == hopper["name"]:
@@ -278,13 +282,13 @@ def pictures(args: argparse.Namespace, engine) -> None:  # type: ignore[no-untyp
     faces = engine.detect(hopper, landmarks=True).sorted_by_area()[:1]
     turned, _ = YawRenderer(hopper, faces.landmarks[0]).render(40.0)
     target_faces = engine.detect(astronaut, landmarks=True).sorted_by_area()[:1]
-    result = build_swapper(engine, [turned]).process(astronaut, target_faces)
+    result = build_swapper(engine, [turned], options=OPTIONS).process(astronaut, target_faces)
     write("yaw40_hopper_turned_onto_astronaut", turned, astronaut, result, target_faces.xyxy[0])
     # 2. the reverse: frontal source, target turned 40°
     a_faces = engine.detect(astronaut, landmarks=True).sorted_by_area()[:1]
     turned_a, _ = YawRenderer(astronaut, a_faces.landmarks[0]).render(-40.0)
     t_faces = engine.detect(turned_a, landmarks=True).sorted_by_area()[:1]
-    result = build_swapper(engine, [hopper]).process(turned_a, t_faces)
+    result = build_swapper(engine, [hopper], options=OPTIONS).process(turned_a, t_faces)
     write("yaw40_hopper_onto_astronaut_turned", hopper, turned_a, result, t_faces.xyxy[0])
     # 3. group photo with small faces (mode all)
     pipeline = Pipeline(engine, build_processors(engine, ["face_swapper"], sources=[astronaut]),
@@ -298,7 +302,7 @@ def pictures(args: argparse.Namespace, engine) -> None:  # type: ignore[no-untyp
     write("group_astronaut_onto_street_faces", astronaut, crops(street), crops(swapped))
     # 4. open mouth and 5. a hand over the face: frames of the Pexels clip
     clip = DATA / clip_p
-    swapper = build_swapper(engine, [hopper])
+    swapper = build_swapper(engine, [hopper], options=OPTIONS)
     for name, index in (("open_mouth", args.mouth_frame), ("hand_over_face", args.hand_frame)):
         frame = clip_frame(clip, index)
         f = engine.detect(frame, landmarks=True).sorted_by_area()[:1]
@@ -319,7 +323,26 @@ def main() -> None:
                         help="skip the synthetic head-turn sources (the >45° yaw-difference bin)")
     parser.add_argument("--mouth-frame", type=int, default=300)
     parser.add_argument("--hand-frame", type=int, default=200)
+    parser.add_argument("--mask-types", default=None,
+                        help="SwapOptions.mask_types, comma-separated (box,occlusion,region); default: the defaults")
+    parser.add_argument("--mouth-mask", action="store_true", help="SwapOptions.mouth_mask")
+    parser.add_argument("--colour", choices=("regional", "global"), default=None, help="SwapOptions.colour_transfer")
     args = parser.parse_args()
+
+    global OPTIONS
+    if args.mask_types or args.mouth_mask or args.colour:
+        from dataclasses import replace
+
+        from faceport.engine.swap.mesh import SwapOptions
+
+        OPTIONS = SwapOptions()
+        if args.mask_types:
+            OPTIONS = replace(OPTIONS, mask_types=tuple(t.strip() for t in args.mask_types.split(",")))
+        if args.mouth_mask:
+            OPTIONS = replace(OPTIONS, mouth_mask=True)
+        if args.colour:
+            OPTIONS = replace(OPTIONS, colour_transfer=args.colour)
+        print(f"swap options: {OPTIONS}")
 
     from faceport.engine.core import FaceEngine
     from faceport.engine.models import ModelCache, ModelStore
