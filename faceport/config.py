@@ -139,9 +139,10 @@ class Settings(BaseSettings):
     stream_max_publishers: int = Field(default=2, ge=1, le=1000, description="Streams one node filters at once "
                                        "(each costs about a core); more: STREAM_CAPACITY / HTTP 503.")
     stream_room_ttl: float = Field(default=3600.0, gt=0.0, description="Seconds an idle room (no publisher) lives.")
-    stream_audio_delay_s: float = Field(default=3.0, ge=0.5, le=30.0, description=(
+    stream_audio_delay_s: float = Field(default=5.0, ge=0.5, le=30.0, description=(
         "Seconds a live stream's audio is held back while audio processing is on, so spoken personal data "
-        "can be heard and bleeped before it goes out (audio not cleared in time is muted, never passed)."))
+        "can be heard and bleeped before it goes out (audio not cleared in time is muted, never passed). "
+        "It must exceed two speech passes plus 0.6 s: 1-2 s each on 2 cores beside the video filter."))
     stream_update_interval: float = Field(default=1.0, gt=0.0, le=60.0,
                                           description="Seconds between processing_update events.")
 

@@ -32,7 +32,8 @@ from numpy.typing import NDArray
 from faceport.engine.audio import TONE_HZ, TONE_LEVEL, PiiDetector, Transcriber, redact_words
 from faceport.errors import InvalidInput
 
-__all__ = ["Heard", "LiveAudioDecision", "LiveMode", "LiveSpeechOptions", "LiveSpeechRedactor", "to_mono_16k"]
+__all__ = ["Heard", "LiveAudioDecision", "LiveMode", "LiveSpeechOptions", "LiveSpeechRedactor", "to_mono_16k",
+           "warm_up"]
 
 RATE: Final = 16_000
 LiveMode = Literal["bleep", "mute"]
@@ -53,7 +54,7 @@ class LiveSpeechOptions:
     """
 
     mode: LiveMode = "bleep"
-    delay_s: float = 3.0
+    delay_s: float = 5.0
     window_s: float = 10.0
     settle_s: float = 0.6
     pad_before_s: float = 0.15
@@ -93,6 +94,8 @@ class Heard:
     decided_s: float = 0.0  # audio before this was already cleared or released when the pass began
 
 
+MAX_WINDOW_S: Final = 24.0  # the longest window (an item going on is heard from its start)
+TRIGGER_CONTEXT_S: Final = 2.5  # heard before an item going on: its trigger phrase
 QUIET: Final = 0.1  # a 20 ms frame below this share of the window's loud level (90th percentile) is a pause
 WORD_SLACK_S: Final = 0.25  # Whisper's word times are often this much early or late
 MISSED_RUN_S: Final = 0.5  # sound this long in no word's time is a word the transcript missed
@@ -124,6 +127,13 @@ def _heard_until(window: Heard, words: list[tuple[float, float]], limit: float) 
         if count >= run and missed[i - count + 1:i + 1].sum() >= run // 2:
             return float(min(limit, times[i - count + 1] - hop / RATE / 2))
     return limit
+
+
+def warm_up(models: Callable[[], tuple[Transcriber, PiiDetector]]) -> None:
+    """Load the models and run each once, so a stream's first pass is not the slow one."""
+    transcriber, detector = models()
+    transcriber.transcribe(np.zeros(RATE, np.float32), language="en")
+    detector.spans("My name is John Smith and my phone number is 555 0134.")
 
 
 def to_mono_16k(samples: NDArray[np.float32], rate: int) -> NDArray[np.float32]:
@@ -158,7 +168,8 @@ class LiveSpeechRedactor:
         self.options = options or LiveSpeechOptions()
         self._models = models
         self._lock = threading.Lock()
-        self._buffer = np.zeros(0, np.float32)  # the last window_s seconds at 16 kHz
+        self._buffer = np.zeros(0, np.float32)  # the last MAX_WINDOW_S seconds at 16 kHz
+        self._open: float | None = None  # start of an item the newest pass heard still going on
         self._received = 0  # samples received in all (16 kHz)
         self._checked_until = 0.0  # stream seconds cleared by a pass
         self._released_until = 0.0  # stream seconds handed out by release()
@@ -180,7 +191,7 @@ class LiveSpeechRedactor:
     def feed(self, samples: NDArray[np.float32], rate: int) -> None:
         """Append the next chunk of the stream ((channels, n) or (n,) float32 in -1..1)."""
         mono = to_mono_16k(samples, rate)
-        keep = int(self.options.window_s * RATE)
+        keep = int(MAX_WINDOW_S * RATE)
         with self._lock:
             self._buffer = np.concatenate([self._buffer, mono])[-keep:]
             self._received += len(mono)
@@ -206,15 +217,23 @@ class LiveSpeechRedactor:
 
         The window starts in the quietest 100 ms of its first two seconds (Whisper cut into the middle
         of a word or sentence tends to return nothing at all), but never after audio still undecided."""
+        if self.options.mode == "mute":
+            return None
         with self._lock:
-            samples = self._buffer.copy()
             end_s = self.received_s
             decided = max(self._checked_until, self._released_until)
+            # an item still going on is heard from its trigger phrase on, or a later window would miss
+            # what makes it personal ("my card number is" ... digits for 8 s)
+            start_s = end_s - self.options.window_s
+            if self._open is not None:
+                start_s = min(start_s, self._open - TRIGGER_CONTEXT_S)
+            samples = self._buffer[max(0, len(self._buffer) - int((end_s - start_s) * RATE)):].copy()
         if len(samples) < RATE // 4:
             return None
         start_s = end_s - len(samples) / RATE
         hop = RATE // 10
-        head = samples[: max(0, min(len(samples) - RATE // 4, 2 * RATE, int((decided - start_s) * RATE)))]
+        limit = min(decided - start_s, 2.0 if self._open is None else 0.0)
+        head = samples[: max(0, min(len(samples) - RATE // 4, int(limit * RATE)))]
         if len(head) >= 2 * hop:
             levels = np.sqrt(np.convolve(head ** 2, np.ones(hop) / hop, mode="valid")[::RATE // 100])
             cut = int(np.argmin(levels)) * (RATE // 100)
@@ -241,6 +260,8 @@ class LiveSpeechRedactor:
         """Make a pass's result count: its spans are added, its window cleared up to ``end - settle_s``."""
         added = 0
         with self._lock:
+            going_on = [a for a, b, _ in heard.spans if b >= heard.end_s - self.options.settle_s]
+            self._open = min(going_on) if going_on else None
             for a, b, kind in heard.spans:
                 if not any(x <= a and b <= y for x, y, _ in self.spans):
                     self.spans.append((a, b, kind))

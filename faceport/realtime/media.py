@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import cv2
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
@@ -75,6 +76,7 @@ class StreamStats:
     window_ms: float = 0.0
     window_started: float = field(default_factory=time.monotonic)
     last_faces: int = 0
+    resized: int = 0  # frames scaled back to the stream's first size
 
     def count(self, found: Detections, ms: float) -> None:
         self.frames_out += 1
@@ -91,7 +93,7 @@ class StreamStats:
         span = max(1e-6, now - self.window_started)
         n = self.window_out
         body = {"fps": round(n / span, 2), "frames": self.frames_out, "framesIn": self.frames_in,
-                "dropped": self.dropped,
+                "dropped": self.dropped, "resized": self.resized,
                 "detections": {"faces": self.last_faces, "faceFrames": self.window_faces,
                                "plates": self.window_plates, "text": self.window_text},
                 "processingMs": round(self.window_ms / n, 1) if n else None}
@@ -241,7 +243,7 @@ class RoomStream:
     def __init__(self, room_id: str, config: LiveConfig, *, cache: Any,
                  run: Callable[..., Awaitable[Any]], max_viewers: int,
                  speech: Callable[[], tuple[Transcriber, PiiDetector]] | None = None,
-                 audio_delay_s: float = 3.0) -> None:
+                 audio_delay_s: float = 5.0) -> None:
         self.room_id = room_id
         self.session_id = uuid.uuid4().hex
         self.config = config
@@ -260,6 +262,7 @@ class RoomStream:
         self._filter_config: LiveConfig | None = None
         self._loading: asyncio.Task[None] | None = None
         self._last_found = Detections()
+        self.size: tuple[int, int] | None = None  # (width, height) every viewer gets
         self.speech = speech
         self.audio_delay_s = audio_delay_s
         self._speech: LiveSpeechRedactor | None = None
@@ -361,6 +364,13 @@ class RoomStream:
         try:
             image = frame.to_ndarray(format="bgr24")
             out = await self.run(fn, image)
+            if self.size is None:
+                self.size = (out.shape[1], out.shape[0])
+            elif (out.shape[1], out.shape[0]) != self.size:
+                # a browser lowers its resolution under load; viewers keep the first size (aiortc's
+                # decoder stalled on every size change, Chromium's did not)
+                out = cv2.resize(out, self.size, interpolation=cv2.INTER_AREA)
+                self.stats.resized += 1
         except Exception:
             log.exception("live privacy: room %s: filtering a frame failed; frame dropped", self.room_id)
             self.stats.dropped += 1

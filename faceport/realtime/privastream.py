@@ -30,6 +30,7 @@ from typing import Any
 import socketio
 
 from faceport.config import Settings
+from faceport.engine.live_speech import warm_up
 from faceport.errors import FaceportError, NotFound
 from faceport.principal import Principal
 from faceport.realtime.live_swap import environ_api_key, socketio_origins
@@ -93,7 +94,7 @@ class RoomHub:
         if models is not None and self._speech_loading is None:
             async def load() -> None:
                 try:
-                    await self.ctx.run(models)
+                    await self.ctx.run(warm_up, models)
                 except Exception:
                     log.exception("live privacy: cannot load the speech models; bleeping streams stay muted")
                     self._speech_loading = None

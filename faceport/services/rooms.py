@@ -31,7 +31,9 @@ class LiveConfig:
     plate_blur: bool = False
     text_blur: bool = False
     audio_processing: bool = False
-    audio_mode: str = "bleep"  # faceport's addition: with audio_processing, "bleep" personal data or "mute" all
+    # faceport's addition: with audio_processing, "mute" all (default) or "bleep" spoken personal data
+    # (experimental: fragments of an item can still sound; see README "Live privacy filter")
+    audio_mode: str = "mute"
 
     def redact_options(self) -> RedactOptions:
         # live video: full detection every 3rd frame, tracking in between; plates/text every 15th

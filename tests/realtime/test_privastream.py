@@ -101,7 +101,7 @@ def test_socketio_events_and_errors(make_server) -> None:  # type: ignore[no-unt
 
         config = {"face_blur": True, "plate_blur": False, "text_blur": False, "audio_processing": True}
         owner.emit("start_processing", {"roomId": room, "config": config})
-        config["audio_mode"] = "bleep"  # faceport's addition, echoed with its default
+        config["audio_mode"] = "mute"  # faceport's addition, echoed with its default
         assert owner.wait("processing_started") == {"roomId": room, "config": config}
 
         listed = httpx.get(f"{server.url}/rooms", timeout=10).json()["rooms"]
@@ -189,7 +189,7 @@ def test_rooms_across_nodes(make_server) -> None:  # type: ignore[no-untyped-def
         owner.emit("sfu_streaming_started", {"roomId": room})
         assert guest.wait("streaming_started") == {"roomId": room}  # sent on node a, heard on node b
         config = {"face_blur": True, "plate_blur": True, "text_blur": False, "audio_processing": False,
-                  "audio_mode": "mute"}
+                  "audio_mode": "bleep"}
         guest_owner = Events(b.url)  # everyone is "anonymous" without a key: the owner may steer from any node
         guest_owner.emit("start_processing", {"roomId": room, "config": config})
         assert guest_owner.wait("processing_started")["config"] == config

@@ -107,7 +107,12 @@
     $("share-link").textContent = link; $("share-link").href = link; $("share").hidden = false;
     socket.emit("start_processing", {roomId: e.roomId, config: config()});
     publisherPc = new RTCPeerConnection({iceServers: []});
-    localStream.getTracks().forEach(function (t) { publisherPc.addTransceiver(t, {direction: "sendonly"}); });
+    localStream.getTracks().forEach(function (t) {
+      var init = {direction: "sendonly"};
+      // the server decodes every frame on its CPU: a modest bitrate keeps it (and a busy network) up
+      if (t.kind === "video") init.sendEncodings = [{maxBitrate: 800000, maxFramerate: 30}];
+      publisherPc.addTransceiver(t, init);
+    });
     try {
       state.whipLocation = await exchange(publisherPc, e.mediasoupUrl + "/whip");
       state.publishing = true; $("stop").disabled = false;
