@@ -126,6 +126,21 @@ class Judge:
         if window is not None:
             i0 = max(0, int((window[0] - origin) * RATE))
             samples, origin = samples[i0:max(i0, int((window[1] - origin) * RATE))], origin + i0 / RATE
+            return self._heard(samples, origin, language)
+        # the whole file in 12 s pieces, 10 s apart (each keeps the words that start in its first 10 s):
+        # heard in one go, a long bleep tone can make Whisper stop listening for the rest of the file
+        words: list[HeardWord] = []
+        step, piece = 10 * RATE, 12 * RATE
+        for i0 in range(0, max(1, len(samples)), step):
+            start = origin + i0 / RATE
+            last = i0 + piece >= len(samples)
+            words += [w for w in self._heard(samples[i0:i0 + piece], start, language)
+                      if last or w.start < start + step / RATE]
+            if last:
+                break
+        return words
+
+    def _heard(self, samples: NDArray[np.float32], origin: float, language: str) -> list[HeardWord]:
         segments, _ = self.model.transcribe(samples, language=language, beam_size=5, word_timestamps=True,
                                             condition_on_previous_text=False)
         return [HeardWord(w.word, float(w.start) + origin, float(w.end) + origin)
