@@ -140,6 +140,14 @@ class Judge:
                 break
         return words
 
+    def still_heard(self, output: Path, language: str, word: HeardWord, margin_s: float = CUT_S) -> bool:
+        """Is ``word`` (heard in the input) heard in the output's cut around its time, on its own?
+
+        Whole-file hearing can turn the words between two bleep tones into "a a a" (Whisper base
+        after a tone); a short cut around the word is what a listener attends to."""
+        cut = self.words(output, language, (word.start - margin_s, word.end + margin_s))
+        return any(o.norm == word.norm for o in cut)
+
     def _heard(self, samples: NDArray[np.float32], origin: float, language: str) -> list[HeardWord]:
         segments, _ = self.model.transcribe(samples, language=language, beam_size=5, word_timestamps=True,
                                             condition_on_previous_text=False)

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, ClassVar, Final, Literal
 
 import av
 import av.error
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["AUDIO_SUFFIXES", "NER_LANGUAGES", "RULE_LANGUAGES", "Bleeper", "LanguagePolicy", "PiiDetector",
            "Redaction", "SpeechAnalyzer", "SpeechOptions", "SpeechResult", "Transcriber", "UnsupportedLanguage",
-           "Word", "read_speech", "redact_audio_file", "redact_words", "transcript_text"]
+           "Voicing", "Word", "read_speech", "redact_audio_file", "redact_words", "transcript_text"]
 
 RedactMode = Literal["bleep", "silence"]
 LanguagePolicy = Literal["fail", "skip", "process"]
@@ -352,8 +352,54 @@ def _has_context(text: str, start: int, end: int, kind: str) -> bool:
     return bool(words & _CONTEXT.get(kind, frozenset()))
 
 
+@dataclass(frozen=True, slots=True)
+class Voicing:
+    """Where sound is, per 10 ms step of a track: what a pause is when ASR word times are not exact.
+
+    A step is voiced when its level is within ``RANGE_DB`` of the track's loud speech (95th
+    percentile) and above ``FLOOR_DB`` dBFS, so a noisy room's floor does not count as voice.
+    """
+
+    voiced: NDArray[np.bool_]  # (n,) per step
+    origin: float  # file time of step 0
+    HOP_S: ClassVar[float] = 0.01
+    RANGE_DB: ClassVar[float] = 35.0
+    FLOOR_DB: ClassVar[float] = -55.0
+    MIN_PAUSE_S: ClassVar[float] = 0.06
+
+    @classmethod
+    def of(cls, samples: NDArray[np.float32], origin: float, rate: int = 16_000) -> Voicing:
+        hop = int(rate * cls.HOP_S)
+        n = len(samples) // hop
+        if n == 0:
+            return cls(np.zeros(0, np.bool_), origin)
+        level = 10 * np.log10(np.mean(samples[:n * hop].reshape(n, hop).astype(np.float64) ** 2, axis=1) + 1e-12)
+        loud = float(np.percentile(level, 95))
+        return cls(level > max(cls.FLOOR_DB, loud - cls.RANGE_DB), origin)
+
+    def onset_before(self, earliest: float, t: float) -> float | None:
+        """Start of the sound that runs without a pause into ``t``, if a pause (>= ``MIN_PAUSE_S``)
+        lies between ``earliest`` and it; None when there is no such pause (sound all along, or none)."""
+        i0 = max(0, math.ceil((earliest - self.origin) / self.HOP_S))
+        i1 = min(len(self.voiced), int((t - self.origin) / self.HOP_S))
+        if i1 - i0 < 2:
+            return None
+        stretch = self.voiced[i0:i1]
+        quiet = np.flatnonzero(~stretch)
+        if len(quiet) == 0:
+            return None
+        last_quiet = int(quiet[-1])  # the pause's last step; voice runs from the next step into t
+        run = 1
+        while last_quiet - run >= 0 and not stretch[last_quiet - run]:
+            run += 1
+        if run * self.HOP_S < self.MIN_PAUSE_S:
+            return None
+        return self.origin + (i0 + last_quiet + 1) * self.HOP_S
+
+
 def redact_words(words: Sequence[Word], detector: PiiDetector, *, pad_before_s: float = 0.15,
-                 pad_after_s: float = 0.10, end_s: float | None = None) -> list[Redaction]:
+                 pad_after_s: float = 0.10, end_s: float | None = None,
+                 voicing: Voicing | None = None) -> list[Redaction]:
     """The redacted spans of a transcript: every word that overlaps a PII span, grouped per run.
 
     Each run is padded by ``pad_before_s`` / ``pad_after_s`` and then grown to whole words: a
@@ -361,7 +407,10 @@ def redact_words(words: Sequence[Word], detector: PiiDetector, *, pad_before_s: 
     times are often 0.1-0.3 s late or early, so the neighbouring word goes too). Then the span
     runs on through a pause after it, up to the next recognised word (at most ``GAP_FILL_S``; to
     ``end_s`` after the last word): speech the ASR skipped ("742 ... Springfield" heard as
-    "742am.") is most likely the rest of the item.
+    "742am.") is most likely the rest of the item. With ``voicing`` (the track's sound), that run
+    stops at the last pause before the next word: the sound running into the next word without a
+    pause is that word, started before its (often 0.1-0.3 s late) timestamp ("My phone" clipped
+    by a date's bleep).
     """
     if pad_before_s < 0 or pad_after_s < 0:
         raise InvalidInput("padding must be >= 0", details={"field": "pad_before_ms"})
@@ -387,11 +436,17 @@ def redact_words(words: Sequence[Word], detector: PiiDetector, *, pad_before_s: 
         for w in words:  # whole words: one pass is enough, words do not overlap
             if w.start < b and w.end > a and w.end > w.start:
                 a, b = min(a, w.start), max(b, w.end)
-        following = next((_spoken_start(w) for w in words[j + 1:] if w.start >= b), end_s)
+        next_word = next((w for w in words[j + 1:] if w.start >= b), None)
+        following = _spoken_start(next_word) if next_word is not None else end_s
+        item_end = b
         if following is not None and following - b <= GAP_FILL_S:
             b = max(b, following)
         elif following is not None:
             b += GAP_FILL_S
+        if voicing is not None and next_word is not None and b > item_end:
+            onset = voicing.onset_before(item_end, min(b, next_word.end))
+            if onset is not None:
+                b = max(item_end, min(b, onset - Voicing.HOP_S))
         out.append(Redaction(kind, max(0.0, a), b, "".join(w.text for w in span).strip(), i, j))
         i = j + 1
     return out
@@ -495,7 +550,8 @@ class SpeechAnalyzer:
                                                               chunk_seconds=options.chunk_seconds)
             detector = self._get("english_ner")
             redactions = redact_words(words, detector, pad_before_s=options.pad_before_s,
-                                      pad_after_s=options.pad_after_s, end_s=origin + duration)
+                                      pad_after_s=options.pad_after_s, end_s=origin + duration,
+                                      voicing=Voicing.of(samples, origin))
             return SpeechResult(words, redactions, language, probability, "redacted")
         heard = f"speech in language {language!r}" + (f" (p={probability:.2f})" if probability is not None else "")
         missing = "no named-entity model for it is installed offline"
@@ -510,7 +566,8 @@ class SpeechAnalyzer:
         words, duration = self._get("multilingual").transcribe(samples, language=language, origin=origin,
                                                                chunk_seconds=options.chunk_seconds)
         redactions = redact_words(words, PiiDetector(None, language=language), pad_before_s=options.pad_before_s,
-                                  pad_after_s=options.pad_after_s, end_s=origin + duration)
+                                  pad_after_s=options.pad_after_s, end_s=origin + duration,
+                                  voicing=Voicing.of(samples, origin))
         rules = "its trigger phrases" if language in RULE_LANGUAGES else "no trigger phrases (none known for it)"
         return SpeechResult(words, redactions, language, probability, "rules_only",
                             [f"{heard}: {missing}; only {rules} and number/e-mail patterns were redacted, "

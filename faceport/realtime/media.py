@@ -11,7 +11,13 @@ One :class:`RoomStream` per room whose publisher is connected to this node:
   (:class:`faceport.engine.live_speech.LiveSpeechRedactor`: Whisper tiny.en passes over the last
   seconds on the thread pool; audio no pass has cleared in time is muted, never released), or
   all muted with ``audio_mode: "mute"``;
-- viewers subscribe through aiortc's ``MediaRelay`` without buffering (newest frame wins);
+- viewers subscribe through aiortc's ``MediaRelay`` without buffering (newest frame wins), each
+  through :class:`ViewerTrack`, which hands its sender a frame of its own: aiortc's encoders run
+  on worker threads and change the frame they encode (``reformat`` through the frame's one
+  scaler, ``pict_type`` for a keyframe, ``pts`` rebased), so two viewers' encoders on one shared
+  frame crashed the process or left a viewer with a stalled sender (a second viewer of a
+  Chromium-published room got 1 frame in 40 s). The filtered frame is made ``yuv420p`` once,
+  so no encoder converts it again;
 - when the publisher leaves, the filtered tracks end and every viewer's connection is closed.
 """
 
@@ -231,6 +237,44 @@ def audio_frame(samples: np.ndarray, *, like: AudioFrame) -> AudioFrame:
     return out
 
 
+def even_size(image: np.ndarray) -> np.ndarray:
+    """``image`` cropped to even width and height (4:2:0 chroma needs both)."""
+    h, w = image.shape[:2]
+    return image if h % 2 == 0 and w % 2 == 0 else image[:h - h % 2, :w - w % 2]
+
+
+def own_copy(frame: VideoFrame | AudioFrame) -> VideoFrame | AudioFrame:
+    """A frame with its own buffers and timing, equal to ``frame``."""
+    if isinstance(frame, VideoFrame):
+        copy: VideoFrame | AudioFrame = VideoFrame.from_ndarray(frame.to_ndarray(), format=frame.format.name)
+    else:
+        copy = AudioFrame.from_ndarray(frame.to_ndarray(), format=frame.format.name, layout=frame.layout.name)
+        copy.sample_rate = frame.sample_rate
+    copy.pts, copy.time_base = frame.pts, frame.time_base
+    return copy
+
+
+class ViewerTrack(MediaStreamTrack):
+    """One viewer's view of a relayed track: every frame a copy of its own (see the module notes)."""
+
+    def __init__(self, relayed: MediaStreamTrack) -> None:
+        super().__init__()
+        self.kind = relayed.kind
+        self.relayed = relayed
+
+    async def recv(self) -> VideoFrame | AudioFrame:
+        try:
+            frame = await self.relayed.recv()
+        except MediaStreamError:
+            self.stop()
+            raise
+        return own_copy(cast(VideoFrame | AudioFrame, frame))
+
+    def stop(self) -> None:
+        super().stop()
+        self.relayed.stop()
+
+
 @dataclass(eq=False)
 class Viewer:
     session_id: str
@@ -363,7 +407,7 @@ class RoomStream:
         started = time.perf_counter()
         try:
             image = frame.to_ndarray(format="bgr24")
-            out = await self.run(fn, image)
+            out = even_size(await self.run(fn, image))
             if self.size is None:
                 self.size = (out.shape[1], out.shape[0])
             elif (out.shape[1], out.shape[0]) != self.size:
@@ -376,7 +420,9 @@ class RoomStream:
             self.stats.dropped += 1
             return None
         self.stats.count(self._last_found, (time.perf_counter() - started) * 1000.0)
-        result = VideoFrame.from_ndarray(np.ascontiguousarray(out), format="bgr24")
+        # once here, in the encoders' format, rather than in every viewer's encoder
+        i420: np.ndarray = cv2.cvtColor(out, cv2.COLOR_BGR2YUV_I420).astype(np.uint8, copy=False)
+        result = VideoFrame.from_ndarray(i420, format="yuv420p")
         # our own 90 kHz clock from the stream's start: the publisher's timestamps start anywhere
         # (a browser's at a random 32-bit offset), which the viewers' decoders do not all accept
         result.pts = int((time.monotonic() - self.started) * 90000)
@@ -429,9 +475,9 @@ class RoomStream:
             await _apply_offer(pc, offer)
             kinds = {t.kind for t in pc.getTransceivers()}
             if self.video is not None and "video" in kinds:
-                pc.addTrack(self.relay.subscribe(self.video, buffered=False))
+                pc.addTrack(ViewerTrack(self.relay.subscribe(self.video, buffered=False)))
             if self.audio is not None and "audio" in kinds:
-                pc.addTrack(self.relay.subscribe(self.audio, buffered=False))
+                pc.addTrack(ViewerTrack(self.relay.subscribe(self.audio, buffered=False)))
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception:
             await self.remove_viewer(viewer.session_id)

@@ -330,3 +330,74 @@ def _closest(raw: list[np.ndarray], got: np.ndarray) -> int:
 
     target = thumb(got)
     return int(np.argmin([np.abs(thumb(f) - target).mean() for f in raw]))
+
+
+async def test_every_viewer_gets_the_stream(make_server, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """Three viewers of one room each get the filtered video and the audio. Their encoders run on worker
+    threads: sharing one frame object between them crashed the server or stalled all but one viewer
+    (a second viewer got 1 frame in 40 s)."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+    from aiortc.contrib.media import MediaPlayer
+
+    server = make_server(stream_max_viewers=3)
+    events = Events(server.url)
+    events.emit("create_room")
+    room_url = events.wait("room_created")["mediasoupUrl"]
+    player = MediaPlayer(str(data_dir / "video" / "pf_WolfgangLanger_Pexels.mp4"), loop=True)
+    publisher = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    publisher.addTrack(player.video)
+    publisher.addTrack(_tone_track())
+    assert (await _post_sdp(f"{room_url}/whip", publisher))[0] == 201
+    viewers, tracks = [], []
+    for _ in range(3):
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.addTransceiver("video", direction="recvonly")
+        pc.addTransceiver("audio", direction="recvonly")
+        got: asyncio.Queue[Any] = asyncio.Queue()
+        pc.on("track", lambda track, got=got: got.put_nowait(track))
+        assert (await _post_sdp(f"{room_url}/whep", pc))[0] == 201
+        viewers.append(pc)
+        tracks.append(got)
+
+    async def watch(got: asyncio.Queue[Any]) -> tuple[int, int, set[tuple[int, ...]]]:
+        by_kind = {}
+        for _ in range(2):
+            track = await asyncio.wait_for(got.get(), 30)
+            by_kind[track.kind] = track
+        video = audio = 0
+        shapes = set()
+        deadline = time.monotonic() + 90  # no limit asserted: a busy machine only waits longer
+        while (video < 40 or audio < 100) and time.monotonic() < deadline:
+            if video < 40:
+                frame = await asyncio.wait_for(by_kind["video"].recv(), 30)
+                shapes.add(frame.to_ndarray(format="bgr24").shape)
+                video += 1
+            while audio < 100 and audio < video * 5:
+                await asyncio.wait_for(by_kind["audio"].recv(), 30)
+                audio += 1
+        return video, audio, shapes
+
+    results = await asyncio.gather(*(watch(got) for got in tracks))
+    for pc in [*viewers, publisher]:
+        await pc.close()
+    player.video.stop()
+    events.close()
+    assert [(v, a) for v, a, _ in results] == [(40, 100)] * 3, results
+    assert all(len(shapes) == 1 for _, _, shapes in results), results
+
+
+def _tone_track() -> Any:
+    """A microphone: 440 Hz, 20 ms frames at 48 kHz, in real time."""
+    from aiortc.mediastreams import AudioStreamTrack
+    from av import AudioFrame
+
+    class Tone(AudioStreamTrack):
+        async def recv(self) -> AudioFrame:
+            frame = await super().recv()  # silence, paced in real time
+            t = (frame.pts + np.arange(frame.samples)) / frame.sample_rate
+            data = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16).reshape(1, -1)
+            out = AudioFrame.from_ndarray(data, format="s16", layout="mono")
+            out.pts, out.sample_rate, out.time_base = frame.pts, frame.sample_rate, frame.time_base
+            return out
+
+    return Tone()

@@ -169,8 +169,8 @@ def test_live_page_publishes_filtered_media(make_server, chromium: Any, camera_f
     assert verdict.missing_windows == [], verdict.heard_in
     assert verdict.leaked == [], verdict.leaked_words
     assert min(hidden_share(out, verdict)) >= 0.9, hidden_share(out, verdict)
-    words = " ".join(w.text.lower() for w in verdict.heard_out)
-    assert "phone" in words or "hello" in words, words
+    # ... and not all of it is bleeped or muted (as tests/engine/test_live_speech.py counts it)
+    assert verdict.other_kept >= 3, (verdict.other_kept, verdict.other_words, verdict.heard_out)
 
     page.click("#stop")  # the publisher leaves: the room hears it
     page.wait_for_function("!window.faceportStream.publishing", timeout=30_000)
