@@ -110,9 +110,9 @@ def raster_ids(triangles_xy: NDArray[np.float64], shape: tuple[int, int],
                order: NDArray[np.int64] | None = None) -> NDArray[np.uint16]:
     """Triangle id + 1 per pixel (0: none), painted in ``order`` (later ones on top)."""
     ids = np.zeros(shape, np.uint16)
-    pts = np.round(triangles_xy).astype(np.int32)
-    for t in (range(len(pts)) if order is None else order):
-        cv2.fillConvexPoly(ids, pts[t], int(t) + 1)
+    polygons = list(np.round(triangles_xy).astype(np.int32))
+    for t in (range(len(polygons)) if order is None else order.tolist()):  # plain ints: no numpy scalars per call
+        cv2.fillConvexPoly(ids, polygons[t], t + 1)
     return ids
 
 
