@@ -67,7 +67,7 @@ def write_pictures(folder: Path, sources: dict[str, np.ndarray],
                 out = relit
             else:
                 mesh = MeshSwapper(_SOURCES[src_name], SwapOptions(colour_transfer=mode))  # type: ignore[arg-type]
-                out = mesh._swap_one(relit, mesh.sources[0], lm)
+                out = mesh._swap_one(relit.copy(), mesh.sources[0], lm)  # pastes in place
             part = out[crop]
             tiles.append(cv2.resize(part, (200, int(200 * part.shape[0] / part.shape[1]))))
         h = min(t.shape[0] for t in tiles)
@@ -137,7 +137,7 @@ def main() -> None:
             assert isinstance(swapper, MeshSwapper)
             for mode in ("global", "regional"):
                 mesh = MeshSwapper(swapper.sources, SwapOptions(colour_transfer=mode))  # type: ignore[arg-type]
-                out = mesh._swap_one(img, mesh.sources[0], lm)
+                out = mesh._swap_one(img.copy(), mesh.sources[0], lm)  # pastes in place
                 rows[mode][kind].append(cheeks_vs_jaw(out, img, lm))
                 rows[mode]["off"].append(off_tone_share(out, img, lm))
     relit_count = 0
@@ -153,7 +153,7 @@ def main() -> None:
             assert isinstance(swapper, MeshSwapper)
             for mode in ("global", "regional"):
                 mesh = MeshSwapper(swapper.sources, SwapOptions(colour_transfer=mode))  # type: ignore[arg-type]
-                out = mesh._swap_one(relit, mesh.sources[0], lm)
+                out = mesh._swap_one(relit.copy(), mesh.sources[0], lm)  # pastes in place
                 rows[mode]["light_err"].append(abs(cheek_light_balance(out, lm) - want))
 
     if args.pictures is not None:

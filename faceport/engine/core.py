@@ -69,8 +69,10 @@ class FaceEngine:
         raise InvalidInput(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}",
                            details={"field": "detector", "allowed": list(DETECTORS)})
 
-    def facemesh(self) -> FaceMesh:
-        return FaceMesh(self.cache.get("facemesh"), self.cache.get("iris") if self.options.iris else None)
+    def facemesh(self, iris: bool | None = None) -> FaceMesh:
+        """FaceMesh, with the iris model when ``iris`` (``None``: the engine's ``iris`` option)."""
+        iris = self.options.iris if iris is None else iris
+        return FaceMesh(self.cache.get("facemesh"), self.cache.get("iris") if iris else None)
 
     def embedder(self) -> DlibEmbedder:
         """dlib alignment + the ResNet on onnxruntime (default) or on dlib (``embedder="dlib"``)."""
@@ -128,13 +130,15 @@ class FaceEngine:
         return self.compare(self.embed_largest(image_a), self.embed_largest(image_b), threshold=threshold)
 
     def tracker(self, *, detector: str | None = None, max_faces: int = 1, redetect_every: int = 30,
-                fallback: str | None = None, trust_detector: bool = False) -> FaceMeshTracker:
+                fallback: str | None = None, trust_detector: bool = False,
+                iris: bool | None = None) -> FaceMeshTracker:
         """A landmark tracker for the frames of one video stream (not shared between streams).
 
         ``fallback`` names a detector run when ``detector`` finds nothing; ``trust_detector``: see
-        :class:`FaceMeshTracker`.
+        :class:`FaceMeshTracker`; ``iris``: whether faces get the 10 iris points (``None``: the engine's
+        ``iris`` option) — a caller that reads only the 468 mesh points saves the two eye crops per face.
         """
-        return FaceMeshTracker(self.facemesh(), self.detector(detector), max_faces=max_faces,
+        return FaceMeshTracker(self.facemesh(iris), self.detector(detector), max_faces=max_faces,
                                redetect_every=redetect_every,
                                fallback=self.detector(fallback) if fallback else None, trust_detector=trust_detector)
 

@@ -191,7 +191,10 @@ class ClassicalEnhancer:
             # long as no channel clips: cap the delta at each pixel's headroom, or saturated skin
             # (red near 255, blue near 0) would shift hue.
             pixels = crop.astype(np.float32)
-            delta = np.clip(delta, -pixels.min(axis=2), 255.0 - pixels.max(axis=2))
+            # per-pixel channel min / max on the uint8 channels (numpy's reduction over a 3-long last axis is slow)
+            low = cv2.min(cv2.min(crop[:, :, 0], crop[:, :, 1]), crop[:, :, 2]).astype(np.float32)
+            high = cv2.max(cv2.max(crop[:, :, 0], crop[:, :, 1]), crop[:, :, 2]).astype(np.float32)
+            delta = np.clip(delta, -low, 255.0 - high)
             enhanced = pixels + delta[:, :, None]
             out[y0:y1, x0:x1] = np.clip(np.rint(enhanced), 0, 255).astype(np.uint8)
         return out

@@ -17,8 +17,9 @@ group photo, and a face lit from one side comes out evenly lit. Here the statist
 4. where the skin support is thin (the mask's edge, a face almost covered), the local statistics
    fade into the global skin statistics.
 
-Everything runs on a copy shrunk so that the face is about 48 px wide: the statistics are
-low-frequency, and this keeps the step at about a millisecond per face.
+The local means run on a copy shrunk so that the face is about 48 px wide (the statistics are
+low-frequency); the full-size passes (two LAB conversions, the masked statistics with OpenCV's
+double accumulators, the recombination) make the step about 4 ms of CPU for a 250 px face.
 """
 
 from __future__ import annotations
@@ -53,16 +54,22 @@ def feature_mask(points: NDArray[np.float32], shape: tuple[int, int], size: floa
     return np.asarray(grown > 0)
 
 
-def _local_mean(channels: NDArray[np.float32], weight: NDArray[np.float32],
-                sigmas: tuple[float, ...]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Normalised Gaussian mean of each channel over ``weight`` and the support (weight density) per pixel."""
-    means = np.empty_like(channels)
-    support = np.empty(channels.shape, np.float32)
-    for c, sigma in enumerate(sigmas):
+def _local_means(images: tuple[NDArray[np.float32], ...], weight: NDArray[np.float32],
+                 sigmas: tuple[float, ...]) -> tuple[list[NDArray[np.float32]], NDArray[np.float32]]:
+    """Normalised Gaussian mean of each channel of each image over ``weight``, and the support (weight density).
+
+    Channels with the same sigma are blurred together, and the weight once per distinct sigma (the images share it).
+    """
+    means = [np.empty_like(image) for image in images]
+    support = np.empty(images[0].shape, np.float32)
+    for sigma in dict.fromkeys(sigmas):
+        idx = [c for c, s in enumerate(sigmas) if s == sigma]
         w = cv2.GaussianBlur(weight, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
-        num = cv2.GaussianBlur(channels[..., c] * weight, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
-        means[..., c] = num / np.maximum(w, 1e-4)
-        support[..., c] = w
+        support[..., idx] = w[..., None]
+        for image, mean in zip(images, means, strict=True):
+            num = cv2.GaussianBlur(image[..., idx] * weight[..., None], (0, 0), sigma,
+                                   borderType=cv2.BORDER_REPLICATE).reshape(*weight.shape, len(idx))
+            mean[..., idx] = num / np.maximum(w, 1e-4)[..., None]
     return means, support
 
 
@@ -91,15 +98,19 @@ def match_colour(warped: BGRImage, region: BGRImage, inside: NDArray[np.bool_],
             skin &= ~feature_mask(points, (h, w), size)
     if skin.sum() < 16:
         skin = inside
-    src = cv2.cvtColor(warped, cv2.COLOR_BGR2LAB).astype(np.float32)
-    dst = cv2.cvtColor(region, cv2.COLOR_BGR2LAB).astype(np.float32)
-    s_mean, d_mean = src[skin].mean(0), dst[skin].mean(0)
+    src_lab = cv2.cvtColor(warped, cv2.COLOR_BGR2LAB)
+    dst_lab = cv2.cvtColor(region, cv2.COLOR_BGR2LAB)
+    src, dst = src_lab.astype(np.float32), dst_lab.astype(np.float32)
     if not local:  # the first version's transfer, exactly: statistics over the whole mask, truncated
         g_s, g_d = src[inside], dst[inside]
         gain = np.clip((g_d.std(0) + 1e-3) / (g_s.std(0) + 1e-3), 0.2, 2.5)
         matched = np.clip((src - g_s.mean(0)) * gain + g_d.mean(0), 0, 255).astype(np.uint8)
         return np.asarray(cv2.cvtColor(matched, cv2.COLOR_LAB2BGR), np.uint8)
 
+    # masked statistics with OpenCV (double accumulators; numpy's boolean indexing copies every skin pixel)
+    skin8 = skin.astype(np.uint8)
+    s_mean = np.asarray(cv2.mean(src_lab, mask=skin8)[:3], np.float32)
+    d_mean = np.asarray(cv2.mean(dst_lab, mask=skin8)[:3], np.float32)
     f = min(1.0, WORK_FACE_PX / max(size, 1.0))
     sw, sh = max(4, round(w * f)), max(4, round(h * f))
     small_src = np.asarray(cv2.resize(src, (sw, sh), interpolation=cv2.INTER_AREA), np.float32)
@@ -107,8 +118,7 @@ def match_colour(warped: BGRImage, region: BGRImage, inside: NDArray[np.bool_],
     weight = np.asarray(cv2.resize(skin.astype(np.float32), (sw, sh), interpolation=cv2.INTER_AREA), np.float32)
     face = size * f
     sigmas = (max(1.0, face * SIGMA_L), max(1.0, face * SIGMA_AB), max(1.0, face * SIGMA_AB))
-    ms, support = _local_mean(small_src, weight, sigmas)
-    md, _ = _local_mean(small_dst, weight, sigmas)
+    (ms, md), support = _local_means((small_src, small_dst), weight, sigmas)
     # trust in the local statistics: the skin share of each pixel's window, relative to a full window
     trust = np.clip(support / MIN_SUPPORT, 0.0, 1.0)
     ms = trust * ms + (1 - trust) * s_mean
@@ -116,13 +126,17 @@ def match_colour(warped: BGRImage, region: BGRImage, inside: NDArray[np.bool_],
     ms = cv2.resize(ms, (w, h), interpolation=cv2.INTER_LINEAR)
     md = cv2.resize(md, (w, h), interpolation=cv2.INTER_LINEAR)
     # detail contrast: the spread of what the local means leave, target over source
-    s_res = (src - ms)[skin].std(0) + 1e-3
-    d_res = (dst - md)[skin].std(0) + 1e-3
+    s_detail = np.asarray(cv2.subtract(src, ms), np.float32)
+    d_detail = np.asarray(cv2.subtract(dst, md), np.float32)
+    s_res = np.asarray(cv2.meanStdDev(s_detail, mask=skin8)[1].ravel(), np.float32) + 1e-3
+    d_res = np.asarray(cv2.meanStdDev(d_detail, mask=skin8)[1].ravel(), np.float32) + 1e-3
     gain = np.clip(d_res / s_res, [0.7, 0.8, 0.8], [1.5, 1.25, 1.25]).astype(np.float32)
-    out = (src - ms) * gain + md
     # a shadowed region has less contrast than a lit one: scale L's detail by the local light
     light = np.clip(md[..., 0] / max(float(d_mean[0]), 1.0), 0.6, 1.4)
-    out[..., 0] = md[..., 0] + (out[..., 0] - md[..., 0]) * light
+    out = s_detail
+    out *= gain
+    out[..., 0] *= light
+    out += md
     return _to_bgr(out)
 
 

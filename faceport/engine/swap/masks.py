@@ -108,7 +108,8 @@ def expression_weights(points: NDArray[np.float32]) -> NDArray[np.float32]:
     weights = np.ones(468, np.float64)
     for indices, reach in (((*LIPS_OUTER, *LIPS_INNER, *LIPS_MIDDLE), 0.25), ((*RIGHT_EYE, *LEFT_EYE), 0.10)):
         anchor = xy[list(indices)]
-        nearest = np.sqrt(((xy[:, None, :] - anchor[None]) ** 2).sum(-1)).min(1)
+        dx, dy = xy[:, 0, None] - anchor[None, :, 0], xy[:, 1, None] - anchor[None, :, 1]
+        nearest = np.sqrt((dx * dx + dy * dy).min(1))
         weights = np.minimum(weights, np.clip(nearest / (reach * width), 0.0, 1.0) ** 0.5)
     return weights.astype(np.float32)
 

@@ -233,6 +233,7 @@ class MeshSwapper:
         return out
 
     def _swap_one(self, frame: BGRImage, source: SourceFace, target: NDArray[np.float32]) -> BGRImage:
+        """``frame`` with one face swapped: ``frame`` itself, pasted into (the caller owns its copy)."""
         h, w = frame.shape[:2]
         geometry = self._geometry(source, target)
         polygon = _mask_polygon(target, self.options.forehead_keep)
@@ -269,7 +270,6 @@ class MeshSwapper:
                                local=opts.colour_transfer == "regional")
 
         # 4. blend
-        out = frame.copy()
         if self.options.blend == "seamless":
             centre = (int(x0 + bw / 2), int(y0 + bh / 2))
             full = np.zeros((h, w), np.uint8)
@@ -279,8 +279,14 @@ class MeshSwapper:
             return np.asarray(cv2.seamlessClone(canvas, frame, full, centre, cv2.NORMAL_CLONE), np.uint8)
         soft = masks.feather(mask, size, self.options.feather, self.options.mask_blur)
         alpha = (soft.astype(np.float32) / 255.0)[..., None]
-        out[y0:y1, x0:x1] = (warped * alpha + region * (1.0 - alpha) + 0.5).astype(np.uint8)
-        return out
+        base = region.astype(np.float32)
+        blended = warped.astype(np.float32)  # region + (warped - region) * alpha, in place
+        blended -= base
+        blended *= alpha
+        blended += base
+        blended += 0.5
+        frame[y0:y1, x0:x1] = blended.astype(np.uint8)
+        return frame
 
     def _sample(self, source: SourceFace, target: NDArray[np.float32], geometry: NDArray[np.float32],
                 tri_dst: NDArray[np.float32], bh: int, bw: int) -> tuple[NDArray[np.uint16], BGRImage]:

@@ -110,9 +110,9 @@ def raster_ids(triangles_xy: NDArray[np.float64], shape: tuple[int, int],
                order: NDArray[np.int64] | None = None) -> NDArray[np.uint16]:
     """Triangle id + 1 per pixel (0: none), painted in ``order`` (later ones on top)."""
     ids = np.zeros(shape, np.uint16)
-    pts = np.round(triangles_xy).astype(np.int32)
-    for t in (range(len(pts)) if order is None else order):
-        cv2.fillConvexPoly(ids, pts[t], int(t) + 1)
+    polygons = list(np.round(triangles_xy).astype(np.int32))
+    for t in (range(len(polygons)) if order is None else order.tolist()):  # plain ints: no numpy scalars per call
+        cv2.fillConvexPoly(ids, polygons[t], t + 1)
     return ids
 
 
@@ -123,15 +123,17 @@ def triangle_maps(ids: NDArray[np.uint16], tri_dst: NDArray[np.float64], tri_src
     valid = np.abs(np.linalg.det(dst_h)) > 1e-6
     affine = np.zeros((len(tri_dst), 2, 3))
     affine[valid] = np.transpose(np.linalg.solve(dst_h[valid], tri_src[valid, :, :2]), (0, 2, 1))
-    map_x = np.full(ids.shape, -1.0, np.float32)
-    map_y = np.full(ids.shape, -1.0, np.float32)
-    ys, xs = np.nonzero(ids)
-    tri_of = ids[ys, xs].astype(np.int64) - 1
-    keep = valid[tri_of]
-    ys, xs, tri_of = ys[keep], xs[keep], tri_of[keep]
-    a = affine[tri_of] * scale
-    map_x[ys, xs] = a[:, 0, 0] * xs + a[:, 0, 1] * ys + a[:, 0, 2]
-    map_y[ys, xs] = a[:, 1, 0] * xs + a[:, 1, 1] * ys + a[:, 1, 2]
+    # per-triangle coefficients, looked up per pixel through ``ids`` (row 0, and a degenerate triangle: -1,
+    # outside the source); the same float64 sums, pixel by pixel, as solving per pixel would give
+    table = np.zeros((len(tri_dst) + 1, 2, 3))
+    table[0, :, 2] = -1.0
+    table[1:][valid] = affine[valid] * scale
+    table[1:][~valid] = table[0]
+    ys = np.arange(ids.shape[0], dtype=np.float64)[:, None]
+    xs = np.arange(ids.shape[1], dtype=np.float64)[None, :]
+    coef = np.ascontiguousarray(table.reshape(-1, 6).T)  # (6, t + 1)
+    map_x = (coef[0].take(ids) * xs + coef[1].take(ids) * ys + coef[2].take(ids)).astype(np.float32)
+    map_y = (coef[3].take(ids) * xs + coef[4].take(ids) * ys + coef[5].take(ids)).astype(np.float32)
     return map_x, map_y
 
 
