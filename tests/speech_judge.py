@@ -207,7 +207,8 @@ class SpeechVerdict:
         return (f"{self.items} items ({len(self.missing_windows)} not found in the input "
                 f"{self.missing_windows or ''}, {len(self.cut_unheard)} not heard in the input's cut "
                 f"{self.cut_unheard or ''}), {len(self.leaked)} recoverable {self.leaked or ''} "
-                f"{self.leaked_words or ''}, least bleep coverage {min(self.coverage, default=0):.2f}")
+                f"{self.leaked_words or ''}, least bleep coverage {min(self.coverage, default=0):.2f}, "
+                f"other words kept {self.other_kept} of {self.other_words}")
 
 
 def judge_speech(judge: Judge, source: Path, output: Path, recording: str,

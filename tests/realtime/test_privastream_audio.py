@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 from tests.realtime.test_privastream import CLIP, Events, _post_sdp, make_server  # noqa: F401 (fixture)
 
@@ -45,10 +43,6 @@ def align_to(reference: np.ndarray, received: np.ndarray) -> np.ndarray:
     return out
 
 
-@pytest.mark.skipif(not os.environ.get("FACEPORT_TEST_LIVE_AUDIO"), reason=(
-    "opt-in while live bleeping is experimental: over WebRTC 0 of 6 items were recoverable by the judge, "
-    "but up to 32 % of an item's time sounded in fragments and 16 of 42 s were muted (README, BENCHMARKS); "
-    "set FACEPORT_TEST_LIVE_AUDIO=1 to run it"))
 async def test_whip_whep_bleeps_spoken_personal_data(make_server, data_dir: Path, tmp_path: Path,  # type: ignore[no-untyped-def]  # noqa: F811
                                                      models_dir: Path) -> None:
     """aiortc publishes a clip's video and a speech recording; one viewer asks audio and video in one

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -109,11 +108,6 @@ async def _watch(url: str, frames_wanted: int, audio_s: float, timeout: float, *
     return frames, levels, pc
 
 
-@pytest.mark.skipif(not os.environ.get("FACEPORT_TEST_LIVE_BROWSER"), reason=(
-    "opt-in: the aiortc viewer in the test process often decodes only a few video frames of a "
-    "Chromium-published stream (4-8 in 40-130 s here; the page's own Chromium viewer decodes ~17 fps, and "
-    "an aiortc viewer of an aiortc publisher every frame: tests/realtime/test_privastream*.py). "
-    "Set FACEPORT_TEST_LIVE_BROWSER=1 to run it"))
 def test_live_page_publishes_filtered_media(make_server, chromium: Any, camera_frames: list[np.ndarray],  # type: ignore[no-untyped-def]  # noqa: F811
                                            microphone: Path, models_dir: Path, tmp_path: Path) -> None:
     from tests.engine.test_live_speech import hidden_share, write_wav
