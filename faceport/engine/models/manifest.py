@@ -123,6 +123,24 @@ DEFAULT_MODELS: tuple[ModelSpec, ...] = (
         source=_MEDIAPIPE, input_size=(64, 64), mean=(0.0,) * 3, std=(255.0,) * 3, color_order="RGB",
     ),
     ModelSpec(
+        name="palm_detection", task="hand_detection", runtime="litert", license="Apache-2.0",
+        description="MediaPipe palm detector (full), 192x192, SSD over 2016 anchors, 7 palm keypoints",
+        files=_one("palm_detection_full.tflite", "1b14e9422c6ad006cde6581a46c8b90dd573c07ab7f3934b5589e7cea3f89a54",
+                   "mediapipe/modules/palm_detection/palm_detection_full.tflite", 2339846),
+        source=_MEDIAPIPE, input_size=(192, 192), mean=(0.0,) * 3, std=(255.0,) * 3, color_order="RGB",
+        extra={"anchors": "strides 8 (2 per cell), 16 (6 per cell); fixed unit size; offsets in 192ths",
+               "score": "sigmoid, > 0.5 in MediaPipe's graph; weighted NMS at IoU 0.3"},
+    ),
+    ModelSpec(
+        name="hand_landmark", task="hand_landmarks", runtime="litert", license="Apache-2.0",
+        description="MediaPipe hand landmarks (full), 21 points from a 224x224 rotated hand crop, hand presence",
+        files=_one("hand_landmark_full.tflite", "11c272b891e1a99ab034208e23937a8008388cf11ed2a9d776ed3d01d0ba00e3",
+                   "mediapipe/modules/hand_landmark/hand_landmark_full.tflite", 5478917),
+        source=_MEDIAPIPE, input_size=(224, 224), mean=(0.0,) * 3, std=(255.0,) * 3, color_order="RGB",
+        extra={"outputs": "63 crop-pixel coordinates (21 x, y, z), presence probability, handedness, "
+                          "63 world coordinates (m)"},
+    ),
+    ModelSpec(
         name="selfie_segmentation", task="person_segmentation", runtime="litert", license="Apache-2.0",
         description="Selfie segmentation (person mask), general 256x256 and landscape 144x256",
         files=(
