@@ -124,18 +124,20 @@ DEFAULT_MODELS: tuple[ModelSpec, ...] = (
     ),
     ModelSpec(
         name="palm_detection", task="hand_detection", runtime="litert", license="Apache-2.0",
-        description="MediaPipe palm detector (full), 192x192, SSD over 2016 anchors, 7 palm keypoints",
-        files=_one("palm_detection_full.tflite", "1b14e9422c6ad006cde6581a46c8b90dd573c07ab7f3934b5589e7cea3f89a54",
-                   "mediapipe/modules/palm_detection/palm_detection_full.tflite", 2339846),
+        description="MediaPipe palm detector (lite), 192x192, SSD over 2016 anchors, 7 palm keypoints",
+        # lite, not full: around a face it found the hand over the face in 39/40 frames of the Pexels clip where
+        # full found 31/40, at the same CPU time (bench/hands.py)
+        files=_one("palm_detection_lite.tflite", "e9a4aaddf90dda56a87235303cf00e4c2d3fb28725f68fd88772997dac905c18",
+                   "mediapipe/modules/palm_detection/palm_detection_lite.tflite", 1985440),
         source=_MEDIAPIPE, input_size=(192, 192), mean=(0.0,) * 3, std=(255.0,) * 3, color_order="RGB",
         extra={"anchors": "strides 8 (2 per cell), 16 (6 per cell); fixed unit size; offsets in 192ths",
                "score": "sigmoid, > 0.5 in MediaPipe's graph; weighted NMS at IoU 0.3"},
     ),
     ModelSpec(
         name="hand_landmark", task="hand_landmarks", runtime="litert", license="Apache-2.0",
-        description="MediaPipe hand landmarks (full), 21 points from a 224x224 rotated hand crop, hand presence",
-        files=_one("hand_landmark_full.tflite", "11c272b891e1a99ab034208e23937a8008388cf11ed2a9d776ed3d01d0ba00e3",
-                   "mediapipe/modules/hand_landmark/hand_landmark_full.tflite", 5478917),
+        description="MediaPipe hand landmarks (lite), 21 points from a 224x224 rotated hand crop, hand presence",
+        files=_one("hand_landmark_lite.tflite", "048edd3645c9bf7397d19a9f6e3a42957d6e414c9bea6598030a2e9b624156e6",
+                   "mediapipe/modules/hand_landmark/hand_landmark_lite.tflite", 2071597),
         source=_MEDIAPIPE, input_size=(224, 224), mean=(0.0,) * 3, std=(255.0,) * 3, color_order="RGB",
         extra={"outputs": "63 crop-pixel coordinates (21 x, y, z), presence probability, handedness, "
                           "63 world coordinates (m)"},
