@@ -3,11 +3,13 @@
 Two models from the mediapipe wheel (Apache-2.0), run through the ``Session`` protocol:
 
 1. ``palm_detection_lite.tflite`` on the whole image letterboxed (zero border), or on one square of it
-   (around a face: a hand in a large frame is otherwise a few pixels), into 192x192 RGB in [0, 1]. It is an SSD over 2016 anchors — 24x24 cells x 2 (stride 8) and 12x12 cells x 6
-   (three stride-16 layers sharing one grid) — with fixed unit-size anchors, so a box is the
-   anchor centre plus an offset, and the size is the raw value; both in 192ths of the input. Each
-   box carries 7 palm keypoints (0: wrist, 2: middle-finger base). Scores are sigmoids; boxes
-   over 0.5 are merged by weighted non-maximum suppression (IoU 0.3), as MediaPipe's graph does.
+   (around a face: a hand in a large frame is otherwise a few pixels), into 192x192 RGB in [0, 1].
+   It is an SSD over 2016 anchors — 24x24 cells x 2 (stride 8) and 12x12 cells x 6 (three stride-16
+   layers sharing one grid) — with fixed unit-size anchors, so a box is the anchor centre plus an
+   offset, and the size is the raw value; both in 192ths of the input. Each box carries 7 palm
+   keypoints (0: wrist, 2: middle-finger base). Scores are sigmoids; MediaPipe's graph keeps boxes
+   over 0.5 (the swap goes down to 0.1 and lets the landmark model's presence reject false palms) and
+   merges them by weighted non-maximum suppression (IoU 0.3).
 2. ``hand_landmark_lite.tflite`` on a rotated square crop per palm: the crop is turned so the
    wrist-to-middle-finger direction points up, centred half a palm towards the fingers and
    2.6 times the palm box (so the whole hand, fingers spread, fits). It returns 21 points
