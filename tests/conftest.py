@@ -17,7 +17,7 @@ SHARED_DATA = Path(os.environ.get("FACEPORT_TEST_DATA", REPO.parent / "shared" /
 
 # Models the engine and API tests use; pulled once per session (CI pulls all defaults first).
 TEST_MODELS = ("blazeface_short", "blazeface_full", "centerface", "yunet", "facemesh", "iris", "dlib_shape5",
-               "dlib_resnet", "dlib_resnet_onnx")
+               "dlib_resnet", "dlib_resnet_onnx", "palm_detection", "hand_landmark")
 
 
 def read_bgr(path: Path) -> np.ndarray:

@@ -14,6 +14,7 @@ from faceport.engine.deepfake import CLIP_HEAD_FILE, CLIP_MODEL, ClipProbe, Prob
 from faceport.engine.demographics import AGE_MODEL, EMOTION_MODEL, GENDER_MODEL, DemographicsAnalyzer
 from faceport.engine.detect import DETECTORS, BlazeFace, CenterFace, FaceDetector, YuNet
 from faceport.engine.embed import DEFAULT_THRESHOLD, Comparison, DlibEmbedder, OnnxDlibEmbedder, compare
+from faceport.engine.hands import HandLandmarker
 from faceport.engine.landmarks import FaceMesh, FaceMeshTracker
 from faceport.engine.models.cache import ModelCache
 from faceport.engine.types import BGRImage, Faces
@@ -73,6 +74,10 @@ class FaceEngine:
         """FaceMesh, with the iris model when ``iris`` (``None``: the engine's ``iris`` option)."""
         iris = self.options.iris if iris is None else iris
         return FaceMesh(self.cache.get("facemesh"), self.cache.get("iris") if iris else None)
+
+    def hands(self) -> HandLandmarker:
+        """MediaPipe's palm detector + 21-point hand landmarks."""
+        return HandLandmarker(self.cache.get("palm_detection"), self.cache.get("hand_landmark"))
 
     def embedder(self) -> DlibEmbedder:
         """dlib alignment + the ResNet on onnxruntime (default) or on dlib (``embedder="dlib"``)."""

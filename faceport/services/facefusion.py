@@ -179,7 +179,8 @@ class ProcessRequest(BaseModel):
         description="face_swapper masks, intersected: box (the face outline, forehead edge left out, cut by "
         "face_mask_padding), occlusion (classical, no neural occluder: the source's non-skin - glasses frames, hair "
         "strands - is not pasted, and the target's non-skin inside the face - a hand, a microphone, a fringe, a "
-        "beard - stays on top; judged by each face's own skin colour), region (the face_mask_regions, from the "
+        "beard - stays on top, judged by each face's own skin colour; a hand over the face is also found by "
+        "MediaPipe's hand landmarks and kept whatever its colour), region (the face_mask_regions, from the "
         "face mesh). Default box: it keeps identity transfer highest (BENCHMARKS.md).")
     face_mask_regions: list[str] = Field(
         default_factory=lambda: list(MASK_REGIONS), min_length=1, max_length=len(MASK_REGIONS) + len(REGION_ALIASES),

@@ -227,6 +227,8 @@ DESIGN_TABLE = [
     ("facemesh", "litert", "mediapipe==0.10.21"),
     ("iris", "litert", "mediapipe==0.10.21"),
     ("selfie_segmentation", "litert", "mediapipe==0.10.21"),
+    ("palm_detection", "litert", "mediapipe==0.10.21"),
+    ("hand_landmark", "litert", "mediapipe==0.10.21"),
     ("dlib_shape5", "dlib", "face_recognition_models==0.3.0"),
     ("dlib_shape68", "dlib", "face_recognition_models==0.3.0"),
     ("dlib_resnet", "dlib", "face_recognition_models==0.3.0"),

@@ -123,6 +123,26 @@ DEFAULT_MODELS: tuple[ModelSpec, ...] = (
         source=_MEDIAPIPE, input_size=(64, 64), mean=(0.0,) * 3, std=(255.0,) * 3, color_order="RGB",
     ),
     ModelSpec(
+        name="palm_detection", task="hand_detection", runtime="litert", license="Apache-2.0",
+        description="MediaPipe palm detector (lite), 192x192, SSD over 2016 anchors, 7 palm keypoints",
+        # lite, not full: around a face it found the hand over the face in 39/40 frames of the Pexels clip where
+        # full found 31/40, at the same CPU time (bench/hands.py)
+        files=_one("palm_detection_lite.tflite", "e9a4aaddf90dda56a87235303cf00e4c2d3fb28725f68fd88772997dac905c18",
+                   "mediapipe/modules/palm_detection/palm_detection_lite.tflite", 1985440),
+        source=_MEDIAPIPE, input_size=(192, 192), mean=(0.0,) * 3, std=(255.0,) * 3, color_order="RGB",
+        extra={"anchors": "strides 8 (2 per cell), 16 (6 per cell); fixed unit size; offsets in 192ths",
+               "score": "sigmoid, > 0.5 in MediaPipe's graph; weighted NMS at IoU 0.3"},
+    ),
+    ModelSpec(
+        name="hand_landmark", task="hand_landmarks", runtime="litert", license="Apache-2.0",
+        description="MediaPipe hand landmarks (lite), 21 points from a 224x224 rotated hand crop, hand presence",
+        files=_one("hand_landmark_lite.tflite", "048edd3645c9bf7397d19a9f6e3a42957d6e414c9bea6598030a2e9b624156e6",
+                   "mediapipe/modules/hand_landmark/hand_landmark_lite.tflite", 2071597),
+        source=_MEDIAPIPE, input_size=(224, 224), mean=(0.0,) * 3, std=(255.0,) * 3, color_order="RGB",
+        extra={"outputs": "63 crop-pixel coordinates (21 x, y, z), presence probability, handedness, "
+                          "63 world coordinates (m)"},
+    ),
+    ModelSpec(
         name="selfie_segmentation", task="person_segmentation", runtime="litert", license="Apache-2.0",
         description="Selfie segmentation (person mask), general 256x256 and landscape 144x256",
         files=(

@@ -38,7 +38,9 @@ def build_swapper(engine: FaceEngine, sources: Sequence[BGRImage], *, model: Swa
     prepared = source_faces_from(list(sources), faces)
     if not prepared:
         raise NoFace("no face found in the source image(s)", details={"field": "source"})
-    return MeshSwapper(prepared, options)
+    # hands are found (two small LiteRT models) only when the occlusion mask asks for them
+    hands = engine.hands() if options is not None and "occlusion" in options.mask_types else None
+    return MeshSwapper(prepared, options, hands)
 
 
 __all__ = ["MeshSwapper", "SourceFace", "SwapOptions", "build_swapper", "neural_swap_installed"]

@@ -21,7 +21,10 @@ module, for one target face, in the pixel box the swapper works in:
   the source's surrounding skin (``cv2.inpaint``). On the **target** side, a pixel inside the face
   that is not the target's skin and not a mesh feature — a hand, a microphone, a fringe, a
   beard — keeps the target. It is a colour heuristic: an occluder the colour of the face's skin
-  (the person's own hand, in the same light) is only partly found.
+  (the person's own hand, in the same light) is only partly found, so hands are also found by shape:
+  MediaPipe's palm detector and hand landmarks (:mod:`faceport.engine.hands`, when the swapper is given
+  them) search around each target face, and a found hand's silhouette (palm polygon and finger bones,
+  a finger thick) keeps the target whatever its colour.
 
 ``mouth_mask`` (Deep-Live-Cam's mouth mask) keeps the target's whole mouth, lips included, with a
 soft edge, so speech stays the target's.
@@ -125,6 +128,7 @@ class MaskInputs:
     warped: BGRImage  # (bh, bw, 3) the warped source
     region: BGRImage  # (bh, bw, 3) the target's pixels
     source_mouth_open: bool = False  # the source shows its teeth / mouth interior
+    hands: NDArray[np.uint8] | None = None  # (bh, bw) 0/255 silhouettes of hands found over the face (occlusion)
 
 
 def _fill(shape: tuple[int, int], points: NDArray[np.float32], hull: bool = False) -> NDArray[np.uint8]:
@@ -343,6 +347,10 @@ def build_mask(inputs: MaskInputs, *, types: Sequence[str], regions: Sequence[st
     if "occlusion" in types:
         warped = source_cleanup(inputs, size)
         mask[target_occluders(inputs, size)] = 0
+        if inputs.hands is not None:
+            # a hand found by the hand model is kept whatever its colour (the skin model misses the face's own
+            # skin tone); the feather then erodes the mask, so the hand's edge stays the target's too
+            mask[inputs.hands > 0] = 0
     mask[~inputs.covered] = 0
     target = inputs.target
     if keep_open_mouth and mouth_open(target):

@@ -32,6 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from faceport.engine.attributes import head_pose
+from faceport.engine.hands import HandLandmarker, hand_silhouette
 from faceport.engine.swap import masks
 from faceport.engine.swap.colour import match_colour
 from faceport.engine.swap.texture import (
@@ -58,6 +59,12 @@ EYE_IMAGE_RIGHT = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 3
 BROWS = (70, 63, 105, 66, 107, 336, 296, 334, 293, 300)
 # Points whose 3-D positions define the head pose for alignment (rigid parts of the face).
 RIGID = (33, 133, 263, 362, 168, 6, 197, 195, 5, 4, 1, 234, 454, 10, 152, 127, 356)
+# Hands over a target face (occlusion mask): the palm detector searches a square three faces wide around the
+# face (on the whole frame a hand is too few pixels of its 192x192 input); its palms are kept down to 0.1, since
+# a hand over a face scores low there, and the landmark model's presence (>= 0.5) rejects the false palms.
+HAND_SEARCH = 3.0
+HAND_PALM_SCORE = 0.1
+HAND_GROW = 0.05  # the hand's silhouette grows by this fraction of its palm width before the feather
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,11 +197,14 @@ class MeshSwapper:
 
     name = "face_swapper"
 
-    def __init__(self, sources: list[SourceFace], options: SwapOptions | None = None) -> None:
+    def __init__(self, sources: list[SourceFace], options: SwapOptions | None = None,
+                 hands: HandLandmarker | None = None) -> None:
+        """``hands``: with ``occlusion`` in the mask types, a hand found over a target face is kept on top."""
         if not sources:
             raise ValueError("MeshSwapper needs at least one source face")
         self.sources = sources
         self.options = options or SwapOptions()
+        self.hands = hands if "occlusion" in self.options.mask_types else None
         frontal = min(sources, key=lambda s: abs(s.yaw))
         self.uv: UVTexture | None = None
         if self.options.pose_texture:
@@ -232,8 +242,20 @@ class MeshSwapper:
             out = self._swap_one(out, source, target)
         return out
 
+    def _hands_over(self, frame: BGRImage, target: NDArray[np.float32]) -> NDArray[np.float32] | None:
+        """(n, 21, 3) landmarks of the hands found in a square around one target face (three faces wide)."""
+        if self.hands is None:
+            return None
+        xy = target[:468, :2]
+        (x0, y0), (x1, y1) = xy.min(0), xy.max(0)
+        side = float(max(x1 - x0, y1 - y0)) * HAND_SEARCH
+        found = self.hands.detect(frame, region=(float(x0 + x1) / 2, float(y0 + y1) / 2, side),
+                                  score_threshold=HAND_PALM_SCORE, max_hands=2)
+        return found.landmarks if len(found) else None
+
     def _swap_one(self, frame: BGRImage, source: SourceFace, target: NDArray[np.float32]) -> BGRImage:
         """``frame`` with one face swapped: ``frame`` itself, pasted into (the caller owns its copy)."""
+        hands = self._hands_over(frame, target)
         h, w = frame.shape[:2]
         geometry = self._geometry(source, target)
         polygon = _mask_polygon(target, self.options.forehead_keep)
@@ -255,6 +277,8 @@ class MeshSwapper:
         inputs = masks.MaskInputs(target=target[:468, :2] - offset, geometry=geometry - offset,
                                   polygon=polygon - offset, covered=ids > 0, warped=warped,
                                   region=frame[y0:y1, x0:x1],
+                                  hands=None if hands is None else hand_silhouette(hands, (bh, bw), (x0, y0),
+                                                                                   grow=HAND_GROW),
                                   source_mouth_open=opts.keep_expression and masks.mouth_open(source.landmarks))
         mask, warped = masks.build_mask(inputs, types=opts.mask_types, regions=opts.mask_regions,
                                         padding=opts.mask_padding, mouth_mask=opts.mouth_mask,
