@@ -132,7 +132,8 @@ async def test_whip_whep_bleeps_spoken_personal_data(make_server, data_dir: Path
     assert verdict.leaked == [], verdict.leaked_words
     # every item is bleeped or, where the filter fell behind, silent: never heard
     assert min(hidden_share(out, verdict)) >= 0.9, hidden_share(out, verdict)
-    words = " ".join(w.text.lower() for w in verdict.heard_out)
-    assert "phone" in words or "hello" in words, words  # the rest of the speech is heard
+    # ... and not all of it is bleeped or muted (over-redaction itself is measured on the simulated clock,
+    # tests/engine/test_live_speech.py: 3 of 29 ordinary words kept with the live padding)
+    assert verdict.other_kept >= 1, (verdict.other_kept, verdict.other_words, verdict.heard_out)
     with wave.open(str(out)) as check:
         assert check.getnframes() == len(reference)
