@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from faceport.engine.landmarks import Roi
+from faceport.engine.landmarks import Roi, crop_input, crop_to_image
 from faceport.engine.models.sessions import Session
 from faceport.engine.types import BGRImage
 
@@ -205,17 +205,10 @@ class HandLandmarker:
 
     def landmarks_in(self, image: BGRImage, roi: Roi) -> tuple[NDArray[np.float32], float]:
         """21 hand points (x, y, z) in image pixels from one crop, and the hand-presence probability."""
-        m = roi.crop_matrix(HAND_SIZE)
-        crop = cv2.warpAffine(image, m, (HAND_SIZE, HAND_SIZE), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT)
-        tensor = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
-        outputs = self.landmark.run({self.HAND_INPUT: tensor[None]})
-        raw = outputs[self.HAND_POINTS].reshape(21, 3).astype(np.float64)
+        tensor, m = crop_input(image, roi, HAND_SIZE)
+        outputs = self.landmark.run({self.HAND_INPUT: tensor})
         presence = float(np.asarray(outputs[self.HAND_PRESENCE]).ravel()[0])
-        inv = cv2.invertAffineTransform(m)
-        xy = raw[:, :2] @ inv[:, :2].T + inv[:, 2]
-        z = raw[:, 2] * (roi.size / HAND_SIZE)
-        return np.concatenate([xy, z[:, None]], 1).astype(np.float32), presence
+        return crop_to_image(outputs[self.HAND_POINTS].reshape(21, 3), m, roi.size, HAND_SIZE), presence
 
     def detect(self, image: BGRImage, *, max_hands: int = 4, score_threshold: float = PALM_SCORE,
                presence_threshold: float = PRESENCE_THRESHOLD, region: tuple[float, float, float] | None = None

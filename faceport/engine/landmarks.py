@@ -78,8 +78,17 @@ def roi_from_landmarks(points: NDArray[np.float32]) -> Roi:
     return Roi(float(cx), float(cy), float(max(w, h)) * ROI_SCALE, angle)
 
 
-def _to_image(points: NDArray[np.float32], m: NDArray[np.float64], roi_size: float, crop_size: int,
+def crop_input(image: BGRImage, roi: Roi, size: int) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
+    """The rotated square ``roi`` cut out at ``size`` as a (1, size, size, 3) RGB 0..1 tensor, and its matrix
+    (MediaPipe's FaceMesh and hand landmark models read the same input)."""
+    m = roi.crop_matrix(size)
+    crop = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return (cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0)[None], m
+
+
+def crop_to_image(points: NDArray[np.float32], m: NDArray[np.float64], roi_size: float, crop_size: int,
               flip: bool = False) -> NDArray[np.float32]:
+    """Points of a crop (x, y in crop pixels, z in crop units) back in image pixels."""
     pts = points.astype(np.float64).copy()
     if flip:
         pts[:, 0] = crop_size - pts[:, 0]
@@ -116,14 +125,11 @@ class FaceMesh:
 
     def run_roi(self, image: BGRImage, roi: Roi) -> tuple[NDArray[np.float32], float]:
         """Landmarks (468|478, 3) in image pixels and the face-presence probability."""
-        m = roi.crop_matrix(MESH_SIZE)
-        crop = cv2.warpAffine(image, m, (MESH_SIZE, MESH_SIZE), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT)
-        tensor = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
-        outputs = self.mesh.run({self.MESH_INPUT: tensor[None]})
+        tensor, m = crop_input(image, roi, MESH_SIZE)
+        outputs = self.mesh.run({self.MESH_INPUT: tensor})
         raw = outputs[self.MESH_OUTPUT].reshape(468, 3)
         presence = float(1.0 / (1.0 + math.exp(-float(np.clip(outputs[self.FLAG_OUTPUT].ravel()[0], -50, 50)))))
-        points = _to_image(raw, m, roi.size, MESH_SIZE)
+        points = crop_to_image(raw, m, roi.size, MESH_SIZE)
         if self.iris is not None:
             points = np.concatenate([points, self._iris(image, points)], axis=0)
         return points, presence
@@ -143,7 +149,7 @@ class FaceMesh:
                 crop = crop[:, ::-1]
             tensor = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
             iris = self.iris.run({self.IRIS_INPUT: tensor[None]})[self.IRIS_OUTPUT].reshape(5, 3)
-            out.append(_to_image(iris, m, roi.size, IRIS_SIZE, flip=flip))
+            out.append(crop_to_image(iris, m, roi.size, IRIS_SIZE, flip=flip))
         return np.concatenate(out, axis=0)
 
     def landmarks(self, image: BGRImage, faces: Faces) -> Faces:
